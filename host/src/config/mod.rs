@@ -1,0 +1,351 @@
+//! The sidecar's one configuration file.
+//!
+//! Parsing is strict: an unknown key, a value of the wrong shape or a timing
+//! that breaks a safety invariant stops the sidecar at start with the key, the
+//! value, the reason and what to do. Relative paths are resolved against the
+//! directory of the config file, so a config works from any working directory.
+
+mod units;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use units::{Bytes, Dur, parse_duration};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {key}: {message}")]
+    Parse { path: PathBuf, key: String, message: String },
+    #[error("{path}: {key} = {value}: {reason}")]
+    Invalid { path: PathBuf, key: String, value: String, reason: String },
+}
+
+/// The file as written.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    member: RawMember,
+    #[serde(default)]
+    http: RawHttp,
+    plugin: RawPlugin,
+    #[serde(default)]
+    capabilities: RawCapabilities,
+    #[serde(default)]
+    timing: RawTiming,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMember {
+    id: String,
+    #[serde(default)]
+    address: String,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawHttp {
+    listen: Option<String>,
+    max_body: Option<Bytes>,
+    max_wait: Option<Dur>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPlugin {
+    path: PathBuf,
+    sha256: Option<String>,
+    #[serde(default)]
+    settings: BTreeMap<String, serde_yaml::Value>,
+    memory_limit: Option<Bytes>,
+    call_timeout: Option<Dur>,
+    cache_dir: Option<PathBuf>,
+    restart_backoff: Option<Dur>,
+    restart_backoff_max: Option<Dur>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCapabilities {
+    filesystem: Option<RawFilesystem>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawFilesystem {
+    dir: PathBuf,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTiming {
+    lease: Option<Dur>,
+    renew_deadline: Option<Dur>,
+    retry_period: Option<Dur>,
+    resign_holdoff: Option<Dur>,
+}
+
+/// The validated configuration the sidecar runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub member_id: String,
+    pub member_address: String,
+    pub listen: SocketAddr,
+    pub max_body: u64,
+    pub max_wait: Duration,
+    pub plugin: PluginConfig,
+    pub grants: Grants,
+    pub timing: Timing,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub path: PathBuf,
+    pub sha256: Option<String>,
+    pub settings: Vec<(String, String)>,
+    pub memory_limit: u64,
+    pub call_timeout: Duration,
+    /// None: the compile cache is off.
+    pub cache_dir: Option<PathBuf>,
+    pub restart_backoff: Duration,
+    pub restart_backoff_max: Duration,
+}
+
+/// Capabilities the config grants to the plugin.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Host directory mounted into the plugin at `/data`.
+    pub filesystem: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub lease: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+    pub resign_holdoff: Duration,
+}
+
+/// client-go's defaults for core components: tolerant of API hiccups, quick enough to fail over.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
+pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4040";
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Parse {
+                path: path.into(),
+                key: if key == "." { "(top level)".into() } else { key },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Validator { path, base }.validate(raw)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.into(),
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let id = raw.member.id;
+        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) {
+            return Err(self.err("member.id", format!("{id:?}"), "must be 1 to 128 characters of A-Z a-z 0-9 . _ - : and unique in the cluster (the pod or host name is a good choice)"));
+        }
+
+        let listen_raw = raw.http.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| self.err("http.listen", format!("{listen_raw:?}"), "is not an IP address with a port, such as 127.0.0.1:4040"))?;
+        let max_body = raw.http.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0);
+        if !(1..=(256 << 20)).contains(&max_body) {
+            return Err(self.err("http.max-body", Bytes(max_body), "must be between 1 byte and 256MiB"));
+        }
+        let max_wait = raw.http.max_wait.map_or(DEFAULT_MAX_WAIT, |d| d.0);
+        if max_wait > Duration::from_secs(3600) {
+            return Err(self.err("http.max-wait", Dur(max_wait), "must be at most 1h"));
+        }
+
+        let timing = self.timing(&raw.timing)?;
+        let plugin = self.plugin(raw.plugin, &timing)?;
+
+        let grants = Grants {
+            filesystem: raw.capabilities.filesystem.map(|fs| self.resolve(&fs.dir)),
+        };
+
+        Ok(Config {
+            source: self.path.into(),
+            member_id: id,
+            member_address: raw.member.address,
+            listen,
+            max_body,
+            max_wait,
+            plugin,
+            grants,
+            timing,
+        })
+    }
+
+    /// Enforces lease > renew-deadline > 1.2 × retry-period: a leader that
+    /// cannot renew steps down before any standby may take over, and it gets
+    /// more than one renewal attempt before it must.
+    fn timing(&self, t: &RawTiming) -> Result<Timing, ConfigError> {
+        let lease = t.lease.map_or(DEFAULT_LEASE, |d| d.0);
+        let renew = t.renew_deadline.map_or(DEFAULT_RENEW_DEADLINE, |d| d.0);
+        let retry = t.retry_period.map_or(DEFAULT_RETRY_PERIOD, |d| d.0);
+        let holdoff = t.resign_holdoff.map_or(lease, |d| d.0);
+        if retry < Duration::from_millis(10) {
+            return Err(self.err("timing.retry-period", Dur(retry), "must be at least 10ms"));
+        }
+        if renew >= lease {
+            return Err(self.err(
+                "timing.renew-deadline",
+                Dur(renew),
+                format!("must be shorter than timing.lease ({}), so that a leader that cannot renew steps down before a standby may take over; lower timing.renew-deadline or raise timing.lease", Dur(lease)),
+            ));
+        }
+        if renew.as_secs_f64() <= 1.2 * retry.as_secs_f64() {
+            return Err(self.err(
+                "timing.renew-deadline",
+                Dur(renew),
+                format!("must be longer than 1.2 × timing.retry-period ({}), so that a leader gets more than one renewal attempt before it must step down; raise timing.renew-deadline or lower timing.retry-period", Dur(retry)),
+            ));
+        }
+        if lease > Duration::from_secs(u32::MAX as u64 / 1000) {
+            return Err(self.err("timing.lease", Dur(lease), "is too long (at most 49 days)"));
+        }
+        Ok(Timing { lease, renew_deadline: renew, retry_period: retry, resign_holdoff: holdoff })
+    }
+
+    fn plugin(&self, p: RawPlugin, timing: &Timing) -> Result<PluginConfig, ConfigError> {
+        let path = self.resolve(&p.path);
+        if !path.is_file() {
+            return Err(self.err("plugin.path", path.display(), "no such file: build the plugins (see README) or fix the path (relative paths start at the config file's directory)"));
+        }
+        let sha256 = match p.sha256 {
+            Some(h) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => Some(h.to_ascii_lowercase()),
+            Some(h) => return Err(self.err("plugin.sha256", format!("{h:?}"), "must be 64 hex digits (the output of sha256sum)")),
+            None => None,
+        };
+        let mut settings = Vec::new();
+        for (key, value) in p.settings {
+            let text = match value {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                other => return Err(self.err(&format!("plugin.settings.{key}"), format!("{other:?}"), "must be a string, number or boolean")),
+            };
+            settings.push((key, text));
+        }
+        let memory_limit = p.memory_limit.map_or(DEFAULT_MEMORY_LIMIT, |b| b.0);
+        if !((1 << 20)..=(4u64 << 30)).contains(&memory_limit) {
+            return Err(self.err("plugin.memory-limit", Bytes(memory_limit), "must be between 1MiB and 4GiB"));
+        }
+        let call_timeout = p.call_timeout.map_or(DEFAULT_CALL_TIMEOUT, |d| d.0);
+        if call_timeout < Duration::from_millis(10) || call_timeout > Duration::from_secs(600) {
+            return Err(self.err("plugin.call-timeout", Dur(call_timeout), "must be between 10ms and 10m"));
+        }
+        let restart_backoff = p.restart_backoff.map_or(Duration::from_millis(100), |d| d.0);
+        let restart_backoff_max = p.restart_backoff_max.map_or(Duration::from_secs(10), |d| d.0);
+        if restart_backoff.is_zero() || restart_backoff > restart_backoff_max {
+            return Err(self.err("plugin.restart-backoff", Dur(restart_backoff), format!("must be above zero and at most plugin.restart-backoff-max ({})", Dur(restart_backoff_max))));
+        }
+        let _ = timing;
+        let cache_dir = match p.cache_dir {
+            Some(dir) if dir.as_os_str() == "off" => None,
+            Some(dir) => Some(self.resolve(&dir)),
+            None => default_cache_dir(),
+        };
+        Ok(PluginConfig { path, sha256, settings, memory_limit, call_timeout, cache_dir, restart_backoff, restart_backoff_max })
+    }
+}
+
+/// `$XDG_CACHE_HOME/ha-sidecar`, else `$HOME/.cache/ha-sidecar`; none if neither is set.
+fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("ha-sidecar"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let path = dir.path().join("c.yaml");
+        Config::parse(&path, yaml)
+    }
+
+    const MIN: &str = "member: {id: a}\nplugin: {path: p.wasm}\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.timing.lease, DEFAULT_LEASE);
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.plugin.path.ends_with("p.wasm"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse(&format!("{MIN}timing: {{leese: 3s}}\n")).unwrap_err().to_string();
+        assert!(e.contains("timing") && e.contains("leese"), "{e}");
+    }
+
+    #[test]
+    fn timing_invariants_are_enforced() {
+        let e = parse(&format!("{MIN}timing: {{lease: 15s, renew-deadline: 15s, retry-period: 5s}}\n")).unwrap_err().to_string();
+        assert!(e.contains("timing.renew-deadline") && e.contains("shorter than timing.lease"), "{e}");
+        let e = parse(&format!("{MIN}timing: {{lease: 15s, renew-deadline: 2s, retry-period: 2s}}\n")).unwrap_err().to_string();
+        assert!(e.contains("1.2"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_value() {
+        let e = parse(&format!("{MIN}http: {{listen: 'localhost'}}\n")).unwrap_err().to_string();
+        assert!(e.contains("http.listen") && e.contains("localhost"), "{e}");
+        let e = parse("member: {id: 'a b'}\nplugin: {path: p.wasm}\n").unwrap_err().to_string();
+        assert!(e.contains("member.id"), "{e}");
+        let e = parse("member: {id: a}\nplugin: {path: missing.wasm}\n").unwrap_err().to_string();
+        assert!(e.contains("plugin.path") && e.contains("missing.wasm"), "{e}");
+        let e = parse(&format!("{MIN}timing: {{lease: 15}}\n")).unwrap_err().to_string();
+        assert!(e.contains("timing.lease") && e.contains("no unit"), "{e}");
+    }
+}

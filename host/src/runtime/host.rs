@@ -1,0 +1,61 @@
+//! What each plugin instance's Store holds: its WASI context (stderr, clocks,
+//! randomness, and the granted directory if any), its memory limit, and the
+//! host side of the contract's imports.
+
+use std::path::Path;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::ha::sidecar::log::{self, Level};
+use super::bindings::ha::sidecar::types;
+
+/// Where a granted directory appears inside the plugin.
+pub const GUEST_DATA_DIR: &str = "/data";
+
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+    role: &'static str,
+}
+
+impl HostState {
+    pub fn new(role: &'static str, memory_limit: u64, data_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stderr().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        if let Some(dir) = data_dir {
+            wasi.preopened_dir(dir, GUEST_DATA_DIR, FsPerms::ReadWrite)?;
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(memory_limit).unwrap_or(usize::MAX))
+            // A plugin that outgrows its cap traps and is restarted, rather
+            // than limping on with failed allocations.
+            .trap_on_grow_failure(true)
+            .instances(16)
+            .build();
+        Ok(Self { wasi: wasi.build(), table: ResourceTable::new(), limits, role })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let role = self.role;
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", role, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", role, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", role, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", role, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", role, "{message}"),
+        }
+    }
+}

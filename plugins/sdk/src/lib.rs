@@ -1,0 +1,40 @@
+//! Guest SDK for ha-sidecar backend plugins.
+//!
+//! A plugin depends on this crate, implements [`Backend`] and calls
+//! [`export!`](crate::export). The bindings are generated here once, from the
+//! contract in `wit/`, so every plugin is built against the same version of it.
+//!
+//! ```ignore
+//! struct MyStore;
+//! impl ha_sidecar_sdk::Backend for MyStore { /* ... */ }
+//! ha_sidecar_sdk::export!(MyStore);
+//! ```
+
+pub mod keys;
+pub mod log;
+pub mod settings;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "plugin",
+    pub_export_macro: true,
+    default_bindings_module: "ha_sidecar_sdk",
+    generate_all,
+});
+
+pub use exports::ha::sidecar::backend::Guest as Backend;
+pub use ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
+
+/// Shorthand for the result type of every backend call.
+pub type Result<T> = std::result::Result<T, Failure>;
+
+/// `unavailable` with the operation that failed and why, e.g.
+/// `unavailable("read election/term-7", err)`.
+pub fn unavailable(what: &str, err: impl std::fmt::Display) -> Failure {
+    Failure::Unavailable(format!("{what}: {err}"))
+}
+
+/// `invalid` with a message.
+pub fn invalid(msg: impl Into<String>) -> Failure {
+    Failure::Invalid(msg.into())
+}
