@@ -1,6 +1,19 @@
 //! ha-sidecar: one leader and hot standbys, with the coordination backend as a
-//! WebAssembly plugin. See the README for the architecture.
+//! WebAssembly plugin. The README describes the architecture; in short:
+//!
+//! - `config`: the YAML file, validated strictly at start;
+//! - `runtime`: loads and checks the plugin, runs supervised instances of it;
+//! - `leadership`: the state machine that decides when this sidecar may call itself leader;
+//! - `discovery`: who leads, as the backend says, kept in memory;
+//! - `state`: fenced, versioned state requests;
+//! - `http`: the localhost API; `metrics`: Prometheus text;
+//! - `sidecar`: starts and stops all of the above.
 
 pub mod config;
+pub mod discovery;
+pub mod http;
+pub mod leadership;
 pub mod metrics;
 pub mod runtime;
+pub mod sidecar;
+pub mod state;

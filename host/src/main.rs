@@ -1,1 +1,101 @@
-fn main() {}
+//! The `ha-sidecar` command.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ha_sidecar::config::Config;
+use ha_sidecar::runtime::{LoadedPlugin, inspect};
+
+#[derive(Parser)]
+#[command(name = "ha-sidecar", version, about = "Leader election, discovery and fenced state for one active process and hot standbys")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the sidecar with the given config file.
+    Run { config: PathBuf },
+    /// Check a config file (and load its plugin) without starting.
+    Validate { config: PathBuf },
+    /// Tools for plugin authors.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Print the contract version, exports and imports of a plugin.
+    Inspect { plugin: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HA_SIDECAR_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run { config } => run(&config),
+        Cmd::Validate { config } => validate(&config),
+        Cmd::Plugin { command: PluginCmd::Inspect { plugin } } => inspect_plugin(&plugin),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(ha_sidecar::sidecar::run(config))
+}
+
+fn validate(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    LoadedPlugin::load(&config.plugin, &config.grants, Default::default())?;
+    let t = &config.timing;
+    println!(
+        "{}: ok (member {}, listen {}, plugin {}, lease {:?} / renew deadline {:?} / retry {:?})",
+        path.display(),
+        config.member_id,
+        config.listen,
+        config.plugin.path.display(),
+        t.lease,
+        t.renew_deadline,
+        t.retry_period
+    );
+    Ok(())
+}
+
+fn inspect_plugin(path: &Path) -> anyhow::Result<()> {
+    let wasm = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let engine = ha_sidecar::runtime::engine::new_engine()?;
+    let component = wasmtime::component::Component::new(&engine, &wasm).map_err(|e| anyhow::anyhow!("{} is not a WebAssembly component: {e:#}", path.display()))?;
+    let info = inspect::inspect(&engine, &component);
+    println!("plugin:   {}", path.display());
+    println!("sha256:   {}", ha_sidecar::runtime::sha256_hex(&wasm));
+    match info.contract() {
+        Some((export, _)) => println!("contract: {export} (this sidecar speaks {}@{})", inspect::CONTRACT_PACKAGE, inspect::CONTRACT_VERSION),
+        None => println!("contract: none (not an ha-sidecar backend plugin)"),
+    }
+    println!("exports:");
+    for e in &info.exports {
+        println!("  {e}");
+    }
+    println!("imports:");
+    for i in &info.imports {
+        println!("  {i}");
+    }
+    Ok(())
+}

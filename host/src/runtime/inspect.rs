@@ -78,10 +78,7 @@ fn classify(interface: &str) -> Need {
     match package {
         "ha:sidecar" if matches!(bare, "ha:sidecar/log" | "ha:sidecar/types") => Need::Always,
         "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" => Need::Always,
-        // Rust's std imports the filesystem interfaces whether or not a plugin
-        // opens files; without a grant they are linked with no directory, so
-        // nothing is reachable through them.
-        "wasi:filesystem" => Need::Always,
+        "wasi:filesystem" => Need::Capability("filesystem"),
         "wasi:sockets" => Need::Never("raw network access is never granted; a backend reaches its service through a host capability (such as outgoing HTTP to listed endpoints)"),
         "wasi:http" => Need::Never("outgoing HTTP is not available in this version of the sidecar"),
         _ => Need::Never("this sidecar provides no such interface"),
@@ -169,6 +166,10 @@ mod tests {
         assert!(e.contains("ha:sidecar@1.0.0") && e.contains("0.1.0"), "{e}");
         let e = plugin(&["wasi:sockets/tcp@0.2.6"], "ha:sidecar/backend@0.1.0").check(&Grants::default()).unwrap_err().to_string();
         assert!(e.contains("wasi:sockets/tcp@0.2.6"), "{e}");
+        let e = plugin(&["wasi:filesystem/preopens@0.2.6"], "ha:sidecar/backend@0.1.0").check(&Grants::default()).unwrap_err().to_string();
+        assert!(e.contains("wasi:filesystem/preopens@0.2.6") && e.contains("capabilities.filesystem"), "{e}");
+        let granted = Grants { filesystem: Some("/tmp".into()) };
+        assert!(plugin(&["wasi:filesystem/preopens@0.2.6"], "ha:sidecar/backend@0.1.0").check(&granted).is_ok());
         let e = plugin(&[], "other:thing/x").check(&Grants::default()).unwrap_err().to_string();
         assert!(e.contains("not an ha-sidecar backend plugin"), "{e}");
     }

@@ -56,7 +56,7 @@ impl Slot {
         Ok(self.instance.as_mut().expect("instance was just ensured"))
     }
 
-    pub async fn wait_ready(&self) {
+    pub async fn wait_ready(&mut self) {
         if let Some(at) = self.retry_at {
             tokio::time::sleep_until(at.into()).await;
         }

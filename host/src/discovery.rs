@@ -1,0 +1,85 @@
+//! Who leads, as the backend tells it, kept in memory so `GET /leader` never
+//! touches the backend. A dedicated plugin instance long-polls `leader` and
+//! publishes every change.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::leadership::Local;
+use crate::metrics::Metrics;
+use crate::runtime::{CallError, Slot, Term};
+
+/// How long one `leader` call waits for a change before returning anyway.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Default)]
+pub struct Discovered {
+    pub term: Option<Term>,
+    /// False until the backend has answered once.
+    pub known: bool,
+    /// The last error, while the backend cannot be asked.
+    pub error: Option<String>,
+}
+
+/// What the API reports: this sidecar's own leadership when it holds it (it
+/// knows first), else the backend's view.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub term: Option<Term>,
+    pub leading: bool,
+}
+
+pub fn view(local: &Local, discovered: &Discovered) -> View {
+    match local.leading() {
+        Some(t) => View { term: Some(t.clone()), leading: true },
+        None => View { term: discovered.term.clone(), leading: false },
+    }
+}
+
+pub async fn run(mut slot: Slot, tx: watch::Sender<Discovered>, mut shutdown: watch::Receiver<bool>, metrics: Arc<Metrics>, retry: Duration) {
+    let mut first = true;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let instance = match slot.instance().await {
+            Ok(i) => i,
+            Err(e) => {
+                tx.send_modify(|d| d.error = Some(e.to_string()));
+                tokio::select! {
+                    _ = slot.wait_ready() => {}
+                    _ = shutdown.wait_for(|s| *s) => {}
+                }
+                continue;
+            }
+        };
+        let known = tx.borrow().term.as_ref().map(|t| t.token);
+        let wait = if first { Duration::ZERO } else { DISCOVERY_WAIT };
+        match instance.leader(known, wait).await {
+            Ok(term) => {
+                first = false;
+                if let Some(t) = &term {
+                    metrics.term.fetch_max(t.token, Relaxed);
+                }
+                tx.send_if_modified(|d| {
+                    let changed = !d.known || d.error.is_some() || d.term.as_ref().map(|t| t.token) != term.as_ref().map(|t| t.token);
+                    *d = Discovered { term, known: true, error: None };
+                    changed
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "discovery failed");
+                tx.send_modify(|d| d.error = Some(e.to_string()));
+                if matches!(e, CallError::Failure(_)) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        _ = shutdown.wait_for(|s| *s) => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Leader discovery: who leads, am I leader, wake me when that changes, resign.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use super::reply::{self, Reply};
+use super::query_pairs;
+use crate::config::parse_duration;
+use crate::discovery::View;
+use crate::runtime::Term;
+use crate::sidecar::Shared;
+
+fn term_json(shared: &Shared, v: &View) -> Value {
+    let t = v.term.as_ref();
+    json!({
+        "leader": t.map(|t| json!({ "id": t.holder.id, "address": t.holder.address })),
+        "term": t.map(|t| t.token),
+        "since": t.map(since),
+        "leading": v.leading,
+        "member": shared.config.member_id,
+    })
+}
+
+fn since(t: &Term) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.since_ms)).to_string()
+}
+
+/// `GET /`: the classic Kubernetes leader-elector sidecar's answer.
+pub fn elector_compat(shared: &Shared) -> Reply {
+    let name = shared.view().term.map(|t| t.holder.id).unwrap_or_default();
+    reply::json(StatusCode::OK, &json!({ "name": name }))
+}
+
+/// `GET /leader[?wait=30s&known=<token>|none]`: with `wait`, holds the request
+/// until the leader's term differs from `known` (default: the current one) or
+/// the wait ends; either way it answers with the view at that moment.
+pub async fn get(shared: &Shared, query: Option<&str>) -> Reply {
+    let mut wait = None;
+    let mut known = None;
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "wait" => match parse_duration(&v) {
+                Ok(d) => wait = Some(d),
+                Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("wait: {e}")),
+            },
+            "known" => match v.as_str() {
+                "" | "none" => known = Some(None),
+                n => match n.parse::<u64>() {
+                    Ok(t) => known = Some(Some(t)),
+                    Err(_) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("known: {n:?} is not a term token (a whole number, or 'none')")),
+                },
+            },
+            other => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown query parameter {other:?} (accepted: wait, known)")),
+        }
+    }
+    if let Some(wait) = wait {
+        let known = known.unwrap_or_else(|| shared.view().term.map(|t| t.token));
+        shared.wait_for_change(known, wait.min(shared.config.max_wait)).await;
+    }
+    reply::json(StatusCode::OK, &term_json(shared, &shared.view()))
+}
+
+/// `GET /leader/self`: 200 only while this sidecar leads (a readiness probe
+/// that routes traffic to the leader alone).
+pub fn is_self(shared: &Shared) -> Reply {
+    let v = shared.view();
+    if v.leading {
+        return reply::json(StatusCode::OK, &term_json(shared, &v));
+    }
+    let who = match &v.term {
+        Some(t) => format!("the leader is {} (term {})", t.holder.id, t.token),
+        None => "no leader is known".into(),
+    };
+    reply::error_with(StatusCode::SERVICE_UNAVAILABLE, "not_leader", format!("this sidecar does not lead; {who}"), term_json(shared, &v))
+}
+
+/// `POST /leader/resign[?holdoff=5s]`: step down, release the term in the
+/// backend, and stay out of the election for the holdoff (default:
+/// timing.resign-holdoff) so that a standby takes over.
+pub async fn resign(shared: &Shared, query: Option<&str>) -> Reply {
+    let mut holdoff = shared.config.timing.resign_holdoff;
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "holdoff" => match parse_duration(&v) {
+                Ok(d) if d <= Duration::from_secs(3600) => holdoff = d,
+                Ok(_) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", "holdoff: at most 1h"),
+                Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("holdoff: {e}")),
+            },
+            other => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown query parameter {other:?} (accepted: holdoff)")),
+        }
+    }
+    if !shared.view().leading {
+        return reply::error(StatusCode::CONFLICT, "not_leader", "this sidecar does not lead, so it has nothing to resign");
+    }
+    match shared.resign(holdoff).await {
+        Ok(term) => reply::json(StatusCode::OK, &json!({ "resigned": true, "term": term.token, "holdoff_ms": holdoff.as_millis() as u64 })),
+        Err(message) => reply::error(StatusCode::SERVICE_UNAVAILABLE, "resign_incomplete", message),
+    }
+}

@@ -1,0 +1,139 @@
+//! `GET/PUT/DELETE /state/{key}` and `GET /state?prefix=`.
+//!
+//! Versions travel as ETags. `If-Match: "<v>"` makes a write a
+//! compare-and-set, `If-None-Match: *` makes a put create-only, and
+//! `X-HA-Term: <token>` fences a write to that leadership term. A lost
+//! compare-and-set is 412, a stale term 409 (`not_leader`), a backend that
+//! cannot answer 503: three different things for the caller to do.
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, IF_MATCH, IF_NONE_MATCH};
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+
+use super::reply::{self, Reply};
+use super::{percent_decode, query_pairs};
+use crate::runtime::{CallError, Failure};
+use crate::sidecar::Shared;
+use crate::state::{check_key, check_prefix};
+
+pub const TERM_HEADER: &str = "x-ha-term";
+
+pub async fn list(shared: &Shared, query: Option<&str>) -> Reply {
+    let mut prefix = String::new();
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "prefix" => prefix = v,
+            other => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown query parameter {other:?} (accepted: prefix)")),
+        }
+    }
+    if let Err(e) = check_prefix(&prefix) {
+        return reply::error(StatusCode::BAD_REQUEST, "invalid_key", e);
+    }
+    match shared.state.list(&prefix).await {
+        Ok(keys) => reply::json(StatusCode::OK, &json!({ "keys": keys })),
+        Err(e) => failure(shared, e),
+    }
+}
+
+pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
+    let key = percent_decode(&req.uri().path()["/state/".len()..]);
+    if let Err(e) = check_key(&key) {
+        return reply::error(StatusCode::BAD_REQUEST, "invalid_key", e);
+    }
+    let preconditions = match Preconditions::parse(req.headers()) {
+        Ok(p) => p,
+        Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    match *req.method() {
+        Method::GET => match shared.state.get(&key).await {
+            Ok(Some(v)) => reply::etag(reply::bytes(StatusCode::OK, v.value), v.version),
+            Ok(None) => reply::error(StatusCode::NOT_FOUND, "not_found", format!("no key {key:?}")),
+            Err(e) => failure(shared, e),
+        },
+        Method::PUT => {
+            let max = shared.config.max_body;
+            let body = match Limited::new(req.into_body(), max as usize).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                    return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the value is larger than http.max-body ({max} bytes)"));
+                }
+                Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the request body: {e}")),
+            };
+            match shared.state.put(&key, &body, preconditions.expected, preconditions.fence).await {
+                Ok(version) => reply::etag(reply::json(StatusCode::OK, &json!({ "key": key, "version": version })), version),
+                Err(e) => failure(shared, e),
+            }
+        }
+        Method::DELETE => {
+            if preconditions.expected == Some(0) {
+                return reply::error(StatusCode::BAD_REQUEST, "bad_request", "If-None-Match: * makes no sense on DELETE");
+            }
+            match shared.state.delete(&key, preconditions.expected, preconditions.fence).await {
+                Ok(()) => reply::empty(StatusCode::NO_CONTENT),
+                Err(e) => failure(shared, e),
+            }
+        }
+        _ => reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, PUT or DELETE on /state/{key}"),
+    }
+}
+
+struct Preconditions {
+    /// As in the contract: some(0) = must be absent, some(v) = must be at v.
+    expected: Option<u64>,
+    fence: Option<u64>,
+}
+
+impl Preconditions {
+    fn parse(headers: &HeaderMap) -> Result<Self, String> {
+        let text = |name| headers.get(name).map(|v| v.to_str().map(str::trim).map_err(|_| format!("{name} is not ASCII")));
+        let if_match = text(IF_MATCH.as_str()).transpose()?;
+        let if_none_match = text(IF_NONE_MATCH.as_str()).transpose()?;
+        let expected = match (if_match, if_none_match) {
+            (Some(_), Some(_)) => return Err("send If-Match or If-None-Match, not both".into()),
+            (Some(etag), None) => {
+                let v = etag.trim_start_matches("W/").trim_matches('"');
+                match v.parse::<u64>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => return Err(format!("If-Match: {etag:?} is not a version this API issued (an ETag such as \"42\")")),
+                }
+            }
+            (None, Some("*")) => Some(0),
+            (None, Some(other)) => return Err(format!("If-None-Match: only * is supported, got {other:?}")),
+            (None, None) => None,
+        };
+        let fence = match text(TERM_HEADER).transpose()? {
+            Some(raw) => Some(raw.parse::<u64>().map_err(|_| format!("X-HA-Term: {raw:?} is not a term token (a whole number from GET /leader)"))?),
+            None => None,
+        };
+        Ok(Self { expected, fence })
+    }
+}
+
+fn failure(shared: &Shared, e: CallError) -> Reply {
+    match e {
+        CallError::Failure(Failure::Conflict(current)) => {
+            let version = current.as_ref().map(|v| v.version);
+            let message = match version {
+                Some(v) => format!("the key is at version {v}; read it again and retry"),
+                None => "the key does not exist".into(),
+            };
+            let r = reply::error_with(StatusCode::PRECONDITION_FAILED, "version_conflict", message, json!({ "current_version": version }));
+            match version {
+                Some(v) => reply::etag(r, v),
+                None => r,
+            }
+        }
+        CallError::Failure(Failure::NotLeader) => {
+            let leader = match shared.view().term {
+                Some(t) => format!("the current leader is {} with term {}", t.holder.id, t.token),
+                None => "no leader is known right now".into(),
+            };
+            reply::error(StatusCode::CONFLICT, "not_leader", format!("fenced: the write's term is not the current one, or this sidecar cannot write for it; {leader}. Nothing was changed"))
+        }
+        CallError::Failure(Failure::Invalid(m)) => reply::error(StatusCode::BAD_REQUEST, "invalid", m),
+        CallError::Failure(Failure::Unavailable(m)) => reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("the backend cannot answer now: {m}; retry")),
+        other => reply::error(StatusCode::SERVICE_UNAVAILABLE, "plugin_failed", format!("{other}; retry")),
+    }
+}

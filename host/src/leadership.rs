@@ -1,0 +1,258 @@
+//! The leadership state machine: candidate → leader → (lost | resigned) → candidate.
+//!
+//! Safety rules (DESIGN.md):
+//! - Leadership is published with a deadline: the start of the last successful
+//!   `keep` plus the renew deadline. Everyone who reads it checks the deadline
+//!   against the local monotonic clock, so even a stuck election task cannot
+//!   make the sidecar report leadership past it. The config guarantees the
+//!   renew deadline is shorter than the lease, so the sidecar stops calling
+//!   itself leader before any standby may take over.
+//! - A `keep` still in flight at the deadline does not extend it: the sidecar
+//!   steps down first and finds out afterwards.
+//! - On resign and on shutdown the sidecar steps down locally first, then
+//!   releases the term in the backend, so a standby can take over at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::sleep_until;
+
+use crate::config::Timing;
+use crate::metrics::Metrics;
+use crate::runtime::{CallError, Failure, Slot, Term};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Candidate,
+    Leader,
+    /// Resigned on request; not campaigning until the holdoff ends.
+    HoldingOff,
+    Stopped,
+}
+
+/// What this sidecar knows about its own leadership.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub phase: Phase,
+    term: Option<Term>,
+    valid_until: Option<Instant>,
+}
+
+impl Local {
+    fn follower(phase: Phase) -> Self {
+        Self { phase, term: None, valid_until: None }
+    }
+
+    /// The term this sidecar holds, if it still holds it right now.
+    pub fn leading(&self) -> Option<&Term> {
+        match (&self.term, self.valid_until) {
+            (Some(t), Some(until)) if Instant::now() < until => Some(t),
+            _ => None,
+        }
+    }
+}
+
+pub enum Command {
+    Resign { holdoff: Duration, reply: oneshot::Sender<Result<Term, String>> },
+}
+
+/// When the election loop last made progress, for the liveness probe.
+#[derive(Default)]
+pub struct Progress {
+    epoch: Option<Instant>,
+    millis: AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Self { epoch: Some(Instant::now()), millis: AtomicU64::new(0) }
+    }
+    fn touch(&self) {
+        if let Some(e) = self.epoch {
+            self.millis.store(e.elapsed().as_millis() as u64, Relaxed);
+        }
+    }
+    pub fn age(&self) -> Duration {
+        let since_start = self.epoch.map_or(Duration::ZERO, |e| e.elapsed());
+        since_start.saturating_sub(Duration::from_millis(self.millis.load(Relaxed)))
+    }
+}
+
+pub struct Election {
+    pub slot: Slot,
+    pub timing: Timing,
+    pub local: watch::Sender<Local>,
+    pub commands: mpsc::Receiver<Command>,
+    pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+    pub progress: Arc<Progress>,
+}
+
+pub fn initial() -> Local {
+    Local::follower(Phase::Candidate)
+}
+
+/// How long one `campaign` call may wait for the leader to go: long enough to
+/// avoid busy calls, short enough to notice shutdown promptly.
+fn campaign_wait(t: &Timing) -> Duration {
+    t.retry_period.clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+enum Exit {
+    Lost(String),
+    Resign { holdoff: Duration, reply: oneshot::Sender<Result<Term, String>> },
+    Shutdown,
+}
+
+impl Election {
+    pub async fn run(mut self) {
+        loop {
+            self.progress.touch();
+            if *self.shutdown.borrow() {
+                break;
+            }
+            self.refuse_pending_commands();
+            let instance = match self.slot.instance().await {
+                Ok(i) => i,
+                Err(_) => {
+                    tokio::select! {
+                        _ = self.slot.wait_ready() => {}
+                        _ = self.shutdown.wait_for(|s| *s) => {}
+                    }
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            match instance.campaign(campaign_wait(&self.timing)).await {
+                Ok(Some(term)) => self.lead(term, started).await,
+                Ok(None) => {}
+                Err(CallError::Failure(f)) => {
+                    tracing::warn!(error = %CallError::Failure(f), "campaign failed; retrying");
+                    self.pause(self.timing.retry_period).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "campaign failed"),
+            }
+        }
+        self.local.send_replace(Local::follower(Phase::Stopped));
+    }
+
+    async fn lead(&mut self, term: Term, started: Instant) {
+        let t = self.timing;
+        let mut valid_until = started + t.renew_deadline;
+        self.publish_leader(&term, valid_until);
+        let mut last_keep = started;
+        let exit = loop {
+            self.progress.touch();
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|s| *s) => break Exit::Shutdown,
+                Some(Command::Resign { holdoff, reply }) = self.commands.recv() => break Exit::Resign { holdoff, reply },
+                _ = sleep_until(valid_until.into()) => break Exit::Lost("could not renew within the renew deadline".into()),
+                _ = sleep_until((last_keep + t.retry_period).into()) => {}
+            }
+            let keep_started = Instant::now();
+            let instance = match self.slot.instance().await {
+                Ok(i) => i,
+                Err(e) => break Exit::Lost(format!("no plugin instance: {e}")),
+            };
+            let keep = instance.keep(&term);
+            tokio::pin!(keep);
+            let mut late = false;
+            let result = tokio::select! {
+                r = &mut keep => r,
+                _ = sleep_until(valid_until.into()) => {
+                    // Step down now; the call still runs to its end (dropping
+                    // it would leave the plugin's Store unusable).
+                    step_down(&self.local, &self.metrics, Phase::Candidate, &term, "renew deadline reached while a renewal was in flight");
+                    late = true;
+                    keep.await
+                }
+            };
+            match result {
+                Ok(()) if !late => {
+                    last_keep = keep_started;
+                    valid_until = keep_started + t.renew_deadline;
+                    self.local.send_modify(|l| l.valid_until = Some(valid_until));
+                }
+                Ok(()) => return, // already stepped down; campaign again
+                Err(CallError::Failure(Failure::NotLeader)) => break Exit::Lost("the backend reports a newer term".into()),
+                Err(CallError::Failure(f)) if !late => {
+                    tracing::warn!(term = term.token, error = %CallError::Failure(f), left = ?valid_until.saturating_duration_since(Instant::now()), "renewal failed; retrying until the renew deadline");
+                    last_keep = keep_started;
+                }
+                Err(e) if late => {
+                    tracing::warn!(term = term.token, error = %e, "renewal failed after stepping down");
+                    return;
+                }
+                Err(e) => break Exit::Lost(format!("renewal failed: {e}")),
+            }
+        };
+        match exit {
+            Exit::Lost(reason) => step_down(&self.local, &self.metrics, Phase::Candidate, &term, &reason),
+            Exit::Shutdown => {
+                step_down(&self.local, &self.metrics, Phase::Stopped, &term, "shutting down");
+                let _ = self.release(&term).await;
+            }
+            Exit::Resign { holdoff, reply } => {
+                step_down(&self.local, &self.metrics, Phase::HoldingOff, &term, "resigned on request");
+                let released = self.release(&term).await;
+                let _ = reply.send(released.map(|()| term.clone()));
+                self.pause(holdoff).await;
+                self.local.send_modify(|l| {
+                    if l.phase == Phase::HoldingOff {
+                        l.phase = Phase::Candidate;
+                    }
+                });
+            }
+        }
+    }
+
+    /// Releases the term in the backend so that a standby need not wait for expiry.
+    async fn release(&mut self, term: &Term) -> Result<(), String> {
+        let instance = self.slot.instance().await.map_err(|e| e.to_string())?;
+        match instance.resign(term).await {
+            Ok(()) => {
+                tracing::info!(term = term.token, "leadership released in the backend");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(term = term.token, error = %e, "could not release leadership; standbys take over after the lease expires");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn publish_leader(&self, term: &Term, valid_until: Instant) {
+        self.local.send_replace(Local { phase: Phase::Leader, term: Some(term.clone()), valid_until: Some(valid_until) });
+        self.metrics.leader.store(1, Relaxed);
+        self.metrics.term.store(term.token, Relaxed);
+        self.metrics.became_leader.fetch_add(1, Relaxed);
+        tracing::info!(term = term.token, member = %term.holder.id, "became leader");
+    }
+
+    /// Sleeps, but wakes for shutdown.
+    async fn pause(&mut self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.shutdown.wait_for(|s| *s) => {}
+        }
+    }
+
+    fn refuse_pending_commands(&mut self) {
+        while let Ok(Command::Resign { reply, .. }) = self.commands.try_recv() {
+            let _ = reply.send(Err("this sidecar does not lead".into()));
+        }
+    }
+}
+
+fn step_down(local: &watch::Sender<Local>, metrics: &Metrics, phase: Phase, term: &Term, reason: &str) {
+    let was_leader = local.borrow().term.is_some();
+    local.send_replace(Local::follower(phase));
+    if was_leader {
+        metrics.leader.store(0, Relaxed);
+        metrics.stepped_down.fetch_add(1, Relaxed);
+        tracing::warn!(term = term.token, reason, "stepped down");
+    }
+}

@@ -1,0 +1,162 @@
+//! Starts the pieces and ties them together: the plugin, three supervised
+//! instances (election, discovery, state), the HTTP API, and signal handling.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::discovery::{self, Discovered, View};
+use crate::leadership::{self, Command, Election, Local, Phase, Progress};
+use crate::metrics::Metrics;
+use crate::runtime::{CallError, LoadedPlugin, Member, Setup, Slot, Term, Timing};
+use crate::state::StateService;
+
+/// What the HTTP handlers share.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub state: StateService,
+    pub progress: Arc<Progress>,
+    local: watch::Receiver<Local>,
+    discovered: watch::Receiver<Discovered>,
+    commands: mpsc::Sender<Command>,
+    shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub fn view(&self) -> View {
+        discovery::view(&self.local.borrow(), &self.discovered.borrow())
+    }
+
+    /// Returns once the leader's token differs from `known`, or after `wait`.
+    pub async fn wait_for_change(&self, known: Option<u64>, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut local = self.local.clone();
+        let mut discovered = self.discovered.clone();
+        loop {
+            if self.view().term.map(|t| t.token) != known {
+                return;
+            }
+            // Our own leadership can lapse by time alone; wake for that too.
+            let lapse = self.local.borrow().leading().map(|_| tokio::time::Instant::now() + Duration::from_millis(20));
+            tokio::select! {
+                r = local.changed() => if r.is_err() { return },
+                r = discovered.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(lapse.unwrap_or(deadline)) => {}
+            }
+        }
+    }
+
+    pub async fn resign(&self, holdoff: Duration) -> Result<Term, String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Resign { holdoff, reply }).await.map_err(|_| "the election loop has stopped".to_string())?;
+        answer.await.map_err(|_| "the election loop stopped before answering".to_string())?
+    }
+
+    /// Longest plausible time between two steps of the election loop.
+    pub fn stall_limit(&self) -> Duration {
+        let t = &self.config.timing;
+        (t.lease + 2 * self.config.plugin.call_timeout + self.config.plugin.restart_backoff_max).max(Duration::from_secs(10))
+    }
+
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.shutting_down.load(Relaxed) {
+            return Some("shutting down".into());
+        }
+        let d = self.discovered.borrow();
+        match (&d.error, d.known) {
+            (Some(e), _) => Some(format!("cannot ask the backend who leads: {e}")),
+            (None, false) => Some("waiting for the backend's first answer".into()),
+            (None, true) => None,
+        }
+    }
+}
+
+fn setup(config: &Config) -> Setup {
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    Setup {
+        me: Member { id: config.member_id.clone(), address: config.member_address.clone() },
+        // One per process run: lets the plugin tell this run's records from an
+        // earlier run's under the same member id.
+        session: uuid::Uuid::new_v4().simple().to_string(),
+        timing: Timing { lease_ms: ms(config.timing.lease), renew_deadline_ms: ms(config.timing.renew_deadline), retry_ms: ms(config.timing.retry_period) },
+        settings: config.plugin.settings.clone(),
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let metrics = Arc::new(Metrics::default());
+    let plugin = LoadedPlugin::load(&config.plugin, &config.grants, metrics.clone())?;
+    let contract = plugin.inspection.contract().map(|(i, _)| i.to_string()).unwrap_or_default();
+    tracing::info!(path = %config.plugin.path.display(), sha256 = %plugin.sha256, %contract, from = ?plugin.source, "plugin loaded");
+
+    let setup = setup(&config);
+    let p = &config.plugin;
+    let slot = |role| Slot::new(plugin.clone(), role, setup.clone(), p.restart_backoff, p.restart_backoff_max);
+    let mut election_slot = slot("election");
+    // Bad plugin settings surface here, at start, not later in a retry loop.
+    match election_slot.instance().await {
+        Ok(_) => {}
+        Err(CallError::Failure(f)) => bail!("the plugin refused its configuration: {}", crate::runtime::describe(&f)),
+        Err(e) => bail!("the plugin failed to start: {e}"),
+    }
+
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("http.listen: cannot listen on {}", config.listen))?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (local_tx, local_rx) = watch::channel(leadership::initial());
+    let (discovered_tx, discovered_rx) = watch::channel(Discovered::default());
+    let (commands_tx, commands_rx) = mpsc::channel(8);
+    let progress = Arc::new(Progress::new());
+
+    let shared = Arc::new(Shared {
+        state: StateService::new(slot("state")),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        progress: progress.clone(),
+        local: local_rx,
+        discovered: discovered_rx,
+        commands: commands_tx,
+        shutting_down: AtomicBool::new(false),
+    });
+
+    tokio::spawn(discovery::run(slot("discovery"), discovered_tx, shutdown_rx.clone(), metrics.clone(), config.timing.retry_period));
+    let election = tokio::spawn(
+        Election { slot: election_slot, timing: config.timing, local: local_tx, commands: commands_rx, shutdown: shutdown_rx, metrics, progress }.run(),
+    );
+    tokio::spawn(crate::http::serve(listener, shared.clone()));
+    tracing::info!(listen = %config.listen, member = %config.member_id, took_ms = started.elapsed().as_millis() as u64, "serving");
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: releasing leadership if held");
+    shared.shutting_down.store(true, Relaxed);
+    let _ = shutdown_tx.send(true);
+    let grace = config.timing.retry_period + 2 * config.plugin.call_timeout + Duration::from_secs(1);
+    tokio::select! {
+        r = tokio::time::timeout(grace, election) => {
+            if r.is_err() {
+                tracing::warn!("the election loop did not stop in time; exiting anyway");
+            }
+        }
+        _ = wait_for_signal() => tracing::warn!("second signal: exiting at once"),
+    }
+    debug_assert!(matches!(shared.local.borrow().phase, Phase::Stopped | Phase::Candidate | Phase::Leader | Phase::HoldingOff));
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! State requests go through one plugin instance, one call at a time (a Store
+//! runs one call at a time). Backends are small-metadata stores; the lock is
+//! held only for the duration of one bounded call.
+
+use tokio::sync::Mutex;
+
+use crate::runtime::{CallError, Slot, Versioned};
+
+pub struct StateService {
+    slot: Mutex<Slot>,
+}
+
+impl StateService {
+    pub fn new(slot: Slot) -> Self {
+        Self { slot: Mutex::new(slot) }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Versioned>, CallError> {
+        let mut slot = self.slot.lock().await;
+        slot.instance().await?.get(key).await
+    }
+
+    pub async fn put(&self, key: &str, value: &[u8], expected: Option<u64>, fence: Option<u64>) -> Result<u64, CallError> {
+        let mut slot = self.slot.lock().await;
+        slot.instance().await?.put(key, value, expected, fence).await
+    }
+
+    pub async fn delete(&self, key: &str, expected: Option<u64>, fence: Option<u64>) -> Result<(), CallError> {
+        let mut slot = self.slot.lock().await;
+        slot.instance().await?.delete(key, expected, fence).await
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, CallError> {
+        let mut slot = self.slot.lock().await;
+        slot.instance().await?.list(prefix).await
+    }
+}
+
+/// The key syntax of the HTTP API, checked before any plugin sees a key:
+/// non-empty `/`-separated paths of `[A-Za-z0-9._:-]`, at most 200 bytes, no
+/// empty, `.` or `..` segment. Short and plain enough to be a file name, a
+/// znode or a ConfigMap key on every backend.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > 200 {
+        return Err(format!("key must be 1 to 200 bytes, got {}", key.len()));
+    }
+    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(format!("key {key:?} has an empty, '.' or '..' segment"));
+    }
+    check_alphabet(key, "key")
+}
+
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.len() > 200 {
+        return Err("prefix longer than 200 bytes".into());
+    }
+    check_alphabet(prefix, "prefix")
+}
+
+fn check_alphabet(s: &str, what: &str) -> Result<(), String> {
+    match s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-' | '/'))) {
+        Some(c) => Err(format!("{what} {s:?} contains {c:?}; allowed are A-Z a-z 0-9 . _ : - and /")),
+        None => Ok(()),
+    }
+}
