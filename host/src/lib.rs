@@ -10,6 +10,7 @@
 //! - `sidecar`: starts and stops all of the above.
 
 pub mod config;
+pub mod conformance;
 pub mod discovery;
 pub mod http;
 pub mod leadership;

@@ -1,0 +1,300 @@
+//! The backend conformance suite: what every plugin must do, checked against
+//! the plugin itself (in-process instances standing in for sidecars), so the
+//! same checks run on the file backend today and on every later backend.
+//!
+//! Each check runs in a fresh namespace (the plugin setting named by
+//! `Subject::namespace_setting`, `cluster-id` for our backends), so checks do
+//! not see each other's leaders or keys.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::runtime::{CallError, Failure, Instance, LoadedPlugin, Member, Setup, Term, Timing};
+
+pub struct Subject {
+    pub plugin: Arc<LoadedPlugin>,
+    /// Settings every instance gets, before the namespace is added.
+    pub settings: Vec<(String, String)>,
+    pub namespace_setting: String,
+    pub lease: Duration,
+    pub renew_deadline: Duration,
+    pub retry: Duration,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub result: Result<(), String>,
+    pub took: Duration,
+}
+
+type CheckFn = for<'a> fn(&'a Subject, &'a str) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Every check: name, what it establishes, the check.
+pub fn checks() -> Vec<(&'static str, &'static str, CheckFn)> {
+    vec![
+        ("single-leader", "of three concurrent candidates exactly one wins; the others keep losing while it renews", |s, n| Box::pin(single_leader(s, n))),
+        ("keep-and-resign", "the holder renews; after resigning its term is gone", |s, n| Box::pin(keep_and_resign(s, n))),
+        ("token-grows", "every new leader gets a greater fencing token", |s, n| Box::pin(token_grows(s, n))),
+        ("discovery", "an observer sees the leader and is woken when it changes", |s, n| Box::pin(discovery(s, n))),
+        ("compare-and-set", "create-only, matching and stale versions; versions grow", |s, n| Box::pin(compare_and_set(s, n))),
+        ("fencing", "a write carrying a superseded term is rejected and changes nothing", |s, n| Box::pin(fencing(s, n))),
+        ("list-by-prefix", "keys are listed by prefix, sorted", |s, n| Box::pin(list_by_prefix(s, n))),
+        ("bounded-calls", "calls that wait return by themselves within their bound", |s, n| Box::pin(bounded_calls(s, n))),
+        ("expiry", "a renewing leader is never replaced; a silent one is, after the lease", |s, n| Box::pin(expiry(s, n))),
+    ]
+}
+
+/// Runs every check (or those whose name contains `filter`), one after another.
+pub async fn run(subject: &Subject, filter: Option<&str>) -> Vec<Outcome> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut out = Vec::new();
+    for (name, what, check) in checks() {
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let namespace = format!("conformance-{}-{name}", &run_id[..8]);
+        let started = Instant::now();
+        let result = check(subject, &namespace).await;
+        out.push(Outcome { name, what, result, took: started.elapsed() });
+    }
+    out
+}
+
+/// A pass/fail table for people.
+pub fn render(outcomes: &[Outcome]) -> String {
+    let mut s = String::from("check              result  time     notes\n");
+    for o in outcomes {
+        let (result, note) = match &o.result {
+            Ok(()) => ("pass", o.what.to_string()),
+            Err(e) => ("FAIL", e.clone()),
+        };
+        s.push_str(&format!("{:<18} {:<7} {:>6.2}s  {}\n", o.name, result, o.took.as_secs_f64(), note));
+    }
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    s.push_str(&format!("{} checks, {} passed, {} failed\n", outcomes.len(), outcomes.len() - failed, failed));
+    s
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+/// One simulated sidecar: an instance with its own member id and session.
+async fn member(s: &Subject, namespace: &str, id: &str) -> Result<Instance, String> {
+    let ms = |d: Duration| d.as_millis() as u32;
+    let mut settings = s.settings.clone();
+    settings.retain(|(k, _)| *k != s.namespace_setting);
+    settings.push((s.namespace_setting.clone(), namespace.to_string()));
+    let setup = Setup {
+        me: Member { id: id.into(), address: format!("http://{id}.invalid:1") },
+        session: uuid::Uuid::new_v4().simple().to_string(),
+        timing: Timing { lease_ms: ms(s.lease), renew_deadline_ms: ms(s.renew_deadline), retry_ms: ms(s.retry) },
+        settings,
+    };
+    s.plugin.instantiate("election", &setup).await.map_err(|e| format!("cannot instantiate member {id}: {e}"))
+}
+
+fn call<T>(what: &str, r: Result<T, CallError>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// Campaigns until a term is won (up to `within`).
+async fn win(m: &mut Instance, within: Duration) -> Result<Term, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(t) = call("campaign", m.campaign(Duration::from_millis(100)).await)? {
+            return Ok(t);
+        }
+        ensure!(Instant::now() < deadline, "no term won within {within:?}");
+    }
+}
+
+async fn single_leader(s: &Subject, ns: &str) -> Result<(), String> {
+    let (mut a, mut b, mut c) = (member(s, ns, "a").await?, member(s, ns, "b").await?, member(s, ns, "c").await?);
+    let wait = Duration::from_millis(200);
+    let (ra, rb, rc) = tokio::join!(a.campaign(wait), b.campaign(wait), c.campaign(wait));
+    let terms = [call("campaign a", ra)?, call("campaign b", rb)?, call("campaign c", rc)?];
+    let winners = terms.iter().filter(|t| t.is_some()).count();
+    ensure!(winners == 1, "{winners} candidates won a term at once: {:?}", terms.iter().map(|t| t.as_ref().map(|t| (&t.holder.id, t.token))).collect::<Vec<_>>());
+    let idx = terms.iter().position(Option::is_some).unwrap_or(0);
+    let term = terms[idx].clone().ok_or("no winner")?;
+    let mut members = vec![a, b, c];
+    let mut leader = members.swap_remove(idx);
+    // For two leases, the loser keep campaigning while the leader renews.
+    let until = Instant::now() + 2 * s.lease;
+    while Instant::now() < until {
+        call("keep", leader.keep(&term).await)?;
+        for m in members.iter_mut() {
+            let r = call("campaign while held", m.campaign(s.retry / 2).await)?;
+            ensure!(r.is_none(), "a second leader was elected while the first renewed: {:?}", r.map(|t| (t.holder.id, t.token)));
+        }
+    }
+    Ok(())
+}
+
+async fn keep_and_resign(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut a = member(s, ns, "a").await?;
+    let t = win(&mut a, 4 * s.lease).await?;
+    call("keep", a.keep(&t).await)?;
+    call("resign", a.resign(&t).await)?;
+    match a.keep(&t).await {
+        Err(CallError::Failure(Failure::NotLeader)) => Ok(()),
+        other => Err(format!("keep after resign should be not-leader, got {other:?}")),
+    }
+}
+
+async fn token_grows(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut a = member(s, ns, "a").await?;
+    let mut b = member(s, ns, "b").await?;
+    let t1 = win(&mut a, 4 * s.lease).await?;
+    call("resign", a.resign(&t1).await)?;
+    let t2 = win(&mut b, 4 * s.lease).await?;
+    ensure!(t2.token > t1.token, "second leader's token {} is not greater than the first's {}", t2.token, t1.token);
+    call("resign", b.resign(&t2).await)?;
+    let t3 = win(&mut a, 4 * s.lease).await?;
+    ensure!(t3.token > t2.token, "third leader's token {} is not greater than {}", t3.token, t2.token);
+    ensure!(t3.holder.id == "a", "term names holder {:?}, expected a", t3.holder.id);
+    Ok(())
+}
+
+async fn discovery(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut a = member(s, ns, "a").await?;
+    let mut observer = member(s, ns, "observer").await?;
+    let t = win(&mut a, 4 * s.lease).await?;
+    let seen = call("leader", observer.leader(None, s.lease).await)?;
+    ensure!(seen.as_ref().map(|t| t.token) == Some(t.token), "observer sees {:?}, leader holds term {}", seen.map(|t| t.token), t.token);
+    ensure!(seen.as_ref().map(|t| t.holder.id.as_str()) == Some("a"), "observer sees the wrong holder");
+    // A change while the observer waits wakes it before its wait ends.
+    let wait = 10 * s.lease;
+    let started = Instant::now();
+    let (woken, resigned) = tokio::join!(observer.leader(Some(t.token), wait), async {
+        tokio::time::sleep(s.retry).await;
+        a.resign(&t).await
+    });
+    call("resign", resigned)?;
+    let woken = call("leader (waiting)", woken)?;
+    ensure!(woken.as_ref().map(|x| x.token) != Some(t.token), "observer still reports the resigned term");
+    ensure!(started.elapsed() < wait, "observer was not woken by the change (waited {:?})", started.elapsed());
+    Ok(())
+}
+
+async fn compare_and_set(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut a = member(s, ns, "a").await?;
+    let t = win(&mut a, 4 * s.lease).await?;
+    let f = Some(t.token);
+    let v1 = call("create", a.put("jobs/j1/graph", b"one", Some(0), f).await)?;
+    ensure!(v1 > 0, "version 0 was issued");
+    match a.put("jobs/j1/graph", b"two", Some(0), f).await {
+        Err(CallError::Failure(Failure::Conflict(Some(cur)))) => ensure!(cur.version == v1 && cur.value == b"one", "conflict carries {:?}", cur.version),
+        other => return Err(format!("create-only over an existing key should conflict, got {other:?}")),
+    }
+    let v2 = call("put at matching version", a.put("jobs/j1/graph", b"two", Some(v1), f).await)?;
+    ensure!(v2 > v1, "version did not grow: {v1} -> {v2}");
+    match a.put("jobs/j1/graph", b"three", Some(v1), f).await {
+        Err(CallError::Failure(Failure::Conflict(Some(cur)))) => ensure!(cur.version == v2, "conflict carries version {}", cur.version),
+        other => return Err(format!("put at a stale version should conflict, got {other:?}")),
+    }
+    match a.delete("jobs/j1/graph", Some(v1), f).await {
+        Err(CallError::Failure(Failure::Conflict(_))) => {}
+        other => return Err(format!("delete at a stale version should conflict, got {other:?}")),
+    }
+    let got = call("get", a.get("jobs/j1/graph").await)?;
+    ensure!(got.as_ref().map(|v| (v.value.as_slice(), v.version)) == Some((b"two".as_slice(), v2)), "lost update: read {:?}", got.map(|v| v.version));
+    call("delete", a.delete("jobs/j1/graph", Some(v2), f).await)?;
+    ensure!(call("get", a.get("jobs/j1/graph").await)?.is_none(), "deleted key still readable");
+    call("delete absent", a.delete("jobs/j1/graph", None, f).await)?;
+    let v3 = call("re-create", a.put("jobs/j1/graph", b"again", Some(0), f).await)?;
+    ensure!(v3 > v2, "a re-created key repeated an old version ({v3} <= {v2})");
+    match a.put("jobs/j1/graph", b"x", Some(v2), f).await {
+        Err(CallError::Failure(Failure::Conflict(_))) => Ok(()),
+        other => Err(format!("an expected version from before the delete must not match, got {other:?}")),
+    }
+}
+
+async fn fencing(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut a = member(s, ns, "a").await?;
+    let mut b = member(s, ns, "b").await?;
+    let ta = win(&mut a, 4 * s.lease).await?;
+    let v = call("put", a.put("counter", b"1", None, Some(ta.token)).await)?;
+    call("resign", a.resign(&ta).await)?;
+    let tb = win(&mut b, 4 * s.lease).await?;
+    for (who, m) in [("the old leader", &mut a), ("the new leader", &mut b)] {
+        match m.put("counter", b"stale", None, Some(ta.token)).await {
+            Err(CallError::Failure(Failure::NotLeader)) => {}
+            other => return Err(format!("a put fenced by the old term through {who} should be not-leader, got {other:?}")),
+        }
+        match m.delete("counter", None, Some(ta.token)).await {
+            Err(CallError::Failure(Failure::NotLeader)) => {}
+            other => return Err(format!("a delete fenced by the old term through {who} should be not-leader, got {other:?}")),
+        }
+    }
+    let cur = call("get", b.get("counter").await)?;
+    ensure!(cur.as_ref().map(|c| (c.value.as_slice(), c.version)) == Some((b"1".as_slice(), v)), "a fenced write changed the state: {:?}", cur.map(|c| c.version));
+    call("put with the current term", b.put("counter", b"2", Some(v), Some(tb.token)).await)?;
+    Ok(())
+}
+
+async fn list_by_prefix(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut a = member(s, ns, "a").await?;
+    let t = win(&mut a, 4 * s.lease).await?;
+    for k in ["jobs/b/checkpoints/2", "jobs/a/graph", "jobs/b/graph", "results/a"] {
+        call("put", a.put(k, b"x", None, Some(t.token)).await)?;
+    }
+    let jobs = call("list", a.list("jobs/").await)?;
+    ensure!(jobs == ["jobs/a/graph", "jobs/b/checkpoints/2", "jobs/b/graph"], "list(jobs/) = {jobs:?}");
+    let b = call("list", a.list("jobs/b/").await)?;
+    ensure!(b == ["jobs/b/checkpoints/2", "jobs/b/graph"], "list(jobs/b/) = {b:?}");
+    let all = call("list", a.list("").await)?;
+    ensure!(all.len() == 4, "list('') = {all:?}");
+    ensure!(call("list", a.list("nothing/").await)?.is_empty(), "list of an unused prefix is not empty");
+    Ok(())
+}
+
+async fn bounded_calls(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut a = member(s, ns, "a").await?;
+    let mut b = member(s, ns, "b").await?;
+    let t = win(&mut a, 4 * s.lease).await?;
+    let wait = Duration::from_millis(300);
+    // Generous slack: this checks that calls return by themselves, not how fast.
+    let bound = wait + Duration::from_secs(3);
+    let started = Instant::now();
+    let r = call("campaign", b.campaign(wait).await)?;
+    ensure!(r.is_none(), "won a term that is held");
+    ensure!(started.elapsed() < bound, "campaign(wait={wait:?}) took {:?}", started.elapsed());
+    let started = Instant::now();
+    call("leader", b.leader(Some(t.token), wait).await)?;
+    ensure!(started.elapsed() < bound, "leader(wait={wait:?}) took {:?}", started.elapsed());
+    Ok(())
+}
+
+async fn expiry(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut a = member(s, ns, "a").await?;
+    let mut b = member(s, ns, "b").await?;
+    let t = win(&mut a, 4 * s.lease).await?;
+    let until = Instant::now() + s.lease * 2;
+    let mut last_keep = Instant::now();
+    while Instant::now() < until {
+        last_keep = Instant::now();
+        call("keep", a.keep(&t).await)?;
+        let r = call("campaign", b.campaign(s.retry).await)?;
+        ensure!(r.is_none(), "took over from a leader that kept renewing");
+    }
+    // The leader goes silent, as if crashed: b takes over after about one
+    // lease, and never before the leader's own renew deadline has passed (the
+    // leader would still call itself leader until then).
+    let tb = win(&mut b, 4 * s.lease).await?;
+    let after = last_keep.elapsed();
+    ensure!(tb.token > t.token, "new token {} not greater than {}", tb.token, t.token);
+    ensure!(after >= s.renew_deadline, "took over {after:?} after the leader's last renewal began, before its renew deadline ({:?}) had passed", s.renew_deadline);
+    match a.keep(&t).await {
+        Err(CallError::Failure(Failure::NotLeader)) => Ok(()),
+        other => Err(format!("the expired leader's keep should be not-leader, got {other:?}")),
+    }
+}

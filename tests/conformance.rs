@@ -1,0 +1,42 @@
+//! The backend conformance suite against the file plugin.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ha_sidecar::config::{Grants, PluginConfig};
+use ha_sidecar::conformance::{self, Subject};
+use ha_sidecar::metrics::Metrics;
+use ha_sidecar::runtime::LoadedPlugin;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_backend_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = PluginConfig {
+        path: plugin("ha_plugin_file"),
+        sha256: None,
+        settings: vec![("poll-interval-ms".into(), "10".into())],
+        memory_limit: 64 << 20,
+        call_timeout: Duration::from_secs(5),
+        cache_dir: Some(shared_cache_dir()),
+        restart_backoff: Duration::from_millis(100),
+        restart_backoff_max: Duration::from_secs(1),
+    };
+    let grants = Grants { filesystem: Some(dir.path().to_path_buf()) };
+    let plugin = LoadedPlugin::load(&cfg, &grants, Arc::new(Metrics::default())).expect("load the file plugin");
+    let subject = Subject {
+        plugin,
+        settings: cfg.settings.clone(),
+        namespace_setting: "cluster-id".into(),
+        lease: Duration::from_millis(1000),
+        renew_deadline: Duration::from_millis(750),
+        retry: Duration::from_millis(250),
+    };
+    let outcomes = conformance::run(&subject, None).await;
+    println!("{}", conformance::render(&outcomes));
+    assert_eq!(outcomes.len(), conformance::checks().len());
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).map(|o| o.name).collect();
+    assert!(failed.is_empty(), "failed checks: {failed:?}\n{}", conformance::render(&outcomes));
+}

@@ -1,0 +1,241 @@
+//! Test harness: real `ha-sidecar` processes on free loopback ports, each
+//! with its own config, sharing one backend directory per cluster. Processes
+//! are killed when their handle drops, so a failing test leaves nothing behind.
+//!
+//! Plugins are built by `scripts/test.sh` before the tests run; a missing
+//! plugin fails the test with that instruction rather than skipping it.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+pub fn sidecar_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ha-sidecar"))
+}
+
+/// A built plugin, e.g. `plugin("ha_plugin_file")`.
+pub fn plugin(name: &str) -> PathBuf {
+    let p = repo_root().join("plugins/target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(p.is_file(), "plugin {} is not built: run ./scripts/test.sh, which builds the plugins before the tests", p.display());
+    p
+}
+
+/// One compile cache for the whole test run: each plugin compiles once.
+pub fn shared_cache_dir() -> PathBuf {
+    repo_root().join("target/test-compile-cache")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+}
+
+/// Test timing: short enough for quick tests, long enough for a loaded 2-core machine.
+pub const LEASE: Duration = Duration::from_secs(2);
+pub const TIMING: &str = "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms, resign-holdoff: 3s}\n";
+
+/// Polls `f` every 10 ms until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection), so that the
+/// harness sees every status and header exactly as sent.
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    Ok(Response { status, headers, body: raw[split + 4..].to_vec() })
+}
+
+/// A directory for one test's sidecars: configs, logs and (by default) the
+/// shared backend directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("create a temp dir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A config for the file backend, shared directory `data/`.
+    pub fn file_config(&self, id: &str, port: u16, extra: &str) -> String {
+        format!(
+            "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{cluster-id: test, poll-interval-ms: 20}}\ncapabilities: {{filesystem: {{dir: '{}'}}}}\n{TIMING}{extra}",
+            plugin("ha_plugin_file").display(),
+            shared_cache_dir().display(),
+            self.path().join("data").display(),
+        )
+    }
+
+    pub fn write_config(&self, name: &str, yaml: &str) -> PathBuf {
+        let p = self.path().join(format!("{name}.yaml"));
+        std::fs::write(&p, yaml).expect("write config");
+        p
+    }
+
+    /// Starts a sidecar on the file backend and waits until it serves.
+    pub fn start(&self, id: &str) -> Sidecar {
+        let port = free_port();
+        let cfg = self.write_config(id, &self.file_config(id, port, ""));
+        Sidecar::start(id, port, &cfg, &self.path().join(format!("{id}.log")))
+    }
+
+    pub fn start_three(&self) -> Vec<Sidecar> {
+        ["s1", "s2", "s3"].iter().map(|id| self.start(id)).collect()
+    }
+}
+
+pub struct Sidecar {
+    pub id: String,
+    pub port: u16,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Sidecar {
+    pub fn start(id: &str, port: u16, config: &Path, log: &Path) -> Self {
+        let out = std::fs::File::create(log).expect("create log file");
+        let child = Command::new(sidecar_bin())
+            .args(["run", &config.to_string_lossy()])
+            .env("HA_SIDECAR_LOG", "info,ha_sidecar=debug")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn ha-sidecar");
+        let mut s = Sidecar { id: id.into(), port, log: log.into(), child: Some(child) };
+        wait_for(&format!("{id} to serve HTTP"), Duration::from_secs(30), || {
+            if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("{id} exited during start ({status}):\n{}", s.log_text());
+            }
+            s.get("/healthz").ok().map(|_| ())
+        });
+        s
+    }
+
+    pub fn get(&self, path: &str) -> std::io::Result<Response> {
+        request(self.port, "GET", path, &[], b"")
+    }
+
+    pub fn leader(&self) -> serde_json::Value {
+        self.get("/leader").expect("GET /leader").json()
+    }
+
+    pub fn leads(&self) -> bool {
+        self.get("/leader/self").map(|r| r.status == 200).unwrap_or(false)
+    }
+
+    /// The term token this sidecar holds (panics if it does not lead).
+    pub fn term(&self) -> u64 {
+        let v = self.leader();
+        assert_eq!(v["leading"], true, "{} does not lead: {v}", self.id);
+        v["term"].as_u64().expect("term is a number")
+    }
+
+    pub fn put(&self, key: &str, value: &[u8], headers: &[(&str, &str)]) -> Response {
+        request(self.port, "PUT", &format!("/state/{key}"), headers, value).expect("PUT")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(self.pid() as i32, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let status = wait_for(&format!("{} to exit", self.id), timeout, || child.try_wait().ok().flatten());
+        self.child = None;
+        status
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The single sidecar that leads, once exactly one does.
+pub fn sole_leader(sidecars: &[Sidecar], timeout: Duration) -> usize {
+    wait_for("exactly one leader", timeout, || {
+        let leading: Vec<usize> = sidecars.iter().enumerate().filter(|(_, s)| s.leads()).map(|(i, _)| i).collect();
+        (leading.len() == 1).then(|| leading[0])
+    })
+}
+
+/// Runs `ha-sidecar` with `args` to completion: (exit code, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(sidecar_bin()).args(args).env("HA_SIDECAR_LOG", "info").output().expect("run ha-sidecar");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+}
