@@ -24,8 +24,11 @@ async fn file_backend_passes_the_conformance_suite() {
         restart_backoff: Duration::from_millis(100),
         restart_backoff_max: Duration::from_secs(1),
     };
-    let grants = Grants { filesystem: Some(dir.path().to_path_buf()) };
-    let plugin = LoadedPlugin::load(&cfg, &grants, Arc::new(Metrics::default())).expect("load the file plugin");
+    let grants = Grants {
+        filesystem: Some(dir.path().to_path_buf()),
+    };
+    let plugin = LoadedPlugin::load(&cfg, &grants, Arc::new(Metrics::default()))
+        .expect("load the file plugin");
     let subject = Subject {
         plugin,
         settings: cfg.settings.clone(),
@@ -37,6 +40,14 @@ async fn file_backend_passes_the_conformance_suite() {
     let outcomes = conformance::run(&subject, None).await;
     println!("{}", conformance::render(&outcomes));
     assert_eq!(outcomes.len(), conformance::checks().len());
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).map(|o| o.name).collect();
-    assert!(failed.is_empty(), "failed checks: {failed:?}\n{}", conformance::render(&outcomes));
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.name)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed checks: {failed:?}\n{}",
+        conformance::render(&outcomes)
+    );
 }

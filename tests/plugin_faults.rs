@@ -15,28 +15,55 @@ fn faulty_sidecar(cluster: &Cluster, fault: &str) -> Sidecar {
         shared_cache_dir().display(),
     );
     let cfg = cluster.write_config(fault, &yaml);
-    Sidecar::start("f1", port, &cfg, &cluster.path().join(format!("{fault}.log")))
+    Sidecar::start(
+        "f1",
+        port,
+        &cfg,
+        &cluster.path().join(format!("{fault}.log")),
+    )
 }
 
 fn metric(s: &Sidecar, name: &str) -> u64 {
     let text = s.get("/metrics").unwrap().text();
-    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no metric {name}"))
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 fn survives(fault: &str, outcome: &str) {
     let cluster = Cluster::new();
     let mut s = faulty_sidecar(&cluster, fault);
-    wait_for("leadership", Duration::from_secs(10), || s.leads().then_some(()));
+    wait_for("leadership", Duration::from_secs(10), || {
+        s.leads().then_some(())
+    });
     // After two renewals the plugin misbehaves: the sidecar must step down...
-    wait_for("step-down after the fault", Duration::from_secs(10), || (!s.leads()).then_some(()));
+    wait_for("step-down after the fault", Duration::from_secs(10), || {
+        (!s.leads()).then_some(())
+    });
     assert_eq!(s.get("/leader/self").unwrap().status, 503);
     // ...restart the instance and lead again with a fresh one.
-    wait_for("a plugin restart", Duration::from_secs(10), || (metric(&s, "ha_sidecar_plugin_restarts_total{role=\"election\"}") >= 1).then_some(()));
-    wait_for("leadership again", Duration::from_secs(10), || s.leads().then_some(()));
+    wait_for("a plugin restart", Duration::from_secs(10), || {
+        (metric(&s, "ha_sidecar_plugin_restarts_total{role=\"election\"}") >= 1).then_some(())
+    });
+    wait_for("leadership again", Duration::from_secs(10), || {
+        s.leads().then_some(())
+    });
     assert!(s.is_running(), "the sidecar died:\n{}", s.log_text());
     assert_eq!(s.get("/healthz").unwrap().status, 200);
-    assert!(metric(&s, &format!("ha_sidecar_plugin_calls_total{{call=\"keep\",outcome=\"{outcome}\"}}")) >= 1);
-    assert!(metric(&s, "ha_sidecar_leadership_transitions_total{to=\"follower\"}") >= 1);
+    assert!(
+        metric(
+            &s,
+            &format!("ha_sidecar_plugin_calls_total{{call=\"keep\",outcome=\"{outcome}\"}}")
+        ) >= 1
+    );
+    assert!(
+        metric(
+            &s,
+            "ha_sidecar_leadership_transitions_total{to=\"follower\"}"
+        ) >= 1
+    );
     // State calls use their own instance and keep working.
     assert_eq!(s.put("k", b"v", &[]).status, 200);
 }

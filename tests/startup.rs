@@ -35,13 +35,40 @@ fn a_good_config_validates() {
 fn unknown_keys_and_bad_values_are_named() {
     let cluster = Cluster::new();
     let g = good(&cluster);
-    refused(&cluster, &g.replace("timing: {lease", "timing: {leese: 3s, lease"), &["timing", "leese"]);
+    refused(
+        &cluster,
+        &g.replace("timing: {lease", "timing: {leese: 3s, lease"),
+        &["timing", "leese"],
+    );
     refused(&cluster, &format!("{g}colour: blue\n"), &["colour"]);
-    refused(&cluster, &g.replace("lease: 2s, renew-deadline: 1500ms", "lease: 2s, renew-deadline: 2s"), &["timing.renew-deadline", "2s", "shorter than timing.lease"]);
-    refused(&cluster, &g.replace("retry-period: 400ms", "retry-period: 1400ms"), &["timing.renew-deadline", "1.2"]);
-    refused(&cluster, &g.replace("lease: 2s", "lease: 2"), &["timing.lease", "no unit"]);
-    refused(&cluster, &g.replace("listen: '127.0.0.1:", "listen: 'localhost:"), &["http.listen", "localhost"]);
-    refused(&cluster, &g.replace("member: {id: s1", "member: {id: 's 1'"), &["member.id", "s 1"]);
+    refused(
+        &cluster,
+        &g.replace(
+            "lease: 2s, renew-deadline: 1500ms",
+            "lease: 2s, renew-deadline: 2s",
+        ),
+        &["timing.renew-deadline", "2s", "shorter than timing.lease"],
+    );
+    refused(
+        &cluster,
+        &g.replace("retry-period: 400ms", "retry-period: 1400ms"),
+        &["timing.renew-deadline", "1.2"],
+    );
+    refused(
+        &cluster,
+        &g.replace("lease: 2s", "lease: 2"),
+        &["timing.lease", "no unit"],
+    );
+    refused(
+        &cluster,
+        &g.replace("listen: '127.0.0.1:", "listen: 'localhost:"),
+        &["http.listen", "localhost"],
+    );
+    refused(
+        &cluster,
+        &g.replace("member: {id: s1", "member: {id: 's 1'"),
+        &["member.id", "s 1"],
+    );
     refused(&cluster, "member: [", &["bad.yaml"]);
 }
 
@@ -49,7 +76,11 @@ fn unknown_keys_and_bad_values_are_named() {
 fn a_missing_plugin_file_is_named() {
     let cluster = Cluster::new();
     let g = good(&cluster).replace("ha_plugin_file.wasm", "no_such_plugin.wasm");
-    refused(&cluster, &g, &["plugin.path", "no_such_plugin.wasm", "no such file"]);
+    refused(
+        &cluster,
+        &g,
+        &["plugin.path", "no_such_plugin.wasm", "no such file"],
+    );
 }
 
 #[test]
@@ -60,7 +91,10 @@ fn a_wrong_sha256_is_refused() {
     refused(&cluster, &g, &["plugin.sha256", &wrong, "expects"]);
     // And the right one is accepted.
     let right = ha_sidecar::runtime::sha256_hex(&std::fs::read(plugin("ha_plugin_file")).unwrap());
-    let cfg = cluster.write_config("ok", &good(&cluster).replace("  settings:", &format!("  sha256: {right}\n  settings:")));
+    let cfg = cluster.write_config(
+        "ok",
+        &good(&cluster).replace("  settings:", &format!("  sha256: {right}\n  settings:")),
+    );
     let (code, out) = run_cli(&["validate", &cfg.to_string_lossy()]);
     assert_eq!(code, 0, "{out}");
 }
@@ -69,24 +103,45 @@ fn a_wrong_sha256_is_refused() {
 fn a_plugin_importing_an_ungranted_capability_is_refused() {
     let cluster = Cluster::new();
     // The file plugin needs a directory; without the grant it is refused at load.
-    let no_grant: String = good(&cluster).lines().filter(|l| !l.starts_with("capabilities:")).map(|l| format!("{l}\n")).collect();
-    refused(&cluster, &no_grant, &["wasi:filesystem/", "capabilities.filesystem"]);
+    let no_grant: String = good(&cluster)
+        .lines()
+        .filter(|l| !l.starts_with("capabilities:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    refused(
+        &cluster,
+        &no_grant,
+        &["wasi:filesystem/", "capabilities.filesystem"],
+    );
     // Raw sockets are never granted.
-    let net = good(&cluster).replace(&plugin("ha_plugin_file").display().to_string(), &plugin("fixture_net_user").display().to_string());
+    let net = good(&cluster).replace(
+        &plugin("ha_plugin_file").display().to_string(),
+        &plugin("fixture_net_user").display().to_string(),
+    );
     refused(&cluster, &net, &["wasi:sockets/", "never granted"]);
 }
 
 #[test]
 fn a_plugin_for_another_contract_version_is_refused() {
     let cluster = Cluster::new();
-    let v1 = good(&cluster).replace(&plugin("ha_plugin_file").display().to_string(), &plugin("fixture_contract_v1").display().to_string());
-    refused(&cluster, &v1, &["ha:sidecar@1.0.0", "ha:sidecar@0.1.0", "rebuild"]);
+    let v1 = good(&cluster).replace(
+        &plugin("ha_plugin_file").display().to_string(),
+        &plugin("fixture_contract_v1").display().to_string(),
+    );
+    refused(
+        &cluster,
+        &v1,
+        &["ha:sidecar@1.0.0", "ha:sidecar@0.1.0", "rebuild"],
+    );
 }
 
 #[test]
 fn bad_plugin_settings_stop_the_start() {
     let cluster = Cluster::new();
-    let cfg = cluster.write_config("bad", &good(&cluster).replace("poll-interval-ms: 20", "poll-interval-ms: 20, colour: blue"));
+    let cfg = cluster.write_config(
+        "bad",
+        &good(&cluster).replace("poll-interval-ms: 20", "poll-interval-ms: 20, colour: blue"),
+    );
     let (code, out) = run_cli(&["run", &cfg.to_string_lossy()]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("plugin.settings.colour"), "{out}");
@@ -97,14 +152,21 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
     let cluster = Cluster::new();
     let cache = cluster.path().join("cache");
     let port = free_port();
-    let yaml = cluster.file_config("s1", port, "").replace(&shared_cache_dir().display().to_string(), &cache.display().to_string());
+    let yaml = cluster.file_config("s1", port, "").replace(
+        &shared_cache_dir().display().to_string(),
+        &cache.display().to_string(),
+    );
     let cfg = cluster.write_config("s1", &yaml);
     for (run, expect) in [(1, "from=Compiled"), (2, "from=Cache")] {
         let log = cluster.path().join(format!("run{run}.log"));
         let mut s = Sidecar::start("s1", port, &cfg, &log);
         s.signal(libc::SIGTERM);
         assert!(s.wait_exit(std::time::Duration::from_secs(15)).success());
-        assert!(s.log_text().contains(expect), "start {run} should say {expect}:\n{}", s.log_text());
+        assert!(
+            s.log_text().contains(expect),
+            "start {run} should say {expect}:\n{}",
+            s.log_text()
+        );
     }
     let entries = std::fs::read_dir(&cache).unwrap().count();
     assert_eq!(entries, 1, "one compiled artifact expected in the cache");

@@ -30,20 +30,60 @@ pub struct Outcome {
     pub took: Duration,
 }
 
-type CheckFn = for<'a> fn(&'a Subject, &'a str) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+type CheckFn =
+    for<'a> fn(
+        &'a Subject,
+        &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Every check: name, what it establishes, the check.
 pub fn checks() -> Vec<(&'static str, &'static str, CheckFn)> {
     vec![
-        ("single-leader", "of three concurrent candidates exactly one wins; the others keep losing while it renews", |s, n| Box::pin(single_leader(s, n))),
-        ("keep-and-resign", "the holder renews; after resigning its term is gone", |s, n| Box::pin(keep_and_resign(s, n))),
-        ("token-grows", "every new leader gets a greater fencing token", |s, n| Box::pin(token_grows(s, n))),
-        ("discovery", "an observer sees the leader and is woken when it changes", |s, n| Box::pin(discovery(s, n))),
-        ("compare-and-set", "create-only, matching and stale versions; versions grow", |s, n| Box::pin(compare_and_set(s, n))),
-        ("fencing", "a write carrying a superseded term is rejected and changes nothing", |s, n| Box::pin(fencing(s, n))),
-        ("list-by-prefix", "keys are listed by prefix, sorted", |s, n| Box::pin(list_by_prefix(s, n))),
-        ("bounded-calls", "calls that wait return by themselves within their bound", |s, n| Box::pin(bounded_calls(s, n))),
-        ("expiry", "a renewing leader is never replaced; a silent one is, after the lease", |s, n| Box::pin(expiry(s, n))),
+        (
+            "single-leader",
+            "of three concurrent candidates exactly one wins; the others keep losing while it renews",
+            |s, n| Box::pin(single_leader(s, n)),
+        ),
+        (
+            "keep-and-resign",
+            "the holder renews; after resigning its term is gone",
+            |s, n| Box::pin(keep_and_resign(s, n)),
+        ),
+        (
+            "token-grows",
+            "every new leader gets a greater fencing token",
+            |s, n| Box::pin(token_grows(s, n)),
+        ),
+        (
+            "discovery",
+            "an observer sees the leader and is woken when it changes",
+            |s, n| Box::pin(discovery(s, n)),
+        ),
+        (
+            "compare-and-set",
+            "create-only, matching and stale versions; versions grow",
+            |s, n| Box::pin(compare_and_set(s, n)),
+        ),
+        (
+            "fencing",
+            "a write carrying a superseded term is rejected and changes nothing",
+            |s, n| Box::pin(fencing(s, n)),
+        ),
+        (
+            "list-by-prefix",
+            "keys are listed by prefix, sorted",
+            |s, n| Box::pin(list_by_prefix(s, n)),
+        ),
+        (
+            "bounded-calls",
+            "calls that wait return by themselves within their bound",
+            |s, n| Box::pin(bounded_calls(s, n)),
+        ),
+        (
+            "expiry",
+            "a renewing leader is never replaced; a silent one is, after the lease",
+            |s, n| Box::pin(expiry(s, n)),
+        ),
     ]
 }
 
@@ -58,7 +98,12 @@ pub async fn run(subject: &Subject, filter: Option<&str>) -> Vec<Outcome> {
         let namespace = format!("conformance-{}-{name}", &run_id[..8]);
         let started = Instant::now();
         let result = check(subject, &namespace).await;
-        out.push(Outcome { name, what, result, took: started.elapsed() });
+        out.push(Outcome {
+            name,
+            what,
+            result,
+            took: started.elapsed(),
+        });
     }
     out
 }
@@ -71,10 +116,21 @@ pub fn render(outcomes: &[Outcome]) -> String {
             Ok(()) => ("pass", o.what.to_string()),
             Err(e) => ("FAIL", e.clone()),
         };
-        s.push_str(&format!("{:<18} {:<7} {:>6.2}s  {}\n", o.name, result, o.took.as_secs_f64(), note));
+        s.push_str(&format!(
+            "{:<18} {:<7} {:>6.2}s  {}\n",
+            o.name,
+            result,
+            o.took.as_secs_f64(),
+            note
+        ));
     }
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    s.push_str(&format!("{} checks, {} passed, {} failed\n", outcomes.len(), outcomes.len() - failed, failed));
+    s.push_str(&format!(
+        "{} checks, {} passed, {} failed\n",
+        outcomes.len(),
+        outcomes.len() - failed,
+        failed
+    ));
     s
 }
 
@@ -93,12 +149,22 @@ async fn member(s: &Subject, namespace: &str, id: &str) -> Result<Instance, Stri
     settings.retain(|(k, _)| *k != s.namespace_setting);
     settings.push((s.namespace_setting.clone(), namespace.to_string()));
     let setup = Setup {
-        me: Member { id: id.into(), address: format!("http://{id}.invalid:1") },
+        me: Member {
+            id: id.into(),
+            address: format!("http://{id}.invalid:1"),
+        },
         session: uuid::Uuid::new_v4().simple().to_string(),
-        timing: Timing { lease_ms: ms(s.lease), renew_deadline_ms: ms(s.renew_deadline), retry_ms: ms(s.retry) },
+        timing: Timing {
+            lease_ms: ms(s.lease),
+            renew_deadline_ms: ms(s.renew_deadline),
+            retry_ms: ms(s.retry),
+        },
         settings,
     };
-    s.plugin.instantiate("election", &setup).await.map_err(|e| format!("cannot instantiate member {id}: {e}"))
+    s.plugin
+        .instantiate("election", &setup)
+        .await
+        .map_err(|e| format!("cannot instantiate member {id}: {e}"))
 }
 
 fn call<T>(what: &str, r: Result<T, CallError>) -> Result<T, String> {
@@ -117,12 +183,27 @@ async fn win(m: &mut Instance, within: Duration) -> Result<Term, String> {
 }
 
 async fn single_leader(s: &Subject, ns: &str) -> Result<(), String> {
-    let (mut a, mut b, mut c) = (member(s, ns, "a").await?, member(s, ns, "b").await?, member(s, ns, "c").await?);
+    let (mut a, mut b, mut c) = (
+        member(s, ns, "a").await?,
+        member(s, ns, "b").await?,
+        member(s, ns, "c").await?,
+    );
     let wait = Duration::from_millis(200);
     let (ra, rb, rc) = tokio::join!(a.campaign(wait), b.campaign(wait), c.campaign(wait));
-    let terms = [call("campaign a", ra)?, call("campaign b", rb)?, call("campaign c", rc)?];
+    let terms = [
+        call("campaign a", ra)?,
+        call("campaign b", rb)?,
+        call("campaign c", rc)?,
+    ];
     let winners = terms.iter().filter(|t| t.is_some()).count();
-    ensure!(winners == 1, "{winners} candidates won a term at once: {:?}", terms.iter().map(|t| t.as_ref().map(|t| (&t.holder.id, t.token))).collect::<Vec<_>>());
+    ensure!(
+        winners == 1,
+        "{winners} candidates won a term at once: {:?}",
+        terms
+            .iter()
+            .map(|t| t.as_ref().map(|t| (&t.holder.id, t.token)))
+            .collect::<Vec<_>>()
+    );
     let idx = terms.iter().position(Option::is_some).unwrap_or(0);
     let term = terms[idx].clone().ok_or("no winner")?;
     let mut members = vec![a, b, c];
@@ -133,7 +214,11 @@ async fn single_leader(s: &Subject, ns: &str) -> Result<(), String> {
         call("keep", leader.keep(&term).await)?;
         for m in members.iter_mut() {
             let r = call("campaign while held", m.campaign(s.retry / 2).await)?;
-            ensure!(r.is_none(), "a second leader was elected while the first renewed: {:?}", r.map(|t| (t.holder.id, t.token)));
+            ensure!(
+                r.is_none(),
+                "a second leader was elected while the first renewed: {:?}",
+                r.map(|t| (t.holder.id, t.token))
+            );
         }
     }
     Ok(())
@@ -146,7 +231,9 @@ async fn keep_and_resign(s: &Subject, ns: &str) -> Result<(), String> {
     call("resign", a.resign(&t).await)?;
     match a.keep(&t).await {
         Err(CallError::Failure(Failure::NotLeader)) => Ok(()),
-        other => Err(format!("keep after resign should be not-leader, got {other:?}")),
+        other => Err(format!(
+            "keep after resign should be not-leader, got {other:?}"
+        )),
     }
 }
 
@@ -156,11 +243,25 @@ async fn token_grows(s: &Subject, ns: &str) -> Result<(), String> {
     let t1 = win(&mut a, 4 * s.lease).await?;
     call("resign", a.resign(&t1).await)?;
     let t2 = win(&mut b, 4 * s.lease).await?;
-    ensure!(t2.token > t1.token, "second leader's token {} is not greater than the first's {}", t2.token, t1.token);
+    ensure!(
+        t2.token > t1.token,
+        "second leader's token {} is not greater than the first's {}",
+        t2.token,
+        t1.token
+    );
     call("resign", b.resign(&t2).await)?;
     let t3 = win(&mut a, 4 * s.lease).await?;
-    ensure!(t3.token > t2.token, "third leader's token {} is not greater than {}", t3.token, t2.token);
-    ensure!(t3.holder.id == "a", "term names holder {:?}, expected a", t3.holder.id);
+    ensure!(
+        t3.token > t2.token,
+        "third leader's token {} is not greater than {}",
+        t3.token,
+        t2.token
+    );
+    ensure!(
+        t3.holder.id == "a",
+        "term names holder {:?}, expected a",
+        t3.holder.id
+    );
     Ok(())
 }
 
@@ -169,8 +270,16 @@ async fn discovery(s: &Subject, ns: &str) -> Result<(), String> {
     let mut observer = member(s, ns, "observer").await?;
     let t = win(&mut a, 4 * s.lease).await?;
     let seen = call("leader", observer.leader(None, s.lease).await)?;
-    ensure!(seen.as_ref().map(|t| t.token) == Some(t.token), "observer sees {:?}, leader holds term {}", seen.map(|t| t.token), t.token);
-    ensure!(seen.as_ref().map(|t| t.holder.id.as_str()) == Some("a"), "observer sees the wrong holder");
+    ensure!(
+        seen.as_ref().map(|t| t.token) == Some(t.token),
+        "observer sees {:?}, leader holds term {}",
+        seen.map(|t| t.token),
+        t.token
+    );
+    ensure!(
+        seen.as_ref().map(|t| t.holder.id.as_str()) == Some("a"),
+        "observer sees the wrong holder"
+    );
     // A change while the observer waits wakes it before its wait ends.
     let wait = 10 * s.lease;
     let started = Instant::now();
@@ -180,8 +289,15 @@ async fn discovery(s: &Subject, ns: &str) -> Result<(), String> {
     });
     call("resign", resigned)?;
     let woken = call("leader (waiting)", woken)?;
-    ensure!(woken.as_ref().map(|x| x.token) != Some(t.token), "observer still reports the resigned term");
-    ensure!(started.elapsed() < wait, "observer was not woken by the change (waited {:?})", started.elapsed());
+    ensure!(
+        woken.as_ref().map(|x| x.token) != Some(t.token),
+        "observer still reports the resigned term"
+    );
+    ensure!(
+        started.elapsed() < wait,
+        "observer was not woken by the change (waited {:?})",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -192,29 +308,67 @@ async fn compare_and_set(s: &Subject, ns: &str) -> Result<(), String> {
     let v1 = call("create", a.put("jobs/j1/graph", b"one", Some(0), f).await)?;
     ensure!(v1 > 0, "version 0 was issued");
     match a.put("jobs/j1/graph", b"two", Some(0), f).await {
-        Err(CallError::Failure(Failure::Conflict(Some(cur)))) => ensure!(cur.version == v1 && cur.value == b"one", "conflict carries {:?}", cur.version),
-        other => return Err(format!("create-only over an existing key should conflict, got {other:?}")),
+        Err(CallError::Failure(Failure::Conflict(Some(cur)))) => ensure!(
+            cur.version == v1 && cur.value == b"one",
+            "conflict carries {:?}",
+            cur.version
+        ),
+        other => {
+            return Err(format!(
+                "create-only over an existing key should conflict, got {other:?}"
+            ));
+        }
     }
-    let v2 = call("put at matching version", a.put("jobs/j1/graph", b"two", Some(v1), f).await)?;
+    let v2 = call(
+        "put at matching version",
+        a.put("jobs/j1/graph", b"two", Some(v1), f).await,
+    )?;
     ensure!(v2 > v1, "version did not grow: {v1} -> {v2}");
     match a.put("jobs/j1/graph", b"three", Some(v1), f).await {
-        Err(CallError::Failure(Failure::Conflict(Some(cur)))) => ensure!(cur.version == v2, "conflict carries version {}", cur.version),
-        other => return Err(format!("put at a stale version should conflict, got {other:?}")),
+        Err(CallError::Failure(Failure::Conflict(Some(cur)))) => ensure!(
+            cur.version == v2,
+            "conflict carries version {}",
+            cur.version
+        ),
+        other => {
+            return Err(format!(
+                "put at a stale version should conflict, got {other:?}"
+            ));
+        }
     }
     match a.delete("jobs/j1/graph", Some(v1), f).await {
         Err(CallError::Failure(Failure::Conflict(_))) => {}
-        other => return Err(format!("delete at a stale version should conflict, got {other:?}")),
+        other => {
+            return Err(format!(
+                "delete at a stale version should conflict, got {other:?}"
+            ));
+        }
     }
     let got = call("get", a.get("jobs/j1/graph").await)?;
-    ensure!(got.as_ref().map(|v| (v.value.as_slice(), v.version)) == Some((b"two".as_slice(), v2)), "lost update: read {:?}", got.map(|v| v.version));
+    ensure!(
+        got.as_ref().map(|v| (v.value.as_slice(), v.version)) == Some((b"two".as_slice(), v2)),
+        "lost update: read {:?}",
+        got.map(|v| v.version)
+    );
     call("delete", a.delete("jobs/j1/graph", Some(v2), f).await)?;
-    ensure!(call("get", a.get("jobs/j1/graph").await)?.is_none(), "deleted key still readable");
+    ensure!(
+        call("get", a.get("jobs/j1/graph").await)?.is_none(),
+        "deleted key still readable"
+    );
     call("delete absent", a.delete("jobs/j1/graph", None, f).await)?;
-    let v3 = call("re-create", a.put("jobs/j1/graph", b"again", Some(0), f).await)?;
-    ensure!(v3 > v2, "a re-created key repeated an old version ({v3} <= {v2})");
+    let v3 = call(
+        "re-create",
+        a.put("jobs/j1/graph", b"again", Some(0), f).await,
+    )?;
+    ensure!(
+        v3 > v2,
+        "a re-created key repeated an old version ({v3} <= {v2})"
+    );
     match a.put("jobs/j1/graph", b"x", Some(v2), f).await {
         Err(CallError::Failure(Failure::Conflict(_))) => Ok(()),
-        other => Err(format!("an expected version from before the delete must not match, got {other:?}")),
+        other => Err(format!(
+            "an expected version from before the delete must not match, got {other:?}"
+        )),
     }
 }
 
@@ -228,32 +382,61 @@ async fn fencing(s: &Subject, ns: &str) -> Result<(), String> {
     for (who, m) in [("the old leader", &mut a), ("the new leader", &mut b)] {
         match m.put("counter", b"stale", None, Some(ta.token)).await {
             Err(CallError::Failure(Failure::NotLeader)) => {}
-            other => return Err(format!("a put fenced by the old term through {who} should be not-leader, got {other:?}")),
+            other => {
+                return Err(format!(
+                    "a put fenced by the old term through {who} should be not-leader, got {other:?}"
+                ));
+            }
         }
         match m.delete("counter", None, Some(ta.token)).await {
             Err(CallError::Failure(Failure::NotLeader)) => {}
-            other => return Err(format!("a delete fenced by the old term through {who} should be not-leader, got {other:?}")),
+            other => {
+                return Err(format!(
+                    "a delete fenced by the old term through {who} should be not-leader, got {other:?}"
+                ));
+            }
         }
     }
     let cur = call("get", b.get("counter").await)?;
-    ensure!(cur.as_ref().map(|c| (c.value.as_slice(), c.version)) == Some((b"1".as_slice(), v)), "a fenced write changed the state: {:?}", cur.map(|c| c.version));
-    call("put with the current term", b.put("counter", b"2", Some(v), Some(tb.token)).await)?;
+    ensure!(
+        cur.as_ref().map(|c| (c.value.as_slice(), c.version)) == Some((b"1".as_slice(), v)),
+        "a fenced write changed the state: {:?}",
+        cur.map(|c| c.version)
+    );
+    call(
+        "put with the current term",
+        b.put("counter", b"2", Some(v), Some(tb.token)).await,
+    )?;
     Ok(())
 }
 
 async fn list_by_prefix(s: &Subject, ns: &str) -> Result<(), String> {
     let mut a = member(s, ns, "a").await?;
     let t = win(&mut a, 4 * s.lease).await?;
-    for k in ["jobs/b/checkpoints/2", "jobs/a/graph", "jobs/b/graph", "results/a"] {
+    for k in [
+        "jobs/b/checkpoints/2",
+        "jobs/a/graph",
+        "jobs/b/graph",
+        "results/a",
+    ] {
         call("put", a.put(k, b"x", None, Some(t.token)).await)?;
     }
     let jobs = call("list", a.list("jobs/").await)?;
-    ensure!(jobs == ["jobs/a/graph", "jobs/b/checkpoints/2", "jobs/b/graph"], "list(jobs/) = {jobs:?}");
+    ensure!(
+        jobs == ["jobs/a/graph", "jobs/b/checkpoints/2", "jobs/b/graph"],
+        "list(jobs/) = {jobs:?}"
+    );
     let b = call("list", a.list("jobs/b/").await)?;
-    ensure!(b == ["jobs/b/checkpoints/2", "jobs/b/graph"], "list(jobs/b/) = {b:?}");
+    ensure!(
+        b == ["jobs/b/checkpoints/2", "jobs/b/graph"],
+        "list(jobs/b/) = {b:?}"
+    );
     let all = call("list", a.list("").await)?;
     ensure!(all.len() == 4, "list('') = {all:?}");
-    ensure!(call("list", a.list("nothing/").await)?.is_empty(), "list of an unused prefix is not empty");
+    ensure!(
+        call("list", a.list("nothing/").await)?.is_empty(),
+        "list of an unused prefix is not empty"
+    );
     Ok(())
 }
 
@@ -267,10 +450,18 @@ async fn bounded_calls(s: &Subject, ns: &str) -> Result<(), String> {
     let started = Instant::now();
     let r = call("campaign", b.campaign(wait).await)?;
     ensure!(r.is_none(), "won a term that is held");
-    ensure!(started.elapsed() < bound, "campaign(wait={wait:?}) took {:?}", started.elapsed());
+    ensure!(
+        started.elapsed() < bound,
+        "campaign(wait={wait:?}) took {:?}",
+        started.elapsed()
+    );
     let started = Instant::now();
     call("leader", b.leader(Some(t.token), wait).await)?;
-    ensure!(started.elapsed() < bound, "leader(wait={wait:?}) took {:?}", started.elapsed());
+    ensure!(
+        started.elapsed() < bound,
+        "leader(wait={wait:?}) took {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -291,10 +482,21 @@ async fn expiry(s: &Subject, ns: &str) -> Result<(), String> {
     // leader would still call itself leader until then).
     let tb = win(&mut b, 4 * s.lease).await?;
     let after = last_keep.elapsed();
-    ensure!(tb.token > t.token, "new token {} not greater than {}", tb.token, t.token);
-    ensure!(after >= s.renew_deadline, "took over {after:?} after the leader's last renewal began, before its renew deadline ({:?}) had passed", s.renew_deadline);
+    ensure!(
+        tb.token > t.token,
+        "new token {} not greater than {}",
+        tb.token,
+        t.token
+    );
+    ensure!(
+        after >= s.renew_deadline,
+        "took over {after:?} after the leader's last renewal began, before its renew deadline ({:?}) had passed",
+        s.renew_deadline
+    );
     match a.keep(&t).await {
         Err(CallError::Failure(Failure::NotLeader)) => Ok(()),
-        other => Err(format!("the expired leader's keep should be not-leader, got {other:?}")),
+        other => Err(format!(
+            "the expired leader's keep should be not-leader, got {other:?}"
+        )),
     }
 }

@@ -34,12 +34,24 @@ pub struct View {
 
 pub fn view(local: &Local, discovered: &Discovered) -> View {
     match local.leading() {
-        Some(t) => View { term: Some(t.clone()), leading: true },
-        None => View { term: discovered.term.clone(), leading: false },
+        Some(t) => View {
+            term: Some(t.clone()),
+            leading: true,
+        },
+        None => View {
+            term: discovered.term.clone(),
+            leading: false,
+        },
     }
 }
 
-pub async fn run(mut slot: Slot, tx: watch::Sender<Discovered>, mut shutdown: watch::Receiver<bool>, metrics: Arc<Metrics>, retry: Duration) {
+pub async fn run(
+    mut slot: Slot,
+    tx: watch::Sender<Discovered>,
+    mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    retry: Duration,
+) {
     let mut first = true;
     loop {
         if *shutdown.borrow() {
@@ -57,7 +69,11 @@ pub async fn run(mut slot: Slot, tx: watch::Sender<Discovered>, mut shutdown: wa
             }
         };
         let known = tx.borrow().term.as_ref().map(|t| t.token);
-        let wait = if first { Duration::ZERO } else { DISCOVERY_WAIT };
+        let wait = if first {
+            Duration::ZERO
+        } else {
+            DISCOVERY_WAIT
+        };
         match instance.leader(known, wait).await {
             Ok(term) => {
                 first = false;
@@ -65,8 +81,14 @@ pub async fn run(mut slot: Slot, tx: watch::Sender<Discovered>, mut shutdown: wa
                     metrics.term.fetch_max(t.token, Relaxed);
                 }
                 tx.send_if_modified(|d| {
-                    let changed = !d.known || d.error.is_some() || d.term.as_ref().map(|t| t.token) != term.as_ref().map(|t| t.token);
-                    *d = Discovered { term, known: true, error: None };
+                    let changed = !d.known
+                        || d.error.is_some()
+                        || d.term.as_ref().map(|t| t.token) != term.as_ref().map(|t| t.token);
+                    *d = Discovered {
+                        term,
+                        known: true,
+                        error: None,
+                    };
                     changed
                 });
             }

@@ -42,7 +42,11 @@ pub struct Local {
 
 impl Local {
     fn follower(phase: Phase) -> Self {
-        Self { phase, term: None, valid_until: None }
+        Self {
+            phase,
+            term: None,
+            valid_until: None,
+        }
     }
 
     /// The term this sidecar holds, if it still holds it right now.
@@ -55,7 +59,10 @@ impl Local {
 }
 
 pub enum Command {
-    Resign { holdoff: Duration, reply: oneshot::Sender<Result<Term, String>> },
+    Resign {
+        holdoff: Duration,
+        reply: oneshot::Sender<Result<Term, String>>,
+    },
 }
 
 /// When the election loop last made progress, for the liveness probe.
@@ -67,7 +74,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn new() -> Self {
-        Self { epoch: Some(Instant::now()), millis: AtomicU64::new(0) }
+        Self {
+            epoch: Some(Instant::now()),
+            millis: AtomicU64::new(0),
+        }
     }
     fn touch(&self) {
         if let Some(e) = self.epoch {
@@ -97,12 +107,16 @@ pub fn initial() -> Local {
 /// How long one `campaign` call may wait for the leader to go: long enough to
 /// avoid busy calls, short enough to notice shutdown promptly.
 fn campaign_wait(t: &Timing) -> Duration {
-    t.retry_period.clamp(Duration::from_millis(50), Duration::from_secs(1))
+    t.retry_period
+        .clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 enum Exit {
     Lost(String),
-    Resign { holdoff: Duration, reply: oneshot::Sender<Result<Term, String>> },
+    Resign {
+        holdoff: Duration,
+        reply: oneshot::Sender<Result<Term, String>>,
+    },
     Shutdown,
 }
 
@@ -174,10 +188,13 @@ impl Election {
                 Ok(()) if !late => {
                     last_keep = keep_started;
                     valid_until = keep_started + t.renew_deadline;
-                    self.local.send_modify(|l| l.valid_until = Some(valid_until));
+                    self.local
+                        .send_modify(|l| l.valid_until = Some(valid_until));
                 }
                 Ok(()) => return, // already stepped down; campaign again
-                Err(CallError::Failure(Failure::NotLeader)) => break Exit::Lost("the backend reports a newer term".into()),
+                Err(CallError::Failure(Failure::NotLeader)) => {
+                    break Exit::Lost("the backend reports a newer term".into());
+                }
                 Err(CallError::Failure(f)) if !late => {
                     tracing::warn!(term = term.token, error = %CallError::Failure(f), left = ?valid_until.saturating_duration_since(Instant::now()), "renewal failed; retrying until the renew deadline");
                     last_keep = keep_started;
@@ -190,13 +207,27 @@ impl Election {
             }
         };
         match exit {
-            Exit::Lost(reason) => step_down(&self.local, &self.metrics, Phase::Candidate, &term, &reason),
+            Exit::Lost(reason) => {
+                step_down(&self.local, &self.metrics, Phase::Candidate, &term, &reason)
+            }
             Exit::Shutdown => {
-                step_down(&self.local, &self.metrics, Phase::Stopped, &term, "shutting down");
+                step_down(
+                    &self.local,
+                    &self.metrics,
+                    Phase::Stopped,
+                    &term,
+                    "shutting down",
+                );
                 let _ = self.release(&term).await;
             }
             Exit::Resign { holdoff, reply } => {
-                step_down(&self.local, &self.metrics, Phase::HoldingOff, &term, "resigned on request");
+                step_down(
+                    &self.local,
+                    &self.metrics,
+                    Phase::HoldingOff,
+                    &term,
+                    "resigned on request",
+                );
                 let released = self.release(&term).await;
                 let _ = reply.send(released.map(|()| term.clone()));
                 self.pause(holdoff).await;
@@ -225,7 +256,11 @@ impl Election {
     }
 
     fn publish_leader(&self, term: &Term, valid_until: Instant) {
-        self.local.send_replace(Local { phase: Phase::Leader, term: Some(term.clone()), valid_until: Some(valid_until) });
+        self.local.send_replace(Local {
+            phase: Phase::Leader,
+            term: Some(term.clone()),
+            valid_until: Some(valid_until),
+        });
         self.metrics.leader.store(1, Relaxed);
         self.metrics.term.store(term.token, Relaxed);
         self.metrics.became_leader.fetch_add(1, Relaxed);
@@ -247,7 +282,13 @@ impl Election {
     }
 }
 
-fn step_down(local: &watch::Sender<Local>, metrics: &Metrics, phase: Phase, term: &Term, reason: &str) {
+fn step_down(
+    local: &watch::Sender<Local>,
+    metrics: &Metrics,
+    phase: Phase,
+    term: &Term,
+    reason: &str,
+) {
     let was_leader = local.borrow().term.is_some();
     local.send_replace(Local::follower(phase));
     if was_leader {

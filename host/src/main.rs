@@ -9,7 +9,11 @@ use ha_sidecar::config::Config;
 use ha_sidecar::runtime::{LoadedPlugin, inspect};
 
 #[derive(Parser)]
-#[command(name = "ha-sidecar", version, about = "Leader election, discovery and fenced state for one active process and hot standbys")]
+#[command(
+    name = "ha-sidecar",
+    version,
+    about = "Leader election, discovery and fenced state for one active process and hot standbys"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -36,7 +40,10 @@ enum PluginCmd {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HA_SIDECAR_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HA_SIDECAR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -44,7 +51,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run { config } => run(&config),
         Cmd::Validate { config } => validate(&config),
-        Cmd::Plugin { command: PluginCmd::Inspect { plugin } } => inspect_plugin(&plugin),
+        Cmd::Plugin {
+            command: PluginCmd::Inspect { plugin },
+        } => inspect_plugin(&plugin),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,7 +66,9 @@ fn main() -> ExitCode {
 
 fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(ha_sidecar::sidecar::run(config))
 }
 
@@ -79,14 +90,20 @@ fn validate(path: &Path) -> anyhow::Result<()> {
 }
 
 fn inspect_plugin(path: &Path) -> anyhow::Result<()> {
-    let wasm = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let wasm =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let engine = ha_sidecar::runtime::engine::new_engine()?;
-    let component = wasmtime::component::Component::new(&engine, &wasm).map_err(|e| anyhow::anyhow!("{} is not a WebAssembly component: {e:#}", path.display()))?;
+    let component = wasmtime::component::Component::new(&engine, &wasm)
+        .map_err(|e| anyhow::anyhow!("{} is not a WebAssembly component: {e:#}", path.display()))?;
     let info = inspect::inspect(&engine, &component);
     println!("plugin:   {}", path.display());
     println!("sha256:   {}", ha_sidecar::runtime::sha256_hex(&wasm));
     match info.contract() {
-        Some((export, _)) => println!("contract: {export} (this sidecar speaks {}@{})", inspect::CONTRACT_PACKAGE, inspect::CONTRACT_VERSION),
+        Some((export, _)) => println!(
+            "contract: {export} (this sidecar speaks {}@{})",
+            inspect::CONTRACT_PACKAGE,
+            inspect::CONTRACT_VERSION
+        ),
         None => println!("contract: none (not an ha-sidecar backend plugin)"),
     }
     println!("exports:");

@@ -6,12 +6,24 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Every backend call, in contract order.
-pub const CALLS: [&str; 9] = ["configure", "campaign", "keep", "resign", "leader", "get", "put", "delete", "list"];
+pub const CALLS: [&str; 9] = [
+    "configure",
+    "campaign",
+    "keep",
+    "resign",
+    "leader",
+    "get",
+    "put",
+    "delete",
+    "list",
+];
 /// How a call ended: returned a value, returned a failure, trapped, overran its deadline.
 pub const OUTCOMES: [&str; 4] = ["ok", "failure", "trap", "timeout"];
 pub const ROLES: [&str; 3] = ["election", "discovery", "state"];
 /// Upper bounds of the call-latency histogram, in seconds.
-const BUCKETS: [f64; 12] = [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -27,7 +39,9 @@ pub struct Metrics {
 }
 
 fn index(list: &[&str], name: &str) -> usize {
-    list.iter().position(|n| *n == name).expect("metric label is one of the declared names")
+    list.iter()
+        .position(|n| *n == name)
+        .expect("metric label is one of the declared names")
 }
 
 impl Metrics {
@@ -55,36 +69,91 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         let w = &mut out;
-        gauge(w, "ha_sidecar_leader", "1 while this sidecar leads and its last renewal is younger than the renew deadline.", self.leader.load(Relaxed));
-        gauge(w, "ha_sidecar_term", "Fencing token of the leader this sidecar last knew of (0: none).", self.term.load(Relaxed));
-        let _ = writeln!(w, "# HELP ha_sidecar_leadership_transitions_total Times this sidecar became leader or stepped down.\n# TYPE ha_sidecar_leadership_transitions_total counter");
-        let _ = writeln!(w, "ha_sidecar_leadership_transitions_total{{to=\"leader\"}} {}", self.became_leader.load(Relaxed));
-        let _ = writeln!(w, "ha_sidecar_leadership_transitions_total{{to=\"follower\"}} {}", self.stepped_down.load(Relaxed));
+        gauge(
+            w,
+            "ha_sidecar_leader",
+            "1 while this sidecar leads and its last renewal is younger than the renew deadline.",
+            self.leader.load(Relaxed),
+        );
+        gauge(
+            w,
+            "ha_sidecar_term",
+            "Fencing token of the leader this sidecar last knew of (0: none).",
+            self.term.load(Relaxed),
+        );
+        let _ = writeln!(
+            w,
+            "# HELP ha_sidecar_leadership_transitions_total Times this sidecar became leader or stepped down.\n# TYPE ha_sidecar_leadership_transitions_total counter"
+        );
+        let _ = writeln!(
+            w,
+            "ha_sidecar_leadership_transitions_total{{to=\"leader\"}} {}",
+            self.became_leader.load(Relaxed)
+        );
+        let _ = writeln!(
+            w,
+            "ha_sidecar_leadership_transitions_total{{to=\"follower\"}} {}",
+            self.stepped_down.load(Relaxed)
+        );
 
-        let _ = writeln!(w, "# HELP ha_sidecar_plugin_calls_total Backend plugin calls by outcome.\n# TYPE ha_sidecar_plugin_calls_total counter");
+        let _ = writeln!(
+            w,
+            "# HELP ha_sidecar_plugin_calls_total Backend plugin calls by outcome.\n# TYPE ha_sidecar_plugin_calls_total counter"
+        );
         for (c, call) in CALLS.iter().enumerate() {
             for (o, outcome) in OUTCOMES.iter().enumerate() {
-                let _ = writeln!(w, "ha_sidecar_plugin_calls_total{{call=\"{call}\",outcome=\"{outcome}\"}} {}", self.calls[c][o].load(Relaxed));
+                let _ = writeln!(
+                    w,
+                    "ha_sidecar_plugin_calls_total{{call=\"{call}\",outcome=\"{outcome}\"}} {}",
+                    self.calls[c][o].load(Relaxed)
+                );
             }
         }
-        let _ = writeln!(w, "# HELP ha_sidecar_plugin_call_duration_seconds Backend plugin call latency (campaign and leader include their waits).\n# TYPE ha_sidecar_plugin_call_duration_seconds histogram");
+        let _ = writeln!(
+            w,
+            "# HELP ha_sidecar_plugin_call_duration_seconds Backend plugin call latency (campaign and leader include their waits).\n# TYPE ha_sidecar_plugin_call_duration_seconds histogram"
+        );
         for (c, call) in CALLS.iter().enumerate() {
             for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(w, "ha_sidecar_plugin_call_duration_seconds_bucket{{call=\"{call}\",le=\"{bound}\"}} {}", self.latency_buckets[c][i].load(Relaxed));
+                let _ = writeln!(
+                    w,
+                    "ha_sidecar_plugin_call_duration_seconds_bucket{{call=\"{call}\",le=\"{bound}\"}} {}",
+                    self.latency_buckets[c][i].load(Relaxed)
+                );
             }
             let count = self.latency_count[c].load(Relaxed);
-            let _ = writeln!(w, "ha_sidecar_plugin_call_duration_seconds_bucket{{call=\"{call}\",le=\"+Inf\"}} {count}");
-            let _ = writeln!(w, "ha_sidecar_plugin_call_duration_seconds_sum{{call=\"{call}\"}} {}", self.latency_sum_ns[c].load(Relaxed) as f64 / 1e9);
-            let _ = writeln!(w, "ha_sidecar_plugin_call_duration_seconds_count{{call=\"{call}\"}} {count}");
+            let _ = writeln!(
+                w,
+                "ha_sidecar_plugin_call_duration_seconds_bucket{{call=\"{call}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                w,
+                "ha_sidecar_plugin_call_duration_seconds_sum{{call=\"{call}\"}} {}",
+                self.latency_sum_ns[c].load(Relaxed) as f64 / 1e9
+            );
+            let _ = writeln!(
+                w,
+                "ha_sidecar_plugin_call_duration_seconds_count{{call=\"{call}\"}} {count}"
+            );
         }
-        let _ = writeln!(w, "# HELP ha_sidecar_plugin_restarts_total Plugin instances thrown away after a trap or an overrun deadline.\n# TYPE ha_sidecar_plugin_restarts_total counter");
+        let _ = writeln!(
+            w,
+            "# HELP ha_sidecar_plugin_restarts_total Plugin instances thrown away after a trap or an overrun deadline.\n# TYPE ha_sidecar_plugin_restarts_total counter"
+        );
         for (r, role) in ROLES.iter().enumerate() {
-            let _ = writeln!(w, "ha_sidecar_plugin_restarts_total{{role=\"{role}\"}} {}", self.restarts[r].load(Relaxed));
+            let _ = writeln!(
+                w,
+                "ha_sidecar_plugin_restarts_total{{role=\"{role}\"}} {}",
+                self.restarts[r].load(Relaxed)
+            );
         }
         out
     }
 }
 
 fn gauge(w: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    let _ = writeln!(
+        w,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
 }

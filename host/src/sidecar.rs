@@ -43,7 +43,11 @@ impl Shared {
                 return;
             }
             // Our own leadership can lapse by time alone; wake for that too.
-            let lapse = self.local.borrow().leading().map(|_| tokio::time::Instant::now() + Duration::from_millis(20));
+            let lapse = self
+                .local
+                .borrow()
+                .leading()
+                .map(|_| tokio::time::Instant::now() + Duration::from_millis(20));
             tokio::select! {
                 r = local.changed() => if r.is_err() { return },
                 r = discovered.changed() => if r.is_err() { return },
@@ -55,14 +59,20 @@ impl Shared {
 
     pub async fn resign(&self, holdoff: Duration) -> Result<Term, String> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Resign { holdoff, reply }).await.map_err(|_| "the election loop has stopped".to_string())?;
-        answer.await.map_err(|_| "the election loop stopped before answering".to_string())?
+        self.commands
+            .send(Command::Resign { holdoff, reply })
+            .await
+            .map_err(|_| "the election loop has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the election loop stopped before answering".to_string())?
     }
 
     /// Longest plausible time between two steps of the election loop.
     pub fn stall_limit(&self) -> Duration {
         let t = &self.config.timing;
-        (t.lease + 2 * self.config.plugin.call_timeout + self.config.plugin.restart_backoff_max).max(Duration::from_secs(10))
+        (t.lease + 2 * self.config.plugin.call_timeout + self.config.plugin.restart_backoff_max)
+            .max(Duration::from_secs(10))
     }
 
     pub fn not_ready_reason(&self) -> Option<String> {
@@ -81,11 +91,18 @@ impl Shared {
 fn setup(config: &Config) -> Setup {
     let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
     Setup {
-        me: Member { id: config.member_id.clone(), address: config.member_address.clone() },
+        me: Member {
+            id: config.member_id.clone(),
+            address: config.member_address.clone(),
+        },
         // One per process run: lets the plugin tell this run's records from an
         // earlier run's under the same member id.
         session: uuid::Uuid::new_v4().simple().to_string(),
-        timing: Timing { lease_ms: ms(config.timing.lease), renew_deadline_ms: ms(config.timing.renew_deadline), retry_ms: ms(config.timing.retry_period) },
+        timing: Timing {
+            lease_ms: ms(config.timing.lease),
+            renew_deadline_ms: ms(config.timing.renew_deadline),
+            retry_ms: ms(config.timing.retry_period),
+        },
         settings: config.plugin.settings.clone(),
     }
 }
@@ -94,21 +111,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::default());
     let plugin = LoadedPlugin::load(&config.plugin, &config.grants, metrics.clone())?;
-    let contract = plugin.inspection.contract().map(|(i, _)| i.to_string()).unwrap_or_default();
+    let contract = plugin
+        .inspection
+        .contract()
+        .map(|(i, _)| i.to_string())
+        .unwrap_or_default();
     tracing::info!(path = %config.plugin.path.display(), sha256 = %plugin.sha256, %contract, from = ?plugin.source, "plugin loaded");
 
     let setup = setup(&config);
     let p = &config.plugin;
-    let slot = |role| Slot::new(plugin.clone(), role, setup.clone(), p.restart_backoff, p.restart_backoff_max);
+    let slot = |role| {
+        Slot::new(
+            plugin.clone(),
+            role,
+            setup.clone(),
+            p.restart_backoff,
+            p.restart_backoff_max,
+        )
+    };
     let mut election_slot = slot("election");
     // Bad plugin settings surface here, at start, not later in a retry loop.
     match election_slot.instance().await {
         Ok(_) => {}
-        Err(CallError::Failure(f)) => bail!("the plugin refused its configuration: {}", crate::runtime::describe(&f)),
+        Err(CallError::Failure(f)) => bail!(
+            "the plugin refused its configuration: {}",
+            crate::runtime::describe(&f)
+        ),
         Err(e) => bail!("the plugin failed to start: {e}"),
     }
 
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("http.listen: cannot listen on {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("http.listen: cannot listen on {}", config.listen))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (local_tx, local_rx) = watch::channel(leadership::initial());
     let (discovered_tx, discovered_rx) = watch::channel(Discovered::default());
@@ -126,9 +160,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutting_down: AtomicBool::new(false),
     });
 
-    tokio::spawn(discovery::run(slot("discovery"), discovered_tx, shutdown_rx.clone(), metrics.clone(), config.timing.retry_period));
+    tokio::spawn(discovery::run(
+        slot("discovery"),
+        discovered_tx,
+        shutdown_rx.clone(),
+        metrics.clone(),
+        config.timing.retry_period,
+    ));
     let election = tokio::spawn(
-        Election { slot: election_slot, timing: config.timing, local: local_tx, commands: commands_rx, shutdown: shutdown_rx, metrics, progress }.run(),
+        Election {
+            slot: election_slot,
+            timing: config.timing,
+            local: local_tx,
+            commands: commands_rx,
+            shutdown: shutdown_rx,
+            metrics,
+            progress,
+        }
+        .run(),
     );
     tokio::spawn(crate::http::serve(listener, shared.clone()));
     tracing::info!(listen = %config.listen, member = %config.member_id, took_ms = started.elapsed().as_millis() as u64, "serving");
@@ -137,7 +186,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: releasing leadership if held");
     shared.shutting_down.store(true, Relaxed);
     let _ = shutdown_tx.send(true);
-    let grace = config.timing.retry_period + 2 * config.plugin.call_timeout + Duration::from_secs(1);
+    let grace =
+        config.timing.retry_period + 2 * config.plugin.call_timeout + Duration::from_secs(1);
     tokio::select! {
         r = tokio::time::timeout(grace, election) => {
             if r.is_err() {
@@ -146,7 +196,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ = wait_for_signal() => tracing::warn!("second signal: exiting at once"),
     }
-    debug_assert!(matches!(shared.local.borrow().phase, Phase::Stopped | Phase::Candidate | Phase::Leader | Phase::HoldingOff));
+    debug_assert!(matches!(
+        shared.local.borrow().phase,
+        Phase::Stopped | Phase::Candidate | Phase::Leader | Phase::HoldingOff
+    ));
     Ok(())
 }
 

@@ -12,7 +12,9 @@ pub struct StateService {
 
 impl StateService {
     pub fn new(slot: Slot) -> Self {
-        Self { slot: Mutex::new(slot) }
+        Self {
+            slot: Mutex::new(slot),
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Versioned>, CallError> {
@@ -20,12 +22,26 @@ impl StateService {
         slot.instance().await?.get(key).await
     }
 
-    pub async fn put(&self, key: &str, value: &[u8], expected: Option<u64>, fence: Option<u64>) -> Result<u64, CallError> {
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<u64, CallError> {
         let mut slot = self.slot.lock().await;
-        slot.instance().await?.put(key, value, expected, fence).await
+        slot.instance()
+            .await?
+            .put(key, value, expected, fence)
+            .await
     }
 
-    pub async fn delete(&self, key: &str, expected: Option<u64>, fence: Option<u64>) -> Result<(), CallError> {
+    pub async fn delete(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<(), CallError> {
         let mut slot = self.slot.lock().await;
         slot.instance().await?.delete(key, expected, fence).await
     }
@@ -44,7 +60,10 @@ pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > 200 {
         return Err(format!("key must be 1 to 200 bytes, got {}", key.len()));
     }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err(format!("key {key:?} has an empty, '.' or '..' segment"));
     }
     check_alphabet(key, "key")
@@ -58,8 +77,13 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
 }
 
 fn check_alphabet(s: &str, what: &str) -> Result<(), String> {
-    match s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-' | '/'))) {
-        Some(c) => Err(format!("{what} {s:?} contains {c:?}; allowed are A-Z a-z 0-9 . _ : - and /")),
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-' | '/')))
+    {
+        Some(c) => Err(format!(
+            "{what} {s:?} contains {c:?}; allowed are A-Z a-z 0-9 . _ : - and /"
+        )),
         None => Ok(()),
     }
 }

@@ -14,7 +14,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
 }
 
 pub fn sidecar_bin() -> PathBuf {
@@ -23,8 +26,14 @@ pub fn sidecar_bin() -> PathBuf {
 
 /// A built plugin, e.g. `plugin("ha_plugin_file")`.
 pub fn plugin(name: &str) -> PathBuf {
-    let p = repo_root().join("plugins/target/wasm32-wasip2/release").join(format!("{name}.wasm"));
-    assert!(p.is_file(), "plugin {} is not built: run ./scripts/test.sh, which builds the plugins before the tests", p.display());
+    let p = repo_root()
+        .join("plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "plugin {} is not built: run ./scripts/test.sh, which builds the plugins before the tests",
+        p.display()
+    );
     p
 }
 
@@ -34,12 +43,17 @@ pub fn shared_cache_dir() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Test timing: short enough for quick tests, long enough for a loaded 2-core machine.
 pub const LEASE: Duration = Duration::from_secs(2);
-pub const TIMING: &str = "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms, resign-holdoff: 3s}\n";
+pub const TIMING: &str =
+    "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms, resign-holdoff: 3s}\n";
 
 /// Polls `f` every 10 ms until it returns `Some`, or panics after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -48,7 +62,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -61,10 +78,14 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -73,10 +94,19 @@ impl Response {
 
 /// A minimal HTTP/1.1 client (one request per connection), so that the
 /// harness sees every status and header exactly as sent.
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -85,12 +115,26 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other("bad status line"))?;
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    Ok(Response { status, headers, body: raw[split + 4..].to_vec() })
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
 }
 
 /// A directory for one test's sidecars: configs, logs and (by default) the
@@ -101,7 +145,9 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("create a temp dir") }
+        Self {
+            dir: tempfile::tempdir().expect("create a temp dir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -153,13 +199,22 @@ impl Sidecar {
             .stderr(out)
             .spawn()
             .expect("spawn ha-sidecar");
-        let mut s = Sidecar { id: id.into(), port, log: log.into(), child: Some(child) };
-        wait_for(&format!("{id} to serve HTTP"), Duration::from_secs(30), || {
-            if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("{id} exited during start ({status}):\n{}", s.log_text());
-            }
-            s.get("/healthz").ok().map(|_| ())
-        });
+        let mut s = Sidecar {
+            id: id.into(),
+            port,
+            log: log.into(),
+            child: Some(child),
+        };
+        wait_for(
+            &format!("{id} to serve HTTP"),
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    panic!("{id} exited during start ({status}):\n{}", s.log_text());
+                }
+                s.get("/healthz").ok().map(|_| ())
+            },
+        );
         s
     }
 
@@ -172,7 +227,9 @@ impl Sidecar {
     }
 
     pub fn leads(&self) -> bool {
-        self.get("/leader/self").map(|r| r.status == 200).unwrap_or(false)
+        self.get("/leader/self")
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
     }
 
     /// The term token this sidecar holds (panics if it does not lead).
@@ -197,13 +254,17 @@ impl Sidecar {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Waits for the process to exit and returns its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("running");
-        let status = wait_for(&format!("{} to exit", self.id), timeout, || child.try_wait().ok().flatten());
+        let status = wait_for(&format!("{} to exit", self.id), timeout, || {
+            child.try_wait().ok().flatten()
+        });
         self.child = None;
         status
     }
@@ -229,13 +290,25 @@ impl Drop for Sidecar {
 /// The single sidecar that leads, once exactly one does.
 pub fn sole_leader(sidecars: &[Sidecar], timeout: Duration) -> usize {
     wait_for("exactly one leader", timeout, || {
-        let leading: Vec<usize> = sidecars.iter().enumerate().filter(|(_, s)| s.leads()).map(|(i, _)| i).collect();
+        let leading: Vec<usize> = sidecars
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.leads())
+            .map(|(i, _)| i)
+            .collect();
         (leading.len() == 1).then(|| leading[0])
     })
 }
 
 /// Runs `ha-sidecar` with `args` to completion: (exit code, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(sidecar_bin()).args(args).env("HA_SIDECAR_LOG", "info").output().expect("run ha-sidecar");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+    let out = Command::new(sidecar_bin())
+        .args(args)
+        .env("HA_SIDECAR_LOG", "info")
+        .output()
+        .expect("run ha-sidecar");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
 }

@@ -19,11 +19,23 @@ pub use units::{Bytes, Dur, parse_duration};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {key}: {message}")]
-    Parse { path: PathBuf, key: String, message: String },
+    Parse {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     #[error("{path}: {key} = {value}: {reason}")]
-    Invalid { path: PathBuf, key: String, value: String, reason: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// The file as written.
@@ -145,7 +157,10 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
@@ -155,11 +170,18 @@ impl Config {
             let key = e.path().to_string();
             ConfigError::Parse {
                 path: path.into(),
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message: e.into_inner().to_string(),
             }
         })?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Validator { path, base }.validate(raw)
     }
 }
@@ -170,7 +192,12 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&self, key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        key: &str,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.into(),
             key: key.into(),
@@ -180,20 +207,39 @@ impl Validator<'_> {
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let id = raw.member.id;
-        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) {
+        if id.is_empty()
+            || id.len() > 128
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+        {
             return Err(self.err("member.id", format!("{id:?}"), "must be 1 to 128 characters of A-Z a-z 0-9 . _ - : and unique in the cluster (the pod or host name is a good choice)"));
         }
 
         let listen_raw = raw.http.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_raw.parse().map_err(|_| self.err("http.listen", format!("{listen_raw:?}"), "is not an IP address with a port, such as 127.0.0.1:4040"))?;
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
+            self.err(
+                "http.listen",
+                format!("{listen_raw:?}"),
+                "is not an IP address with a port, such as 127.0.0.1:4040",
+            )
+        })?;
         let max_body = raw.http.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0);
         if !(1..=(256 << 20)).contains(&max_body) {
-            return Err(self.err("http.max-body", Bytes(max_body), "must be between 1 byte and 256MiB"));
+            return Err(self.err(
+                "http.max-body",
+                Bytes(max_body),
+                "must be between 1 byte and 256MiB",
+            ));
         }
         let max_wait = raw.http.max_wait.map_or(DEFAULT_MAX_WAIT, |d| d.0);
         if max_wait > Duration::from_secs(3600) {
@@ -248,7 +294,12 @@ impl Validator<'_> {
         if lease > Duration::from_secs(u32::MAX as u64 / 1000) {
             return Err(self.err("timing.lease", Dur(lease), "is too long (at most 49 days)"));
         }
-        Ok(Timing { lease, renew_deadline: renew, retry_period: retry, resign_holdoff: holdoff })
+        Ok(Timing {
+            lease,
+            renew_deadline: renew,
+            retry_period: retry,
+            resign_holdoff: holdoff,
+        })
     }
 
     fn plugin(&self, p: RawPlugin, timing: &Timing) -> Result<PluginConfig, ConfigError> {
@@ -257,8 +308,16 @@ impl Validator<'_> {
             return Err(self.err("plugin.path", path.display(), "no such file: build the plugins (see README) or fix the path (relative paths start at the config file's directory)"));
         }
         let sha256 = match p.sha256 {
-            Some(h) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => Some(h.to_ascii_lowercase()),
-            Some(h) => return Err(self.err("plugin.sha256", format!("{h:?}"), "must be 64 hex digits (the output of sha256sum)")),
+            Some(h) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
+                Some(h.to_ascii_lowercase())
+            }
+            Some(h) => {
+                return Err(self.err(
+                    "plugin.sha256",
+                    format!("{h:?}"),
+                    "must be 64 hex digits (the output of sha256sum)",
+                ));
+            }
             None => None,
         };
         let mut settings = Vec::new();
@@ -267,22 +326,47 @@ impl Validator<'_> {
                 serde_yaml::Value::String(s) => s,
                 serde_yaml::Value::Number(n) => n.to_string(),
                 serde_yaml::Value::Bool(b) => b.to_string(),
-                other => return Err(self.err(&format!("plugin.settings.{key}"), format!("{other:?}"), "must be a string, number or boolean")),
+                other => {
+                    return Err(self.err(
+                        &format!("plugin.settings.{key}"),
+                        format!("{other:?}"),
+                        "must be a string, number or boolean",
+                    ));
+                }
             };
             settings.push((key, text));
         }
         let memory_limit = p.memory_limit.map_or(DEFAULT_MEMORY_LIMIT, |b| b.0);
         if !((1 << 20)..=(4u64 << 30)).contains(&memory_limit) {
-            return Err(self.err("plugin.memory-limit", Bytes(memory_limit), "must be between 1MiB and 4GiB"));
+            return Err(self.err(
+                "plugin.memory-limit",
+                Bytes(memory_limit),
+                "must be between 1MiB and 4GiB",
+            ));
         }
         let call_timeout = p.call_timeout.map_or(DEFAULT_CALL_TIMEOUT, |d| d.0);
         if call_timeout < Duration::from_millis(10) || call_timeout > Duration::from_secs(600) {
-            return Err(self.err("plugin.call-timeout", Dur(call_timeout), "must be between 10ms and 10m"));
+            return Err(self.err(
+                "plugin.call-timeout",
+                Dur(call_timeout),
+                "must be between 10ms and 10m",
+            ));
         }
-        let restart_backoff = p.restart_backoff.map_or(Duration::from_millis(100), |d| d.0);
-        let restart_backoff_max = p.restart_backoff_max.map_or(Duration::from_secs(10), |d| d.0);
+        let restart_backoff = p
+            .restart_backoff
+            .map_or(Duration::from_millis(100), |d| d.0);
+        let restart_backoff_max = p
+            .restart_backoff_max
+            .map_or(Duration::from_secs(10), |d| d.0);
         if restart_backoff.is_zero() || restart_backoff > restart_backoff_max {
-            return Err(self.err("plugin.restart-backoff", Dur(restart_backoff), format!("must be above zero and at most plugin.restart-backoff-max ({})", Dur(restart_backoff_max))));
+            return Err(self.err(
+                "plugin.restart-backoff",
+                Dur(restart_backoff),
+                format!(
+                    "must be above zero and at most plugin.restart-backoff-max ({})",
+                    Dur(restart_backoff_max)
+                ),
+            ));
         }
         let _ = timing;
         let cache_dir = match p.cache_dir {
@@ -290,7 +374,16 @@ impl Validator<'_> {
             Some(dir) => Some(self.resolve(&dir)),
             None => default_cache_dir(),
         };
-        Ok(PluginConfig { path, sha256, settings, memory_limit, call_timeout, cache_dir, restart_backoff, restart_backoff_max })
+        Ok(PluginConfig {
+            path,
+            sha256,
+            settings,
+            memory_limit,
+            call_timeout,
+            cache_dir,
+            restart_backoff,
+            restart_backoff_max,
+        })
     }
 }
 
@@ -325,27 +418,51 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = parse(&format!("{MIN}timing: {{leese: 3s}}\n")).unwrap_err().to_string();
+        let e = parse(&format!("{MIN}timing: {{leese: 3s}}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("timing") && e.contains("leese"), "{e}");
     }
 
     #[test]
     fn timing_invariants_are_enforced() {
-        let e = parse(&format!("{MIN}timing: {{lease: 15s, renew-deadline: 15s, retry-period: 5s}}\n")).unwrap_err().to_string();
-        assert!(e.contains("timing.renew-deadline") && e.contains("shorter than timing.lease"), "{e}");
-        let e = parse(&format!("{MIN}timing: {{lease: 15s, renew-deadline: 2s, retry-period: 2s}}\n")).unwrap_err().to_string();
+        let e = parse(&format!(
+            "{MIN}timing: {{lease: 15s, renew-deadline: 15s, retry-period: 5s}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("timing.renew-deadline") && e.contains("shorter than timing.lease"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{MIN}timing: {{lease: 15s, renew-deadline: 2s, retry-period: 2s}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("1.2"), "{e}");
     }
 
     #[test]
     fn bad_values_name_key_and_value() {
-        let e = parse(&format!("{MIN}http: {{listen: 'localhost'}}\n")).unwrap_err().to_string();
+        let e = parse(&format!("{MIN}http: {{listen: 'localhost'}}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("http.listen") && e.contains("localhost"), "{e}");
-        let e = parse("member: {id: 'a b'}\nplugin: {path: p.wasm}\n").unwrap_err().to_string();
+        let e = parse("member: {id: 'a b'}\nplugin: {path: p.wasm}\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("member.id"), "{e}");
-        let e = parse("member: {id: a}\nplugin: {path: missing.wasm}\n").unwrap_err().to_string();
-        assert!(e.contains("plugin.path") && e.contains("missing.wasm"), "{e}");
-        let e = parse(&format!("{MIN}timing: {{lease: 15}}\n")).unwrap_err().to_string();
+        let e = parse("member: {id: a}\nplugin: {path: missing.wasm}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("plugin.path") && e.contains("missing.wasm"),
+            "{e}"
+        );
+        let e = parse(&format!("{MIN}timing: {{lease: 15}}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("timing.lease") && e.contains("no unit"), "{e}");
     }
 }

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// A duration written with a unit. A bare number is refused: "15" could be
 /// seconds (Kubernetes) or milliseconds (ZooKeeper), and guessing wrong is an outage.
@@ -55,7 +55,7 @@ pub struct Bytes(pub u64);
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const MIB: u64 = 1 << 20;
-        if self.0 >= MIB && self.0 % MIB == 0 {
+        if self.0 >= MIB && self.0.is_multiple_of(MIB) {
             write!(f, "{}MiB", self.0 / MIB)
         } else {
             write!(f, "{} bytes", self.0)
@@ -75,12 +75,20 @@ pub fn parse_bytes(raw: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        _ => return Err(format!("{raw:?} is not a size: write bytes or a number with KiB, MiB or GiB, such as 64MiB")),
+        _ => {
+            return Err(format!(
+                "{raw:?} is not a size: write bytes or a number with KiB, MiB or GiB, such as 64MiB"
+            ));
+        }
     };
     num.parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{raw:?} is not a size: write bytes or a number with KiB, MiB or GiB, such as 64MiB"))
+        .ok_or_else(|| {
+            format!(
+                "{raw:?} is not a size: write bytes or a number with KiB, MiB or GiB, such as 64MiB"
+            )
+        })
 }
 
 impl<'de> Deserialize<'de> for Bytes {
@@ -98,7 +106,9 @@ impl<'de> Deserialize<'de> for Bytes {
                 Ok(Bytes(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Bytes, E> {
-                u64::try_from(v).map(Bytes).map_err(|_| E::custom(format!("{v} is negative")))
+                u64::try_from(v)
+                    .map(Bytes)
+                    .map_err(|_| E::custom(format!("{v} is negative")))
             }
         }
         d.deserialize_any(V)

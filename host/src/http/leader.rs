@@ -5,8 +5,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use super::reply::{self, Reply};
 use super::query_pairs;
+use super::reply::{self, Reply};
 use crate::config::parse_duration;
 use crate::discovery::View;
 use crate::runtime::Term;
@@ -43,21 +43,41 @@ pub async fn get(shared: &Shared, query: Option<&str>) -> Reply {
         match k.as_str() {
             "wait" => match parse_duration(&v) {
                 Ok(d) => wait = Some(d),
-                Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("wait: {e}")),
+                Err(e) => {
+                    return reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("wait: {e}"),
+                    );
+                }
             },
             "known" => match v.as_str() {
                 "" | "none" => known = Some(None),
                 n => match n.parse::<u64>() {
                     Ok(t) => known = Some(Some(t)),
-                    Err(_) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("known: {n:?} is not a term token (a whole number, or 'none')")),
+                    Err(_) => {
+                        return reply::error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            format!("known: {n:?} is not a term token (a whole number, or 'none')"),
+                        );
+                    }
                 },
             },
-            other => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown query parameter {other:?} (accepted: wait, known)")),
+            other => {
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("unknown query parameter {other:?} (accepted: wait, known)"),
+                );
+            }
         }
     }
     if let Some(wait) = wait {
         let known = known.unwrap_or_else(|| shared.view().term.map(|t| t.token));
-        shared.wait_for_change(known, wait.min(shared.config.max_wait)).await;
+        shared
+            .wait_for_change(known, wait.min(shared.config.max_wait))
+            .await;
     }
     reply::json(StatusCode::OK, &term_json(shared, &shared.view()))
 }
@@ -73,7 +93,12 @@ pub fn is_self(shared: &Shared) -> Reply {
         Some(t) => format!("the leader is {} (term {})", t.holder.id, t.token),
         None => "no leader is known".into(),
     };
-    reply::error_with(StatusCode::SERVICE_UNAVAILABLE, "not_leader", format!("this sidecar does not lead; {who}"), term_json(shared, &v))
+    reply::error_with(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_leader",
+        format!("this sidecar does not lead; {who}"),
+        term_json(shared, &v),
+    )
 }
 
 /// `POST /leader/resign[?holdoff=5s]`: step down, release the term in the
@@ -85,17 +110,46 @@ pub async fn resign(shared: &Shared, query: Option<&str>) -> Reply {
         match k.as_str() {
             "holdoff" => match parse_duration(&v) {
                 Ok(d) if d <= Duration::from_secs(3600) => holdoff = d,
-                Ok(_) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", "holdoff: at most 1h"),
-                Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("holdoff: {e}")),
+                Ok(_) => {
+                    return reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "holdoff: at most 1h",
+                    );
+                }
+                Err(e) => {
+                    return reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("holdoff: {e}"),
+                    );
+                }
             },
-            other => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown query parameter {other:?} (accepted: holdoff)")),
+            other => {
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("unknown query parameter {other:?} (accepted: holdoff)"),
+                );
+            }
         }
     }
     if !shared.view().leading {
-        return reply::error(StatusCode::CONFLICT, "not_leader", "this sidecar does not lead, so it has nothing to resign");
+        return reply::error(
+            StatusCode::CONFLICT,
+            "not_leader",
+            "this sidecar does not lead, so it has nothing to resign",
+        );
     }
     match shared.resign(holdoff).await {
-        Ok(term) => reply::json(StatusCode::OK, &json!({ "resigned": true, "term": term.token, "holdoff_ms": holdoff.as_millis() as u64 })),
-        Err(message) => reply::error(StatusCode::SERVICE_UNAVAILABLE, "resign_incomplete", message),
+        Ok(term) => reply::json(
+            StatusCode::OK,
+            &json!({ "resigned": true, "term": term.token, "holdoff_ms": holdoff.as_millis() as u64 }),
+        ),
+        Err(message) => reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "resign_incomplete",
+            message,
+        ),
     }
 }

@@ -63,9 +63,23 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::GET, "/metrics") => ops::metrics(shared),
         (Method::GET, "/state") => state::list(shared, req.uri().query()).await,
         (_, p) if p.starts_with("/state/") => state::handle(shared, req).await,
-        (_, "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics" | "/state") => reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not supported on {path}", req.method())),
-        (_, "/leader/resign") => reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST /leader/resign"),
-        _ => reply::error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path} (see the README for the API)")),
+        (_, "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics" | "/state") => {
+            reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not supported on {path}", req.method()),
+            )
+        }
+        (_, "/leader/resign") => reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use POST /leader/resign",
+        ),
+        _ => reply::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint: {path} (see the README for the API)"),
+        ),
     }
 }
 
@@ -87,7 +101,10 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
             (b'%', Some(b)) => {
                 out.push(b);

@@ -11,7 +11,11 @@ use crate::sidecar::Shared;
 pub fn healthz(shared: &Shared) -> Reply {
     let age = shared.progress.age();
     if age > shared.stall_limit() {
-        return reply::error(StatusCode::SERVICE_UNAVAILABLE, "stalled", format!("the election loop has made no progress for {age:.1?}"));
+        return reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stalled",
+            format!("the election loop has made no progress for {age:.1?}"),
+        );
     }
     reply::json(StatusCode::OK, &json!({ "status": "ok" }))
 }
@@ -26,5 +30,9 @@ pub fn readyz(shared: &Shared) -> Reply {
 }
 
 pub fn metrics(shared: &Shared) -> Reply {
-    reply::text(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render())
+    reply::text(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        shared.metrics.render(),
+    )
 }

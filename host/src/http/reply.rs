@@ -13,21 +13,26 @@ pub type Reply = Response<Body>;
 pub fn json(status: StatusCode, value: &Value) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(value.to_string() + "\n")));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
 pub fn bytes(status: StatusCode, body: Vec<u8>) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     r
 }
 
@@ -42,7 +47,12 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Repl
     json(status, &json!({ "error": code, "message": message.into() }))
 }
 
-pub fn error_with(status: StatusCode, code: &str, message: impl Into<String>, extra: Value) -> Reply {
+pub fn error_with(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    extra: Value,
+) -> Reply {
     let mut body = json!({ "error": code, "message": message.into() });
     if let (Some(obj), Value::Object(more)) = (body.as_object_mut(), extra) {
         obj.extend(more);

@@ -25,7 +25,13 @@ pub async fn list(shared: &Shared, query: Option<&str>) -> Reply {
     for (k, v) in query_pairs(query) {
         match k.as_str() {
             "prefix" => prefix = v,
-            other => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown query parameter {other:?} (accepted: prefix)")),
+            other => {
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("unknown query parameter {other:?} (accepted: prefix)"),
+                );
+            }
         }
     }
     if let Err(e) = check_prefix(&prefix) {
@@ -49,33 +55,69 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     match *req.method() {
         Method::GET => match shared.state.get(&key).await {
             Ok(Some(v)) => reply::etag(reply::bytes(StatusCode::OK, v.value), v.version),
-            Ok(None) => reply::error(StatusCode::NOT_FOUND, "not_found", format!("no key {key:?}")),
+            Ok(None) => reply::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no key {key:?}"),
+            ),
             Err(e) => failure(shared, e),
         },
         Method::PUT => {
             let max = shared.config.max_body;
             let body = match Limited::new(req.into_body(), max as usize).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                    return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the value is larger than http.max-body ({max} bytes)"));
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
+                    return reply::error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("the value is larger than http.max-body ({max} bytes)"),
+                    );
                 }
-                Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the request body: {e}")),
+                Err(e) => {
+                    return reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("cannot read the request body: {e}"),
+                    );
+                }
             };
-            match shared.state.put(&key, &body, preconditions.expected, preconditions.fence).await {
-                Ok(version) => reply::etag(reply::json(StatusCode::OK, &json!({ "key": key, "version": version })), version),
+            match shared
+                .state
+                .put(&key, &body, preconditions.expected, preconditions.fence)
+                .await
+            {
+                Ok(version) => reply::etag(
+                    reply::json(StatusCode::OK, &json!({ "key": key, "version": version })),
+                    version,
+                ),
                 Err(e) => failure(shared, e),
             }
         }
         Method::DELETE => {
             if preconditions.expected == Some(0) {
-                return reply::error(StatusCode::BAD_REQUEST, "bad_request", "If-None-Match: * makes no sense on DELETE");
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "If-None-Match: * makes no sense on DELETE",
+                );
             }
-            match shared.state.delete(&key, preconditions.expected, preconditions.fence).await {
+            match shared
+                .state
+                .delete(&key, preconditions.expected, preconditions.fence)
+                .await
+            {
                 Ok(()) => reply::empty(StatusCode::NO_CONTENT),
                 Err(e) => failure(shared, e),
             }
         }
-        _ => reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, PUT or DELETE on /state/{key}"),
+        _ => reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET, PUT or DELETE on /state/{key}",
+        ),
     }
 }
 
@@ -87,7 +129,13 @@ struct Preconditions {
 
 impl Preconditions {
     fn parse(headers: &HeaderMap) -> Result<Self, String> {
-        let text = |name| headers.get(name).map(|v| v.to_str().map(str::trim).map_err(|_| format!("{name} is not ASCII")));
+        let text = |name| {
+            headers.get(name).map(|v| {
+                v.to_str()
+                    .map(str::trim)
+                    .map_err(|_| format!("{name} is not ASCII"))
+            })
+        };
         let if_match = text(IF_MATCH.as_str()).transpose()?;
         let if_none_match = text(IF_NONE_MATCH.as_str()).transpose()?;
         let expected = match (if_match, if_none_match) {
@@ -96,15 +144,23 @@ impl Preconditions {
                 let v = etag.trim_start_matches("W/").trim_matches('"');
                 match v.parse::<u64>() {
                     Ok(n) if n > 0 => Some(n),
-                    _ => return Err(format!("If-Match: {etag:?} is not a version this API issued (an ETag such as \"42\")")),
+                    _ => {
+                        return Err(format!(
+                            "If-Match: {etag:?} is not a version this API issued (an ETag such as \"42\")"
+                        ));
+                    }
                 }
             }
             (None, Some("*")) => Some(0),
-            (None, Some(other)) => return Err(format!("If-None-Match: only * is supported, got {other:?}")),
+            (None, Some(other)) => {
+                return Err(format!("If-None-Match: only * is supported, got {other:?}"));
+            }
             (None, None) => None,
         };
         let fence = match text(TERM_HEADER).transpose()? {
-            Some(raw) => Some(raw.parse::<u64>().map_err(|_| format!("X-HA-Term: {raw:?} is not a term token (a whole number from GET /leader)"))?),
+            Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+                format!("X-HA-Term: {raw:?} is not a term token (a whole number from GET /leader)")
+            })?),
             None => None,
         };
         Ok(Self { expected, fence })
@@ -119,7 +175,12 @@ fn failure(shared: &Shared, e: CallError) -> Reply {
                 Some(v) => format!("the key is at version {v}; read it again and retry"),
                 None => "the key does not exist".into(),
             };
-            let r = reply::error_with(StatusCode::PRECONDITION_FAILED, "version_conflict", message, json!({ "current_version": version }));
+            let r = reply::error_with(
+                StatusCode::PRECONDITION_FAILED,
+                "version_conflict",
+                message,
+                json!({ "current_version": version }),
+            );
             match version {
                 Some(v) => reply::etag(r, v),
                 None => r,
@@ -127,13 +188,32 @@ fn failure(shared: &Shared, e: CallError) -> Reply {
         }
         CallError::Failure(Failure::NotLeader) => {
             let leader = match shared.view().term {
-                Some(t) => format!("the current leader is {} with term {}", t.holder.id, t.token),
+                Some(t) => format!(
+                    "the current leader is {} with term {}",
+                    t.holder.id, t.token
+                ),
                 None => "no leader is known right now".into(),
             };
-            reply::error(StatusCode::CONFLICT, "not_leader", format!("fenced: the write's term is not the current one, or this sidecar cannot write for it; {leader}. Nothing was changed"))
+            reply::error(
+                StatusCode::CONFLICT,
+                "not_leader",
+                format!(
+                    "fenced: the write's term is not the current one, or this sidecar cannot write for it; {leader}. Nothing was changed"
+                ),
+            )
         }
-        CallError::Failure(Failure::Invalid(m)) => reply::error(StatusCode::BAD_REQUEST, "invalid", m),
-        CallError::Failure(Failure::Unavailable(m)) => reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("the backend cannot answer now: {m}; retry")),
-        other => reply::error(StatusCode::SERVICE_UNAVAILABLE, "plugin_failed", format!("{other}; retry")),
+        CallError::Failure(Failure::Invalid(m)) => {
+            reply::error(StatusCode::BAD_REQUEST, "invalid", m)
+        }
+        CallError::Failure(Failure::Unavailable(m)) => reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the backend cannot answer now: {m}; retry"),
+        ),
+        other => reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_failed",
+            format!("{other}; retry"),
+        ),
     }
 }

@@ -48,7 +48,12 @@ pub enum Source {
 /// Loads the compiled component from `dir` if present, else compiles `wasm`
 /// and stores the result. Cache failures only cost time: they are logged and
 /// the plugin is compiled in memory.
-pub fn load_or_compile(engine: &Engine, wasm: &[u8], wasm_sha256: &str, dir: Option<&Path>) -> anyhow::Result<(Component, Source)> {
+pub fn load_or_compile(
+    engine: &Engine,
+    wasm: &[u8],
+    wasm_sha256: &str,
+    dir: Option<&Path>,
+) -> anyhow::Result<(Component, Source)> {
     let Some(dir) = dir else {
         return Ok((Component::new(engine, wasm)?, Source::Compiled));
     };
@@ -63,12 +68,17 @@ pub fn load_or_compile(engine: &Engine, wasm: &[u8], wasm_sha256: &str, dir: Opt
                 tracing::debug!(path = %path.display(), took_us = started.elapsed().as_micros() as u64, "plugin loaded from compile cache");
                 return Ok((c, Source::Cache));
             }
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "compile cache entry unusable; recompiling"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "compile cache entry unusable; recompiling")
+            }
         }
     }
     let started = Instant::now();
     let component = Component::new(engine, wasm)?;
-    tracing::info!(took_ms = started.elapsed().as_millis() as u64, "plugin compiled");
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "plugin compiled"
+    );
     if let Err(e) = store(&component, dir, &path) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compile cache; the next start compiles again");
     }
@@ -78,7 +88,11 @@ pub fn load_or_compile(engine: &Engine, wasm: &[u8], wasm_sha256: &str, dir: Opt
 fn store(component: &Component, dir: &Path, path: &PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let bytes = component.serialize()?;
-    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), uuid::Uuid::new_v4()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);

@@ -18,7 +18,9 @@ pub fn new_engine() -> anyhow::Result<Engine> {
     // them: one instance runs one call at a time by design.
     cfg.concurrency_support(false);
     cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    Engine::new(&cfg).map_err(anyhow::Error::from).context("create the WebAssembly engine")
+    Engine::new(&cfg)
+        .map_err(anyhow::Error::from)
+        .context("create the WebAssembly engine")
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the

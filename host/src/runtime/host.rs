@@ -22,9 +22,16 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(role: &'static str, memory_limit: u64, data_dir: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn new(
+        role: &'static str,
+        memory_limit: u64,
+        data_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
-        wasi.inherit_stderr().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         if let Some(dir) = data_dir {
             wasi.preopened_dir(dir, GUEST_DATA_DIR, FsPerms::ReadWrite)?;
         }
@@ -35,13 +42,21 @@ impl HostState {
             .trap_on_grow_failure(true)
             .instances(16)
             .build();
-        Ok(Self { wasi: wasi.build(), table: ResourceTable::new(), limits, role })
+        Ok(Self {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits,
+            role,
+        })
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

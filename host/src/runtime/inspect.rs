@@ -9,7 +9,11 @@ use crate::config::Grants;
 
 pub const CONTRACT_PACKAGE: &str = "ha:sidecar";
 /// The contract version this host implements (`wit/sidecar.wit`).
-pub const CONTRACT_VERSION: Version = Version { major: 0, minor: 1, patch: 0 };
+pub const CONTRACT_VERSION: Version = Version {
+    major: 0,
+    minor: 1,
+    patch: 0,
+};
 const BACKEND_EXPORT: &str = "ha:sidecar/backend";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +33,11 @@ impl Version {
     fn parse(s: &str) -> Option<Self> {
         let core = s.split(['-', '+']).next()?;
         let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
-        let v = Version { major: it.next()??, minor: it.next()??, patch: it.next()?? };
+        let v = Version {
+            major: it.next()??,
+            minor: it.next()??,
+            patch: it.next()??,
+        };
         it.next().is_none().then_some(v)
     }
 
@@ -53,14 +61,26 @@ pub struct Inspection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("the component exports no {BACKEND_EXPORT} interface, so it is not an ha-sidecar backend plugin (it exports: {0})")]
+    #[error(
+        "the component exports no {BACKEND_EXPORT} interface, so it is not an ha-sidecar backend plugin (it exports: {0})"
+    )]
     NotAPlugin(String),
-    #[error("the plugin was built for contract {CONTRACT_PACKAGE}@{found} ({interface}), but this sidecar speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild the plugin against this version of wit/ or run a sidecar release that speaks {found}")]
+    #[error(
+        "the plugin was built for contract {CONTRACT_PACKAGE}@{found} ({interface}), but this sidecar speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild the plugin against this version of wit/ or run a sidecar release that speaks {found}"
+    )]
     WrongContract { interface: String, found: String },
-    #[error("the plugin imports {interface}, which needs the `{capability}` capability, and the config does not grant it; add capabilities.{capability} to the config if the plugin should have it")]
-    NotGranted { interface: String, capability: &'static str },
+    #[error(
+        "the plugin imports {interface}, which needs the `{capability}` capability, and the config does not grant it; add capabilities.{capability} to the config if the plugin should have it"
+    )]
+    NotGranted {
+        interface: String,
+        capability: &'static str,
+    },
     #[error("the plugin imports {interface}: {reason}")]
-    Unsupported { interface: String, reason: &'static str },
+    Unsupported {
+        interface: String,
+        reason: &'static str,
+    },
 }
 
 /// What an import needs from the host.
@@ -79,7 +99,9 @@ fn classify(interface: &str) -> Need {
         "ha:sidecar" if matches!(bare, "ha:sidecar/log" | "ha:sidecar/types") => Need::Always,
         "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" => Need::Always,
         "wasi:filesystem" => Need::Capability("filesystem"),
-        "wasi:sockets" => Need::Never("raw network access is never granted; a backend reaches its service through a host capability (such as outgoing HTTP to listed endpoints)"),
+        "wasi:sockets" => Need::Never(
+            "raw network access is never granted; a backend reaches its service through a host capability (such as outgoing HTTP to listed endpoints)",
+        ),
         "wasi:http" => Need::Never("outgoing HTTP is not available in this version of the sidecar"),
         _ => Need::Never("this sidecar provides no such interface"),
     }
@@ -88,8 +110,14 @@ fn classify(interface: &str) -> Need {
 pub fn inspect(engine: &Engine, component: &Component) -> Inspection {
     let ty = component.component_type();
     Inspection {
-        imports: ty.imports(engine).map(|(name, _)| name.to_string()).collect(),
-        exports: ty.exports(engine).map(|(name, _)| name.to_string()).collect(),
+        imports: ty
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect(),
+        exports: ty
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect(),
     }
 }
 
@@ -108,24 +136,42 @@ impl Inspection {
         let Some((interface, version)) = self.contract() else {
             return Err(Refusal::NotAPlugin(self.exports.join(", ")));
         };
-        let compatible = Version::parse(version).is_some_and(|v| v.compatible_with(&CONTRACT_VERSION));
+        let compatible =
+            Version::parse(version).is_some_and(|v| v.compatible_with(&CONTRACT_VERSION));
         if !compatible {
-            return Err(Refusal::WrongContract { interface: interface.into(), found: version.into() });
+            return Err(Refusal::WrongContract {
+                interface: interface.into(),
+                found: version.into(),
+            });
         }
         for import in &self.imports {
-            if let Some(version) = import.strip_prefix(CONTRACT_PACKAGE).and_then(|r| r.split_once('@')).map(|(_, v)| v)
+            if let Some(version) = import
+                .strip_prefix(CONTRACT_PACKAGE)
+                .and_then(|r| r.split_once('@'))
+                .map(|(_, v)| v)
                 && !Version::parse(version).is_some_and(|v| v.compatible_with(&CONTRACT_VERSION))
             {
-                return Err(Refusal::WrongContract { interface: import.clone(), found: version.into() });
+                return Err(Refusal::WrongContract {
+                    interface: import.clone(),
+                    found: version.into(),
+                });
             }
             match classify(import) {
                 Need::Always => {}
                 Need::Capability(capability) => {
                     if !grants.is_granted(capability) {
-                        return Err(Refusal::NotGranted { interface: import.clone(), capability });
+                        return Err(Refusal::NotGranted {
+                            interface: import.clone(),
+                            capability,
+                        });
                     }
                 }
-                Need::Never(reason) => return Err(Refusal::Unsupported { interface: import.clone(), reason }),
+                Need::Never(reason) => {
+                    return Err(Refusal::Unsupported {
+                        interface: import.clone(),
+                        reason,
+                    });
+                }
             }
         }
         Ok(())
@@ -146,7 +192,10 @@ mod tests {
     use super::*;
 
     fn plugin(imports: &[&str], export: &str) -> Inspection {
-        Inspection { imports: imports.iter().map(|s| s.to_string()).collect(), exports: vec![export.into()] }
+        Inspection {
+            imports: imports.iter().map(|s| s.to_string()).collect(),
+            exports: vec![export.into()],
+        }
     }
 
     #[test]
@@ -160,17 +209,47 @@ mod tests {
 
     #[test]
     fn refusals_name_the_interface() {
-        let ok = plugin(&["ha:sidecar/log@0.1.0", "wasi:io/streams@0.2.6"], "ha:sidecar/backend@0.1.0");
+        let ok = plugin(
+            &["ha:sidecar/log@0.1.0", "wasi:io/streams@0.2.6"],
+            "ha:sidecar/backend@0.1.0",
+        );
         assert!(ok.check(&Grants::default()).is_ok());
-        let e = plugin(&[], "ha:sidecar/backend@1.0.0").check(&Grants::default()).unwrap_err().to_string();
+        let e = plugin(&[], "ha:sidecar/backend@1.0.0")
+            .check(&Grants::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ha:sidecar@1.0.0") && e.contains("0.1.0"), "{e}");
-        let e = plugin(&["wasi:sockets/tcp@0.2.6"], "ha:sidecar/backend@0.1.0").check(&Grants::default()).unwrap_err().to_string();
+        let e = plugin(&["wasi:sockets/tcp@0.2.6"], "ha:sidecar/backend@0.1.0")
+            .check(&Grants::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("wasi:sockets/tcp@0.2.6"), "{e}");
-        let e = plugin(&["wasi:filesystem/preopens@0.2.6"], "ha:sidecar/backend@0.1.0").check(&Grants::default()).unwrap_err().to_string();
-        assert!(e.contains("wasi:filesystem/preopens@0.2.6") && e.contains("capabilities.filesystem"), "{e}");
-        let granted = Grants { filesystem: Some("/tmp".into()) };
-        assert!(plugin(&["wasi:filesystem/preopens@0.2.6"], "ha:sidecar/backend@0.1.0").check(&granted).is_ok());
-        let e = plugin(&[], "other:thing/x").check(&Grants::default()).unwrap_err().to_string();
+        let e = plugin(
+            &["wasi:filesystem/preopens@0.2.6"],
+            "ha:sidecar/backend@0.1.0",
+        )
+        .check(&Grants::default())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("wasi:filesystem/preopens@0.2.6") && e.contains("capabilities.filesystem"),
+            "{e}"
+        );
+        let granted = Grants {
+            filesystem: Some("/tmp".into()),
+        };
+        assert!(
+            plugin(
+                &["wasi:filesystem/preopens@0.2.6"],
+                "ha:sidecar/backend@0.1.0"
+            )
+            .check(&granted)
+            .is_ok()
+        );
+        let e = plugin(&[], "other:thing/x")
+            .check(&Grants::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an ha-sidecar backend plugin"), "{e}");
     }
 }

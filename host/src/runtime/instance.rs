@@ -30,7 +30,10 @@ pub enum CallError {
     #[error("plugin trapped in {call}: {message}")]
     Trap { call: &'static str, message: String },
     #[error("plugin overran its {budget:?} deadline in {call}")]
-    Timeout { call: &'static str, budget: Duration },
+    Timeout {
+        call: &'static str,
+        budget: Duration,
+    },
     /// No instance could be created (bad plugin settings, instantiation trap).
     #[error("plugin unavailable: {0}")]
     NoInstance(String),
@@ -46,7 +49,9 @@ impl CallError {
 pub fn describe(f: &Failure) -> String {
     match f {
         Failure::Unavailable(m) => format!("backend unavailable: {m}"),
-        Failure::Conflict(Some(v)) => format!("compare-and-set lost: the key is at version {}", v.version),
+        Failure::Conflict(Some(v)) => {
+            format!("compare-and-set lost: the key is at version {}", v.version)
+        }
         Failure::Conflict(None) => "compare-and-set lost: the key does not exist".into(),
         Failure::NotLeader => "the given term is not the current one".into(),
         Failure::Invalid(m) => format!("invalid: {m}"),
@@ -63,8 +68,20 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub(super) fn new(store: Store<HostState>, bindings: Bindings, call_timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        Self { store, bindings, call_timeout, metrics, poisoned: false, created: Instant::now() }
+    pub(super) fn new(
+        store: Store<HostState>,
+        bindings: Bindings,
+        call_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            bindings,
+            call_timeout,
+            metrics,
+            poisoned: false,
+            created: Instant::now(),
+        }
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -79,55 +96,100 @@ impl Instance {
 
     pub async fn configure(&mut self, setup: &Setup) -> Result<(), CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self.bindings.ha_sidecar_backend().call_configure(&mut self.store, setup);
+        let fut = self
+            .bindings
+            .ha_sidecar_backend()
+            .call_configure(&mut self.store, setup);
         finish(&self.metrics, &mut self.poisoned, "configure", budget, fut).await
     }
 
     pub async fn campaign(&mut self, wait: Duration) -> Result<Option<Term>, CallError> {
         let budget = self.arm(wait);
-        let fut = self.bindings.ha_sidecar_backend().call_campaign(&mut self.store, millis(wait));
+        let fut = self
+            .bindings
+            .ha_sidecar_backend()
+            .call_campaign(&mut self.store, millis(wait));
         finish(&self.metrics, &mut self.poisoned, "campaign", budget, fut).await
     }
 
     pub async fn keep(&mut self, term: &Term) -> Result<(), CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self.bindings.ha_sidecar_backend().call_keep(&mut self.store, term);
+        let fut = self
+            .bindings
+            .ha_sidecar_backend()
+            .call_keep(&mut self.store, term);
         finish(&self.metrics, &mut self.poisoned, "keep", budget, fut).await
     }
 
     pub async fn resign(&mut self, term: &Term) -> Result<(), CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self.bindings.ha_sidecar_backend().call_resign(&mut self.store, term);
+        let fut = self
+            .bindings
+            .ha_sidecar_backend()
+            .call_resign(&mut self.store, term);
         finish(&self.metrics, &mut self.poisoned, "resign", budget, fut).await
     }
 
-    pub async fn leader(&mut self, known: Option<u64>, wait: Duration) -> Result<Option<Term>, CallError> {
+    pub async fn leader(
+        &mut self,
+        known: Option<u64>,
+        wait: Duration,
+    ) -> Result<Option<Term>, CallError> {
         let budget = self.arm(wait);
-        let fut = self.bindings.ha_sidecar_backend().call_leader(&mut self.store, known, millis(wait));
+        let fut =
+            self.bindings
+                .ha_sidecar_backend()
+                .call_leader(&mut self.store, known, millis(wait));
         finish(&self.metrics, &mut self.poisoned, "leader", budget, fut).await
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<Versioned>, CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self.bindings.ha_sidecar_backend().call_get(&mut self.store, key);
+        let fut = self
+            .bindings
+            .ha_sidecar_backend()
+            .call_get(&mut self.store, key);
         finish(&self.metrics, &mut self.poisoned, "get", budget, fut).await
     }
 
-    pub async fn put(&mut self, key: &str, value: &[u8], expected: Option<u64>, fence: Option<u64>) -> Result<u64, CallError> {
+    pub async fn put(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<u64, CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self.bindings.ha_sidecar_backend().call_put(&mut self.store, key, value, expected, fence);
+        let fut = self.bindings.ha_sidecar_backend().call_put(
+            &mut self.store,
+            key,
+            value,
+            expected,
+            fence,
+        );
         finish(&self.metrics, &mut self.poisoned, "put", budget, fut).await
     }
 
-    pub async fn delete(&mut self, key: &str, expected: Option<u64>, fence: Option<u64>) -> Result<(), CallError> {
+    pub async fn delete(
+        &mut self,
+        key: &str,
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<(), CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self.bindings.ha_sidecar_backend().call_delete(&mut self.store, key, expected, fence);
+        let fut =
+            self.bindings
+                .ha_sidecar_backend()
+                .call_delete(&mut self.store, key, expected, fence);
         finish(&self.metrics, &mut self.poisoned, "delete", budget, fut).await
     }
 
     pub async fn list(&mut self, prefix: &str) -> Result<Vec<String>, CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self.bindings.ha_sidecar_backend().call_list(&mut self.store, prefix);
+        let fut = self
+            .bindings
+            .ha_sidecar_backend()
+            .call_list(&mut self.store, prefix);
         finish(&self.metrics, &mut self.poisoned, "list", budget, fut).await
     }
 }
@@ -150,8 +212,18 @@ async fn finish<T>(
     let result = match tokio::time::timeout(budget + HOST_TIMER_GRACE, fut).await {
         Ok(Ok(Ok(v))) => Ok(v),
         Ok(Ok(Err(f))) => Err(CallError::Failure(f)),
-        Ok(Err(e)) if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) => Err(CallError::Timeout { call, budget }),
-        Ok(Err(e)) => Err(CallError::Trap { call, message: format!("{e:#}") }),
+        Ok(Err(e))
+            if matches!(
+                e.downcast_ref::<wasmtime::Trap>(),
+                Some(wasmtime::Trap::Interrupt)
+            ) =>
+        {
+            Err(CallError::Timeout { call, budget })
+        }
+        Ok(Err(e)) => Err(CallError::Trap {
+            call,
+            message: format!("{e:#}"),
+        }),
         Err(_elapsed) => Err(CallError::Timeout { call, budget }),
     };
     let outcome = match &result {

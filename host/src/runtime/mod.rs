@@ -38,15 +38,30 @@ pub mod bindings {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("plugin.path: cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("plugin.sha256: {path} has sha256 {actual}, but the config expects {expected}; the file changed or the config is out of date")]
-    Checksum { path: PathBuf, expected: String, actual: String },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "plugin.sha256: {path} has sha256 {actual}, but the config expects {expected}; the file changed or the config is out of date"
+    )]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("plugin.path: {path} is not a WebAssembly component wasmtime can compile: {source:#}")]
-    Compile { path: PathBuf, source: anyhow::Error },
+    Compile {
+        path: PathBuf,
+        source: anyhow::Error,
+    },
     #[error("plugin.path: refusing {path}: {source}")]
     Refused { path: PathBuf, source: Refusal },
     #[error("plugin.path: cannot link {path}: {source:#}")]
-    Link { path: PathBuf, source: anyhow::Error },
+    Link {
+        path: PathBuf,
+        source: anyhow::Error,
+    },
 }
 
 /// A compiled, checked plugin, ready to instantiate cheaply many times.
@@ -67,20 +82,44 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl LoadedPlugin {
-    pub fn load(cfg: &PluginConfig, grants: &Grants, metrics: Arc<Metrics>) -> Result<Arc<Self>, LoadError> {
+    pub fn load(
+        cfg: &PluginConfig,
+        grants: &Grants,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, LoadError> {
         let path = cfg.path.clone();
-        let wasm = std::fs::read(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+        let wasm = std::fs::read(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let sha256 = sha256_hex(&wasm);
         if let Some(expected) = &cfg.sha256
             && *expected != sha256
         {
-            return Err(LoadError::Checksum { path, expected: expected.clone(), actual: sha256 });
+            return Err(LoadError::Checksum {
+                path,
+                expected: expected.clone(),
+                actual: sha256,
+            });
         }
-        let engine = engine::new_engine().map_err(|source| LoadError::Link { path: path.clone(), source })?;
-        let (component, source) = cache::load_or_compile(&engine, &wasm, &sha256, cfg.cache_dir.as_deref())
-            .map_err(|source| LoadError::Compile { path: path.clone(), source })?;
+        let engine = engine::new_engine().map_err(|source| LoadError::Link {
+            path: path.clone(),
+            source,
+        })?;
+        let (component, source) =
+            cache::load_or_compile(&engine, &wasm, &sha256, cfg.cache_dir.as_deref()).map_err(
+                |source| LoadError::Compile {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
         let inspection = inspect::inspect(&engine, &component);
-        inspection.check(grants).map_err(|source| LoadError::Refused { path: path.clone(), source })?;
+        inspection
+            .check(grants)
+            .map_err(|source| LoadError::Refused {
+                path: path.clone(),
+                source,
+            })?;
 
         let mut linker = Linker::<HostState>::new(&engine);
         let link = |linker: &mut Linker<HostState>| -> anyhow::Result<()> {
@@ -88,15 +127,24 @@ impl LoadedPlugin {
             bindings::Plugin::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
             Ok(())
         };
-        link(&mut linker).map_err(|source| LoadError::Link { path: path.clone(), source })?;
+        link(&mut linker).map_err(|source| LoadError::Link {
+            path: path.clone(),
+            source,
+        })?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(bindings::PluginPre::new)
-            .map_err(|e| LoadError::Link { path: path.clone(), source: e.into() })?;
+            .map_err(|e| LoadError::Link {
+                path: path.clone(),
+                source: e.into(),
+            })?;
         engine::start_epoch_ticker(&engine);
 
         if let Some(dir) = &grants.filesystem {
-            std::fs::create_dir_all(dir).map_err(|source| LoadError::Read { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| LoadError::Read {
+                path: dir.clone(),
+                source,
+            })?;
         }
         Ok(Arc::new(Self {
             engine,
@@ -112,13 +160,22 @@ impl LoadedPlugin {
     }
 
     /// A fresh, configured instance for one role.
-    pub async fn instantiate(&self, role: &'static str, setup: &Setup) -> Result<Instance, CallError> {
-        let state = HostState::new(role, self.memory_limit, self.data_dir.as_deref()).map_err(|e| CallError::NoInstance(format!("{e:#}")))?;
+    pub async fn instantiate(
+        &self,
+        role: &'static str,
+        setup: &Setup,
+    ) -> Result<Instance, CallError> {
+        let state = HostState::new(role, self.memory_limit, self.data_dir.as_deref())
+            .map_err(|e| CallError::NoInstance(format!("{e:#}")))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(engine::ticks_for(self.call_timeout));
-        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::NoInstance(format!("instantiation failed: {e:#}")))?;
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| CallError::NoInstance(format!("instantiation failed: {e:#}")))?;
         let mut instance = Instance::new(store, bindings, self.call_timeout, self.metrics.clone());
         instance.configure(setup).await?;
         Ok(instance)

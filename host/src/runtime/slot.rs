@@ -22,8 +22,23 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub fn new(plugin: Arc<LoadedPlugin>, role: &'static str, setup: Setup, backoff: Duration, backoff_max: Duration) -> Self {
-        Self { plugin, role, setup, instance: None, failures: 0, retry_at: None, backoff, backoff_max }
+    pub fn new(
+        plugin: Arc<LoadedPlugin>,
+        role: &'static str,
+        setup: Setup,
+        backoff: Duration,
+        backoff_max: Duration,
+    ) -> Self {
+        Self {
+            plugin,
+            role,
+            setup,
+            instance: None,
+            failures: 0,
+            retry_at: None,
+            backoff,
+            backoff_max,
+        }
     }
 
     /// The live instance, made if needed. While backing off after a failure
@@ -37,7 +52,10 @@ impl Slot {
                 && Instant::now() < at
             {
                 let left = at - Instant::now();
-                return Err(CallError::NoInstance(format!("the {} plugin instance is restarting (next attempt in {left:.1?})", self.role)));
+                return Err(CallError::NoInstance(format!(
+                    "the {} plugin instance is restarting (next attempt in {left:.1?})",
+                    self.role
+                )));
             }
             match self.plugin.instantiate(self.role, &self.setup).await {
                 Ok(instance) => {

@@ -83,7 +83,13 @@ pub enum Vacancy {
 
 impl Election {
     pub fn new(me: Member, session: String, lease: Duration, poll: Duration) -> Self {
-        Self { me, session, lease, poll, observed: None }
+        Self {
+            me,
+            session,
+            lease,
+            poll,
+            observed: None,
+        }
     }
 
     pub fn latest(&self, layout: &Layout) -> Result<Option<Latest>> {
@@ -97,9 +103,16 @@ impl Election {
             Some(bytes) => {
                 let record = serde_json::from_slice(&bytes).ok();
                 if record.is_none() {
-                    log::warn(&format!("{} does not parse; treating it as held by someone unknown", path.display()));
+                    log::warn(&format!(
+                        "{} does not parse; treating it as held by someone unknown",
+                        path.display()
+                    ));
                 }
-                Ok(Some(Latest { token, bytes, record }))
+                Ok(Some(Latest {
+                    token,
+                    bytes,
+                    record,
+                }))
             }
             // Pruned between list and read: a newer term exists, look again.
             None => self.latest(layout),
@@ -135,7 +148,11 @@ impl Election {
             Some(r) if r.session == self.session => true,
             _ => self.expired(&latest),
         };
-        Ok(if over { Vacancy::After(latest) } else { Vacancy::Held })
+        Ok(if over {
+            Vacancy::After(latest)
+        } else {
+            Vacancy::Held
+        })
     }
 
     /// The current leader for discovery: none when released or expired.
@@ -151,13 +168,21 @@ impl Election {
 
     /// Tries to create the record of term `token`. `previous` is the record the
     /// decision to take over was based on; if it changed since, back off.
-    pub fn try_acquire(&mut self, layout: &Layout, token: u64, previous: Option<&Latest>) -> Result<Option<TermRecord>> {
+    pub fn try_acquire(
+        &mut self,
+        layout: &Layout,
+        token: u64,
+        previous: Option<&Latest>,
+    ) -> Result<Option<TermRecord>> {
         let record = TermRecord {
             token,
             holder_id: self.me.id.clone(),
             holder_address: self.me.address.clone(),
             session: self.session.clone(),
-            since_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            since_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             beat: 0,
             released: false,
         };
@@ -169,9 +194,13 @@ impl Election {
             Err(e) => return Err(unavailable("create term record", e)),
         }
         if let Some(prev) = previous {
-            let now = fsx::read_opt(&layout.term_record(prev.token)).map_err(|e| unavailable("re-read previous term", e))?;
+            let now = fsx::read_opt(&layout.term_record(prev.token))
+                .map_err(|e| unavailable("re-read previous term", e))?;
             if now.as_deref() != Some(prev.bytes.as_slice()) {
-                log::info(&format!("term {} changed while term {token} was being taken; backing off", prev.token));
+                log::info(&format!(
+                    "term {} changed while term {token} was being taken; backing off",
+                    prev.token
+                ));
                 self.release(layout, &record)?;
                 return Ok(None);
             }
@@ -186,7 +215,8 @@ impl Election {
         record.beat += 1;
         let tmp = fsx::tmp_path(&layout.election_tmp(), &self.session);
         write_record(&tmp, &record)?;
-        fsx::publish_replace(&tmp, &layout.term_record(token)).map_err(|e| unavailable("renew term record", e))?;
+        fsx::publish_replace(&tmp, &layout.term_record(token))
+            .map_err(|e| unavailable("renew term record", e))?;
         match self.latest(layout)? {
             Some(l) if l.token == token => Ok(()),
             _ => Err(Failure::NotLeader),
@@ -203,16 +233,24 @@ impl Election {
     }
 
     fn release(&self, layout: &Layout, record: &TermRecord) -> Result<()> {
-        let released = TermRecord { released: true, ..record.clone() };
+        let released = TermRecord {
+            released: true,
+            ..record.clone()
+        };
         let tmp = fsx::tmp_path(&layout.election_tmp(), &self.session);
         write_record(&tmp, &released)?;
-        fsx::publish_replace(&tmp, &layout.term_record(record.token)).map_err(|e| unavailable("release term record", e))
+        fsx::publish_replace(&tmp, &layout.term_record(record.token))
+            .map_err(|e| unavailable("release term record", e))
     }
 
     /// The record of `token`, if it is the latest, held by this process and not released.
     pub fn own_record(&self, layout: &Layout, token: u64) -> Result<TermRecord> {
         match self.latest(layout)? {
-            Some(Latest { token: t, record: Some(r), .. }) if t == token && r.session == self.session && !r.released => Ok(r),
+            Some(Latest {
+                token: t,
+                record: Some(r),
+                ..
+            }) if t == token && r.session == self.session && !r.released => Ok(r),
             _ => Err(Failure::NotLeader),
         }
     }
@@ -220,20 +258,30 @@ impl Election {
     /// The term this process currently holds, if any.
     pub fn held_by_me(&self, layout: &Layout) -> Result<Option<u64>> {
         Ok(match self.latest(layout)? {
-            Some(Latest { token, record: Some(r), .. }) if r.session == self.session && !r.released => Some(token),
+            Some(Latest {
+                token,
+                record: Some(r),
+                ..
+            }) if r.session == self.session && !r.released => Some(token),
             _ => None,
         })
     }
 
     /// Deletes term records far behind `token`; best effort.
     pub fn prune(&self, layout: &Layout, token: u64) {
-        let Ok(names) = fsx::names(&layout.election()) else { return };
+        let Ok(names) = fsx::names(&layout.election()) else {
+            return;
+        };
         for t in names.iter().filter_map(|n| parse_term_record_name(n)) {
             if t + KEEP_RECORDS < token {
                 let _ = std::fs::remove_file(layout.term_record(t));
             }
         }
-        fsx::sweep_tmp(&layout.election_tmp(), &self.session, self.lease.max(Duration::from_secs(60)));
+        fsx::sweep_tmp(
+            &layout.election_tmp(),
+            &self.session,
+            self.lease.max(Duration::from_secs(60)),
+        );
     }
 }
 

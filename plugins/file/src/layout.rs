@@ -114,8 +114,16 @@ mod tests {
     #[test]
     fn key_file_names_round_trip() {
         for kf in [
-            KeyFile { key: "jobs/a1/checkpoints/0000000000000000007".into(), version: 42, deleted: false },
-            KeyFile { key: ".x/y:z".into(), version: 1, deleted: true },
+            KeyFile {
+                key: "jobs/a1/checkpoints/0000000000000000007".into(),
+                version: 42,
+                deleted: false,
+            },
+            KeyFile {
+                key: ".x/y:z".into(),
+                version: 1,
+                deleted: true,
+            },
         ] {
             assert_eq!(KeyFile::parse(&kf.name()), Some(kf.clone()));
         }

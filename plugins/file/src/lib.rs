@@ -14,7 +14,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ha_sidecar_sdk::settings::Settings;
-use ha_sidecar_sdk::{Backend, Failure, Result, Setup, Term, Versioned, invalid, keys, unavailable};
+use ha_sidecar_sdk::{
+    Backend, Failure, Result, Setup, Term, Versioned, invalid, keys, unavailable,
+};
 
 use election::{Election, Vacancy};
 use layout::Layout;
@@ -42,7 +44,10 @@ fn with<T>(f: impl FnOnce(&mut Plugin) -> Result<T>) -> Result<T> {
 
 impl Plugin {
     fn store(&self) -> StateStore<'_> {
-        StateStore { layout: &self.layout, session: &self.session }
+        StateStore {
+            layout: &self.layout,
+            session: &self.session,
+        }
     }
 
     fn campaign(&mut self, wait: Duration) -> Result<Option<Term>> {
@@ -58,7 +63,10 @@ impl Plugin {
                     continue;
                 }
             };
-            if let Some(record) = self.election.try_acquire(&self.layout, token, previous.as_ref())? {
+            if let Some(record) =
+                self.election
+                    .try_acquire(&self.layout, token, previous.as_ref())?
+            {
                 return match self.store().takeover(token) {
                     Ok(Takeover::Done) => {
                         self.election.prune(&self.layout, token);
@@ -84,7 +92,9 @@ impl Plugin {
         let deadline = Instant::now() + wait;
         loop {
             let current = self.election.current(&self.layout)?;
-            if current.as_ref().map(|t| t.token) != known || !sleep_until_next_poll(deadline, self.election.poll) {
+            if current.as_ref().map(|t| t.token) != known
+                || !sleep_until_next_poll(deadline, self.election.poll)
+            {
                 return Ok(current);
             }
         }
@@ -93,7 +103,10 @@ impl Plugin {
     /// The term a write goes under: this process must hold it, and it must
     /// match the caller's fence if one was given.
     fn writer_term(&self, fence: Option<u64>) -> Result<u64> {
-        let held = self.election.held_by_me(&self.layout)?.ok_or(Failure::NotLeader)?;
+        let held = self
+            .election
+            .held_by_me(&self.layout)?
+            .ok_or(Failure::NotLeader)?;
         match fence {
             Some(f) if f != held => Err(Failure::NotLeader),
             _ => Ok(held),
@@ -114,7 +127,12 @@ fn sleep_until_next_poll(deadline: Instant, poll: Duration) -> bool {
 fn configure(setup: Setup) -> Result<Plugin> {
     let settings = Settings::new("file", setup.settings, &["cluster-id", "poll-interval-ms"])?;
     let cluster_id = settings.string_or("cluster-id", "default");
-    if cluster_id.is_empty() || cluster_id.starts_with('.') || !cluster_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if cluster_id.is_empty()
+        || cluster_id.starts_with('.')
+        || !cluster_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return Err(invalid(format!(
             "plugin.settings.cluster-id: {cluster_id:?} must be a non-empty name of A-Z a-z 0-9 - _ . (not starting with '.')"
         )));
@@ -125,7 +143,9 @@ fn configure(setup: Setup) -> Result<Plugin> {
             "the file plugin needs a directory: grant one with capabilities.filesystem.dir in the sidecar config",
         ));
     }
-    let layout = Layout { root: Path::new(GRANTED_DIR).join(&cluster_id) };
+    let layout = Layout {
+        root: Path::new(GRANTED_DIR).join(&cluster_id),
+    };
     for dir in [layout.election_tmp(), layout.state_tmp()] {
         fsx::ensure_dir(&dir).map_err(|e| unavailable(&format!("create {}", dir.display()), e))?;
     }
@@ -178,7 +198,9 @@ impl Backend for FileBackend {
     fn delete(key: String, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
         keys::validate(&key)?;
         if expected == Some(0) {
-            return Err(invalid("delete with expected version 0 (\"only if absent\") cannot succeed"));
+            return Err(invalid(
+                "delete with expected version 0 (\"only if absent\") cannot succeed",
+            ));
         }
         with(|p| {
             let token = p.writer_term(fence)?;

@@ -84,29 +84,46 @@ impl StateStore<'_> {
             for &t in &live {
                 self.seal(t)?;
             }
-            let source = self.term_dirs(&self.layout.sealed())?.into_iter().filter(|&t| t < token).max();
+            let source = self
+                .term_dirs(&self.layout.sealed())?
+                .into_iter()
+                .filter(|&t| t < token)
+                .max();
             let snapshot = match source {
-                Some(t) => Snapshot::read(&self.layout.sealed_dir(t)).map_err(|e| unavailable("read predecessor state", e))?,
+                Some(t) => Snapshot::read(&self.layout.sealed_dir(t))
+                    .map_err(|e| unavailable("read predecessor state", e))?,
                 None => Snapshot::default(),
             };
             let src_dir = source.map(|t| self.layout.sealed_dir(t));
-            match self.create_term_dir(token, &snapshot, src_dir.as_deref())? {
-                false => return Ok(Takeover::Superseded),
-                true => {}
+            if !self.create_term_dir(token, &snapshot, src_dir.as_deref())? {
+                return Ok(Takeover::Superseded);
             }
-            for t in self.term_dirs(&self.layout.sealed())?.into_iter().filter(|&t| t < token) {
+            for t in self
+                .term_dirs(&self.layout.sealed())?
+                .into_iter()
+                .filter(|&t| t < token)
+            {
                 let _ = fs::remove_dir_all(self.layout.sealed_dir(t));
             }
-            fsx::sweep_tmp(&self.layout.state_tmp(), self.session, std::time::Duration::from_secs(60));
+            fsx::sweep_tmp(
+                &self.layout.state_tmp(),
+                self.session,
+                std::time::Duration::from_secs(60),
+            );
             return Ok(Takeover::Done);
         }
-        Err(Failure::Unavailable("state takeover kept racing with other terms; will retry".into()))
+        Err(Failure::Unavailable(
+            "state takeover kept racing with other terms; will retry".into(),
+        ))
     }
 
     /// Term numbers of the directories in `dir` (live and skipped alike).
     fn term_dirs(&self, dir: &Path) -> Result<Vec<u64>> {
         match fsx::names(dir) {
-            Ok(names) => Ok(names.iter().filter_map(|n| parse_term_dir_name(n)).collect()),
+            Ok(names) => Ok(names
+                .iter()
+                .filter_map(|n| parse_term_dir_name(n))
+                .collect()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(unavailable("list state directory", e)),
         }
@@ -117,7 +134,8 @@ impl StateStore<'_> {
     fn block_terms(&self, range: std::ops::Range<u64>) -> Result<bool> {
         for t in range {
             let tmp = self.new_tmp_dir()?;
-            fs::write(tmp.join(SKIPPED_MARKER), b"").map_err(|e| unavailable("write skipped marker", e))?;
+            fs::write(tmp.join(SKIPPED_MARKER), b"")
+                .map_err(|e| unavailable("write skipped marker", e))?;
             if !self.place_dir(&tmp, &self.layout.live_dir(t))? {
                 return Ok(false);
             }
@@ -130,7 +148,8 @@ impl StateStore<'_> {
         if from.join(SKIPPED_MARKER).exists() {
             return Ok(());
         }
-        fsx::ensure_dir(&self.layout.sealed()).map_err(|e| unavailable("create sealed directory", e))?;
+        fsx::ensure_dir(&self.layout.sealed())
+            .map_err(|e| unavailable("create sealed directory", e))?;
         match fs::rename(&from, self.layout.sealed_dir(token)) {
             Ok(()) => Ok(()),
             // Sealed by a concurrent successor.
@@ -144,7 +163,11 @@ impl StateStore<'_> {
     fn create_term_dir(&self, token: u64, snap: &Snapshot, src: Option<&Path>) -> Result<bool> {
         let tmp = self.new_tmp_dir()?;
         let io = |e| unavailable("build term state directory", e);
-        fsx::write_durable(&tmp.join(BASE_MARKER), snap.max_version.to_string().as_bytes()).map_err(io)?;
+        fsx::write_durable(
+            &tmp.join(BASE_MARKER),
+            snap.max_version.to_string().as_bytes(),
+        )
+        .map_err(io)?;
         if let Some(src) = src {
             for kf in snap.keys.values().filter(|kf| !kf.deleted) {
                 let value = fs::read(kf.path_in(src)).map_err(io)?;
@@ -160,7 +183,11 @@ impl StateStore<'_> {
             Ok(()) => Ok(true),
             Err(e) => {
                 let _ = fs::remove_dir_all(tmp);
-                if dst.exists() { Ok(false) } else { Err(unavailable(&format!("place {}", dst.display()), e)) }
+                if dst.exists() {
+                    Ok(false)
+                } else {
+                    Err(unavailable(&format!("place {}", dst.display()), e))
+                }
             }
         }
     }
@@ -178,7 +205,10 @@ impl StateStore<'_> {
     fn newest_data_dir(&self) -> Result<Option<PathBuf>> {
         let mut live = self.term_dirs(&self.layout.state())?;
         live.sort_unstable();
-        let newest_live = live.into_iter().rev().find(|&t| !self.layout.live_dir(t).join(SKIPPED_MARKER).exists());
+        let newest_live = live
+            .into_iter()
+            .rev()
+            .find(|&t| !self.layout.live_dir(t).join(SKIPPED_MARKER).exists());
         let newest_sealed = self.term_dirs(&self.layout.sealed())?.into_iter().max();
         Ok(match (newest_live, newest_sealed) {
             (Some(l), Some(s)) if s > l => Some(self.layout.sealed_dir(s)),
@@ -192,21 +222,28 @@ impl StateStore<'_> {
     /// moves it away mid-read.
     fn with_newest<T>(&self, f: impl Fn(&Path) -> std::io::Result<T>) -> Result<Option<T>> {
         for _ in 0..8 {
-            let Some(dir) = self.newest_data_dir()? else { return Ok(None) };
+            let Some(dir) = self.newest_data_dir()? else {
+                return Ok(None);
+            };
             match f(&dir) {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(unavailable("read state", e)),
             }
         }
-        Err(Failure::Unavailable("state kept moving during a handover; retry".into()))
+        Err(Failure::Unavailable(
+            "state kept moving during a handover; retry".into(),
+        ))
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Versioned>> {
         let found = self.with_newest(|dir| {
             let snap = Snapshot::read(dir)?;
             match snap.live(key) {
-                Some(kf) => Ok(Some(Versioned { value: fs::read(kf.path_in(dir))?, version: kf.version })),
+                Some(kf) => Ok(Some(Versioned {
+                    value: fs::read(kf.path_in(dir))?,
+                    version: kf.version,
+                })),
                 None => Ok(None),
             }
         })?;
@@ -216,14 +253,25 @@ impl StateStore<'_> {
     pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let keys = self.with_newest(|dir| {
             let snap = Snapshot::read(dir)?;
-            Ok(snap.keys.values().filter(|kf| !kf.deleted && kf.key.starts_with(prefix)).map(|kf| kf.key.clone()).collect())
+            Ok(snap
+                .keys
+                .values()
+                .filter(|kf| !kf.deleted && kf.key.starts_with(prefix))
+                .map(|kf| kf.key.clone())
+                .collect())
         })?;
         Ok(keys.unwrap_or_default())
     }
 
     /// Writes (or, with `value` none, deletes) `key` in term `token`'s
     /// directory. The caller has checked that this process holds `token`.
-    pub fn write(&self, token: u64, key: &str, value: Option<&[u8]>, expected: Option<u64>) -> Result<u64> {
+    pub fn write(
+        &self,
+        token: u64,
+        key: &str,
+        value: Option<&[u8]>,
+        expected: Option<u64>,
+    ) -> Result<u64> {
         let dir = self.layout.live_dir(token);
         let snap = match Snapshot::read(&dir) {
             Ok(s) => s,
@@ -249,10 +297,16 @@ impl StateStore<'_> {
         if value.is_none() && current.is_none() {
             return Ok(snap.max_version); // deleting an absent key: nothing to do
         }
-        let next = KeyFile { key: key.to_string(), version: snap.max_version + 1, deleted: value.is_none() };
-        fsx::ensure_dir(&self.layout.state_tmp()).map_err(|e| unavailable("create tmp directory", e))?;
+        let next = KeyFile {
+            key: key.to_string(),
+            version: snap.max_version + 1,
+            deleted: value.is_none(),
+        };
+        fsx::ensure_dir(&self.layout.state_tmp())
+            .map_err(|e| unavailable("create tmp directory", e))?;
         let tmp = fsx::tmp_path(&self.layout.state_tmp(), self.session);
-        fsx::write_durable(&tmp, value.unwrap_or_default()).map_err(|e| unavailable("write value", e))?;
+        fsx::write_durable(&tmp, value.unwrap_or_default())
+            .map_err(|e| unavailable("write value", e))?;
         match fsx::publish_new(&tmp, &next.path_in(&dir)) {
             Ok(()) => {}
             // Our term's directory was sealed by a successor: we are fenced.

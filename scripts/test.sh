@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, unit tests, the
+# conformance suite and the integration tests with real sidecar processes.
+source "$(dirname "$0")/setup.sh"
+build_plugins
+echo "==> formatting"
+cargo fmt --all --check
+(cd plugins && cargo fmt --all --check)
+echo "==> lints"
+cargo clippy --release --locked --all-targets -- -D warnings
+(cd plugins && cargo clippy --release --locked --all-targets -- -D warnings)
+echo "==> plugin unit tests (native)"
+(cd plugins && cargo test --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" -p ha-plugin-file)
+echo "==> host unit, conformance and integration tests"
+cargo test --release --locked --workspace --no-fail-fast
