@@ -110,6 +110,9 @@ fn setup(config: &Config) -> Setup {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::default());
+    if let Some(dir) = &config.grants.filesystem {
+        std::fs::create_dir_all(dir).with_context(|| format!("capabilities.filesystem.dir: cannot create {}", dir.display()))?;
+    }
     let plugin = LoadedPlugin::load(&config.plugin, &config.grants, metrics.clone())?;
     let contract = plugin
         .inspection

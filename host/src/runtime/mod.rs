@@ -140,12 +140,6 @@ impl LoadedPlugin {
             })?;
         engine::start_epoch_ticker(&engine);
 
-        if let Some(dir) = &grants.filesystem {
-            std::fs::create_dir_all(dir).map_err(|source| LoadError::Read {
-                path: dir.clone(),
-                source,
-            })?;
-        }
         Ok(Arc::new(Self {
             engine,
             pre,
