@@ -49,6 +49,11 @@ impl Local {
         }
     }
 
+    /// When the current leadership lapses unless renewed.
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.valid_until
+    }
+
     /// The term this sidecar holds, if it still holds it right now.
     pub fn leading(&self) -> Option<&Term> {
         match (&self.term, self.valid_until) {
@@ -61,8 +66,18 @@ impl Local {
 pub enum Command {
     Resign {
         holdoff: Duration,
-        reply: oneshot::Sender<Result<Term, String>>,
+        reply: oneshot::Sender<Result<Term, ResignError>>,
     },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResignError {
+    #[error("this sidecar does not lead")]
+    NotLeader,
+    #[error(
+        "stepped down, but releasing the term in the backend failed ({0}); standbys take over when the lease expires"
+    )]
+    NotReleased(String),
 }
 
 /// When the election loop last made progress, for the liveness probe.
@@ -115,7 +130,7 @@ enum Exit {
     Lost(String),
     Resign {
         holdoff: Duration,
-        reply: oneshot::Sender<Result<Term, String>>,
+        reply: oneshot::Sender<Result<Term, ResignError>>,
     },
     Shutdown,
 }
@@ -229,7 +244,11 @@ impl Election {
                     "resigned on request",
                 );
                 let released = self.release(&term).await;
-                let _ = reply.send(released.map(|()| term.clone()));
+                let _ = reply.send(
+                    released
+                        .map(|()| term.clone())
+                        .map_err(ResignError::NotReleased),
+                );
                 self.pause(holdoff).await;
                 self.local.send_modify(|l| {
                     if l.phase == Phase::HoldingOff {
@@ -267,17 +286,25 @@ impl Election {
         tracing::info!(term = term.token, member = %term.holder.id, "became leader");
     }
 
-    /// Sleeps, but wakes for shutdown.
+    /// Sleeps, but wakes for shutdown. Reports progress while it sleeps, so a
+    /// long resign holdoff does not look like a stalled loop to the liveness probe.
     async fn pause(&mut self, d: Duration) {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = self.shutdown.wait_for(|s| *s) => {}
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.progress.touch();
+            let step = until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = self.shutdown.wait_for(|s| *s) => return,
+            }
         }
     }
 
     fn refuse_pending_commands(&mut self) {
         while let Ok(Command::Resign { reply, .. }) = self.commands.try_recv() {
-            let _ = reply.send(Err("this sidecar does not lead".into()));
+            let _ = reply.send(Err(ResignError::NotLeader));
         }
     }
 }

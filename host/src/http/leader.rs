@@ -9,6 +9,7 @@ use super::query_pairs;
 use super::reply::{self, Reply};
 use crate::config::parse_duration;
 use crate::discovery::View;
+use crate::leadership::ResignError;
 use crate::runtime::Term;
 use crate::sidecar::Shared;
 
@@ -146,10 +147,13 @@ pub async fn resign(shared: &Shared, query: Option<&str>) -> Reply {
             StatusCode::OK,
             &json!({ "resigned": true, "term": term.token, "holdoff_ms": holdoff.as_millis() as u64 }),
         ),
-        Err(message) => reply::error(
+        Err(e @ ResignError::NotLeader) => {
+            reply::error(StatusCode::CONFLICT, "not_leader", e.to_string())
+        }
+        Err(e @ ResignError::NotReleased(_)) => reply::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "resign_incomplete",
-            message,
+            e.to_string(),
         ),
     }
 }
