@@ -12,9 +12,12 @@
 pub mod config;
 pub mod conformance;
 pub mod discovery;
+pub mod failpoint;
 pub mod http;
+pub mod jobs;
 pub mod leadership;
 pub mod metrics;
 pub mod runtime;
 pub mod sidecar;
 pub mod state;
+pub mod storage;

@@ -11,16 +11,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::discovery::{self, Discovered, View};
+use crate::jobs::{Cleanup, JobStore, LeaderDuties, Lifecycle};
 use crate::leadership::{self, Command, Election, Local, Progress, ResignError};
 use crate::metrics::Metrics;
 use crate::runtime::{CallError, LoadedPlugin, Member, Setup, Slot, Term, Timing};
 use crate::state::StateService;
+use crate::storage::{BlobStore, FileBlobStore, ValueStore};
 
 /// What the HTTP handlers share.
 pub struct Shared {
     pub config: Config,
     pub metrics: Arc<Metrics>,
-    pub state: StateService,
+    pub values: Arc<ValueStore>,
+    pub jobs: Arc<JobStore>,
+    pub lifecycle: Arc<Lifecycle>,
     pub progress: Arc<Progress>,
     local: watch::Receiver<Local>,
     discovered: watch::Receiver<Discovered>,
@@ -158,8 +162,48 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (commands_tx, commands_rx) = mpsc::channel(8);
     let progress = Arc::new(Progress::new());
 
+    let blobs: Option<Arc<dyn BlobStore>> = match &config.storage.dir {
+        Some(dir) => Some(Arc::new(FileBlobStore::open(dir.clone()).with_context(
+            || format!("storage.dir: cannot create {}", dir.display()),
+        )?)),
+        None => None,
+    };
+    let values = Arc::new(ValueStore::new(
+        StateService::new(slot("state")),
+        blobs,
+        config.storage.inline_limit as usize,
+    ));
+    let j = &config.jobs;
+    let jobs = Arc::new(JobStore {
+        values: values.clone(),
+        retained_checkpoints: j.retained_checkpoints,
+    });
+    let cleanup = Cleanup {
+        initial_backoff: j.cleanup_initial_backoff,
+        max_backoff: j.cleanup_max_backoff,
+        attempts: j.cleanup_attempts,
+    };
+    let lifecycle = Arc::new(Lifecycle::new(
+        jobs.clone(),
+        cleanup,
+        j.delete_result_on_commit,
+    ));
+    tokio::spawn(
+        LeaderDuties {
+            lifecycle: lifecycle.clone(),
+            values: values.clone(),
+            local: local_rx.clone(),
+            shutdown: shutdown_rx.clone(),
+            sweep_interval: config.storage.sweep_interval,
+            sweep_grace: config.storage.sweep_grace,
+        }
+        .run(),
+    );
+
     let shared = Arc::new(Shared {
-        state: StateService::new(slot("state")),
+        values,
+        jobs,
+        lifecycle,
         config: config.clone(),
         metrics: metrics.clone(),
         progress: progress.clone(),

@@ -50,6 +50,36 @@ struct RawConfig {
     capabilities: RawCapabilities,
     #[serde(default)]
     timing: RawTiming,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    jobs: RawJobs,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawStorage {
+    dir: Option<String>,
+    inline_limit: Option<Bytes>,
+    sweep_interval: Option<Dur>,
+    sweep_grace: Option<Dur>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawJobs {
+    retained_checkpoints: Option<u32>,
+    delete_result_on_commit: Option<bool>,
+    #[serde(default)]
+    cleanup: RawCleanup,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCleanup {
+    initial_backoff: Option<Dur>,
+    max_backoff: Option<Dur>,
+    attempts: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -115,6 +145,28 @@ pub struct Config {
     pub plugin: PluginConfig,
     pub grants: Grants,
     pub timing: Timing,
+    pub storage: StorageConfig,
+    pub jobs: JobsConfig,
+}
+
+/// The storage directory for values above the inline limit.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// None: no storage dir; larger values are refused.
+    pub dir: Option<PathBuf>,
+    pub inline_limit: u64,
+    pub sweep_interval: Duration,
+    pub sweep_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub retained_checkpoints: usize,
+    pub delete_result_on_commit: bool,
+    pub cleanup_initial_backoff: Duration,
+    pub cleanup_max_backoff: Duration,
+    /// None: unlimited.
+    pub cleanup_attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +206,8 @@ pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Small enough that many values fit a 1 MiB Kubernetes object.
+pub const DEFAULT_INLINE_LIMIT: u64 = 16 << 10;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -253,7 +307,12 @@ impl Validator<'_> {
             filesystem: raw.capabilities.filesystem.map(|fs| self.resolve(&fs.dir)),
         };
 
+        let storage = self.storage(raw.storage)?;
+        let jobs = self.jobs(raw.jobs)?;
+
         Ok(Config {
+            storage,
+            jobs,
             source: self.path.into(),
             member_id: id,
             member_address: raw.member.address,
@@ -299,6 +358,97 @@ impl Validator<'_> {
             renew_deadline: renew,
             retry_period: retry,
             resign_holdoff: holdoff,
+        })
+    }
+
+    fn storage(&self, s: RawStorage) -> Result<StorageConfig, ConfigError> {
+        let dir = match s.dir {
+            None => None,
+            Some(raw) => {
+                let path = match raw.split_once("://") {
+                    Some(("file", rest)) => PathBuf::from(rest),
+                    Some((scheme, _)) => return Err(self.err("storage.dir", format!("{raw:?}"), format!("{scheme}:// is not supported: this version stores files on a local or mounted filesystem (file:///path or a plain path)"))),
+                    None => PathBuf::from(&raw),
+                };
+                if path.as_os_str().is_empty() {
+                    return Err(self.err("storage.dir", format!("{raw:?}"), "names no directory"));
+                }
+                Some(self.resolve(&path))
+            }
+        };
+        let inline_limit = s.inline_limit.map_or(DEFAULT_INLINE_LIMIT, |b| b.0);
+        if inline_limit > 512 << 10 {
+            return Err(self.err("storage.inline-limit", Bytes(inline_limit), "must be at most 512KiB: larger values belong in the storage dir, and backends keep small metadata"));
+        }
+        let sweep_interval = s.sweep_interval.map_or(Duration::from_secs(300), |d| d.0);
+        let sweep_grace = s.sweep_grace.map_or(Duration::from_secs(600), |d| d.0);
+        if sweep_interval.is_zero() {
+            return Err(self.err(
+                "storage.sweep-interval",
+                Dur(sweep_interval),
+                "must be above zero",
+            ));
+        }
+        Ok(StorageConfig {
+            dir,
+            inline_limit,
+            sweep_interval,
+            sweep_grace,
+        })
+    }
+
+    /// Flink's defaults: keep 1 checkpoint, delete the result on commit,
+    /// retry cleanup from 1 s doubling to 1 h, without limit.
+    fn jobs(&self, j: RawJobs) -> Result<JobsConfig, ConfigError> {
+        let retained = j.retained_checkpoints.unwrap_or(1);
+        if retained == 0 {
+            return Err(self.err(
+                "jobs.retained-checkpoints",
+                retained,
+                "must be at least 1: a job needs its latest checkpoint to recover",
+            ));
+        }
+        let initial = j
+            .cleanup
+            .initial_backoff
+            .map_or(Duration::from_secs(1), |d| d.0);
+        let max = j
+            .cleanup
+            .max_backoff
+            .map_or(Duration::from_secs(3600), |d| d.0);
+        if initial.is_zero() || initial > max {
+            return Err(self.err(
+                "jobs.cleanup.initial-backoff",
+                Dur(initial),
+                format!(
+                    "must be above zero and at most jobs.cleanup.max-backoff ({})",
+                    Dur(max)
+                ),
+            ));
+        }
+        let attempts = match j.cleanup.attempts {
+            None => None,
+            Some(serde_yaml::Value::String(s)) if s == "unlimited" => None,
+            Some(serde_yaml::Value::Number(n))
+                if n.as_u64()
+                    .is_some_and(|n| (1..=u32::MAX as u64).contains(&n)) =>
+            {
+                n.as_u64().map(|n| n as u32)
+            }
+            Some(other) => {
+                return Err(self.err(
+                    "jobs.cleanup.attempts",
+                    format!("{other:?}"),
+                    "must be a whole number from 1, or \"unlimited\"",
+                ));
+            }
+        };
+        Ok(JobsConfig {
+            retained_checkpoints: retained as usize,
+            delete_result_on_commit: j.delete_result_on_commit.unwrap_or(true),
+            cleanup_initial_backoff: initial,
+            cleanup_max_backoff: max,
+            cleanup_attempts: attempts,
         })
     }
 
@@ -441,6 +591,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("1.2"), "{e}");
+    }
+
+    #[test]
+    fn storage_and_jobs() {
+        let c = parse(&format!(
+            "{MIN}storage: {{dir: 'file:///var/ha'}}\njobs: {{cleanup: {{attempts: unlimited}}}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.storage.dir.as_deref(), Some(Path::new("/var/ha")));
+        assert_eq!(c.jobs.cleanup_attempts, None);
+        assert_eq!(c.jobs.retained_checkpoints, 1);
+        let e = parse(&format!("{MIN}storage: {{dir: 's3://bucket/x'}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage.dir") && e.contains("s3://"), "{e}");
+        let e = parse(&format!("{MIN}jobs: {{cleanup: {{attempts: 0}}}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("jobs.cleanup.attempts"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! A handler never panics on input and every failure is a JSON reply; a
 //! connection that misbehaves ends that connection only.
 
+mod jobs;
 mod leader;
 mod ops;
 mod reply;
@@ -62,6 +63,9 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::GET, "/readyz") => ops::readyz(shared),
         (Method::GET, "/metrics") => ops::metrics(shared),
         (Method::GET, "/state") => state::list(shared, req.uri().query()).await,
+        (Method::GET, "/jobs") => jobs::list(shared).await,
+        (Method::GET, "/recovery") => jobs::recovery(shared).await,
+        (_, p) if p.starts_with("/jobs/") => jobs::handle(shared, req).await,
         (_, p) if p.starts_with("/state/") => state::handle(shared, req).await,
         (_, "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics" | "/state") => {
             reply::error(

@@ -1,4 +1,5 @@
-//! `GET/PUT/DELETE /state/{key}` and `GET /state?prefix=`.
+//! `GET/PUT/DELETE /state/{key}` and `GET /state?prefix=`, plus what the job
+//! routes share with them: reading bodies, preconditions, error replies.
 //!
 //! Versions travel as ETags. `If-Match: "<v>"` makes a write a
 //! compare-and-set, `If-None-Match: *` makes a put create-only, and
@@ -6,6 +7,7 @@
 //! compare-and-set is 412, a stale term 409 (`not_leader`), a backend that
 //! cannot answer 503: three different things for the caller to do.
 
+use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, IF_MATCH, IF_NONE_MATCH};
@@ -17,6 +19,7 @@ use super::{percent_decode, query_pairs};
 use crate::runtime::{CallError, Failure};
 use crate::sidecar::Shared;
 use crate::state::{check_key, check_prefix};
+use crate::storage::ValueError;
 
 pub const TERM_HEADER: &str = "x-ha-term";
 
@@ -37,9 +40,9 @@ pub async fn list(shared: &Shared, query: Option<&str>) -> Reply {
     if let Err(e) = check_prefix(&prefix) {
         return reply::error(StatusCode::BAD_REQUEST, "invalid_key", e);
     }
-    match shared.state.list(&prefix).await {
+    match shared.values.list(&prefix).await {
         Ok(keys) => reply::json(StatusCode::OK, &json!({ "keys": keys })),
-        Err(e) => failure(shared, e),
+        Err(e) => value_error(shared, e),
     }
 }
 
@@ -48,69 +51,48 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     if let Err(e) = check_key(&key) {
         return reply::error(StatusCode::BAD_REQUEST, "invalid_key", e);
     }
-    let preconditions = match Preconditions::parse(req.headers()) {
+    let pre = match Preconditions::parse(req.headers()) {
         Ok(p) => p,
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", e),
     };
     match *req.method() {
-        Method::GET => match shared.state.get(&key).await {
-            Ok(Some(v)) => reply::etag(reply::bytes(StatusCode::OK, v.value), v.version),
+        Method::GET => match shared.values.get(&key).await {
+            Ok(Some((value, version))) => reply::etag(reply::bytes(StatusCode::OK, value), version),
             Ok(None) => reply::error(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("no key {key:?}"),
             ),
-            Err(e) => failure(shared, e),
+            Err(e) => value_error(shared, e),
         },
         Method::PUT => {
-            let max = shared.config.max_body;
-            let body = match Limited::new(req.into_body(), max as usize).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e)
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some() =>
-                {
-                    return reply::error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!("the value is larger than http.max-body ({max} bytes)"),
-                    );
-                }
-                Err(e) => {
-                    return reply::error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        format!("cannot read the request body: {e}"),
-                    );
-                }
+            let body = match read_body(shared, req).await {
+                Ok(b) => b,
+                Err(r) => return r,
             };
             match shared
-                .state
-                .put(&key, &body, preconditions.expected, preconditions.fence)
+                .values
+                .put(&key, &body, pre.expected, pre.fence)
                 .await
             {
                 Ok(version) => reply::etag(
                     reply::json(StatusCode::OK, &json!({ "key": key, "version": version })),
                     version,
                 ),
-                Err(e) => failure(shared, e),
+                Err(e) => value_error(shared, e),
             }
         }
         Method::DELETE => {
-            if preconditions.expected == Some(0) {
+            if pre.expected == Some(0) {
                 return reply::error(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
                     "If-None-Match: * makes no sense on DELETE",
                 );
             }
-            match shared
-                .state
-                .delete(&key, preconditions.expected, preconditions.fence)
-                .await
-            {
+            match shared.values.delete(&key, pre.expected, pre.fence).await {
                 Ok(()) => reply::empty(StatusCode::NO_CONTENT),
-                Err(e) => failure(shared, e),
+                Err(e) => value_error(shared, e),
             }
         }
         _ => reply::error(
@@ -121,14 +103,37 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     }
 }
 
-struct Preconditions {
+/// The request body, at most `http.max-body` bytes.
+pub async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, Reply> {
+    let max = shared.config.max_body;
+    match Limited::new(req.into_body(), max as usize).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than http.max-body ({max} bytes)"),
+            ))
+        }
+        Err(e) => Err(reply::error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+pub struct Preconditions {
     /// As in the contract: some(0) = must be absent, some(v) = must be at v.
-    expected: Option<u64>,
-    fence: Option<u64>,
+    pub expected: Option<u64>,
+    pub fence: Option<u64>,
 }
 
 impl Preconditions {
-    fn parse(headers: &HeaderMap) -> Result<Self, String> {
+    pub fn parse(headers: &HeaderMap) -> Result<Self, String> {
         let text = |name| {
             headers.get(name).map(|v| {
                 v.to_str()
@@ -167,7 +172,28 @@ impl Preconditions {
     }
 }
 
-fn failure(shared: &Shared, e: CallError) -> Reply {
+pub fn value_error(shared: &Shared, e: ValueError) -> Reply {
+    match e {
+        ValueError::Call(e) => call_error(shared, e),
+        ValueError::TooLarge { .. } => reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            e.to_string(),
+        ),
+        ValueError::Storage(m) => reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            format!("the storage dir cannot be used now: {m}; nothing was changed"),
+        ),
+        ValueError::Corrupt { .. } => reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt_value",
+            format!("{e}; the value is not returned"),
+        ),
+    }
+}
+
+fn call_error(shared: &Shared, e: CallError) -> Reply {
     match e {
         CallError::Failure(Failure::Conflict(current)) => {
             let version = current.as_ref().map(|v| v.version);
