@@ -191,9 +191,19 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(id: &str, port: u16, config: &Path, log: &Path) -> Self {
-        let out = std::fs::File::create(log).expect("create log file");
+        Self::start_env(id, port, config, log, &[])
+    }
+
+    /// Like `start`, with extra environment (e.g. `HA_SIDECAR_FAILPOINT`).
+    pub fn start_env(id: &str, port: u16, config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log file");
         let child = Command::new(sidecar_bin())
             .args(["run", &config.to_string_lossy()])
+            .envs(env.iter().copied())
             .env("HA_SIDECAR_LOG", "info,ha_sidecar=debug")
             .stdout(Stdio::null())
             .stderr(out)
