@@ -70,6 +70,11 @@ pub fn checks() -> Vec<(&'static str, &'static str, CheckFn)> {
             |s, n| Box::pin(fencing(s, n)),
         ),
         (
+            "values",
+            "binary values from empty to 64 KiB, and every key character, round trip",
+            |s, n| Box::pin(values(s, n)),
+        ),
+        (
             "list-by-prefix",
             "keys are listed by prefix, sorted",
             |s, n| Box::pin(list_by_prefix(s, n)),
@@ -407,6 +412,39 @@ async fn fencing(s: &Subject, ns: &str) -> Result<(), String> {
         "put with the current term",
         b.put("counter", b"2", Some(v), Some(tb.token)).await,
     )?;
+    Ok(())
+}
+
+async fn values(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut a = member(s, ns, "a").await?;
+    let t = win(&mut a, 4 * s.lease).await?;
+    // The host keeps values up to storage.inline-limit (at most 512 KiB) in
+    // the backend; 64 KiB covers the default with room to spare.
+    for (i, len) in [0usize, 1, 255, 16 << 10, 64 << 10].into_iter().enumerate() {
+        let value: Vec<u8> = (0..len).map(|j| (j * 31 + i) as u8).collect();
+        let key = format!("v/{i}/AZaz09._:-");
+        let v = call("put", a.put(&key, &value, None, Some(t.token)).await)?;
+        let got = call("get", a.get(&key).await)?.ok_or_else(|| format!("{key} vanished"))?;
+        ensure!(
+            got.version == v,
+            "read version {} after writing {v}",
+            got.version
+        );
+        ensure!(
+            got.value == value,
+            "a {len}-byte value came back as {} bytes{}",
+            got.value.len(),
+            if got.value.len() == len {
+                " with different content"
+            } else {
+                ""
+            }
+        );
+    }
+    ensure!(
+        call("get", a.get("v/absent").await)?.is_none(),
+        "an absent key reads as present"
+    );
     Ok(())
 }
 
