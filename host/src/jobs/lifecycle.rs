@@ -204,10 +204,11 @@ impl LeaderDuties {
                 .min()
                 .unwrap_or(next_sweep)
                 .min(next_sweep);
+            // Every renewal updates the channel; only a change of term matters here.
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = self.lifecycle.kick.notified() => {}
-                _ = self.local.changed() => {}
+                _ = self.local.wait_for(|l| l.leading().map(|t| t.token) != Some(term)) => {}
                 _ = self.shutdown.wait_for(|s| *s) => return,
             }
         }
