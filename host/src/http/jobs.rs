@@ -40,14 +40,12 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", e),
     };
     let method = req.method().clone();
-    let fence = || {
-        pre.fence.ok_or_else(|| {
-            reply::error(
-                StatusCode::BAD_REQUEST,
-                "term_required",
-                "writes of job HA data must carry X-HA-Term: <the term token from GET /leader>",
-            )
-        })
+    let term_required = || {
+        reply::error(
+            StatusCode::BAD_REQUEST,
+            "term_required",
+            "writes of job HA data must carry X-HA-Term: <the term token from GET /leader>",
+        )
     };
     match (method, &parts[1..]) {
         (Method::GET, ["graph"]) => bytes_or_404(
@@ -56,9 +54,8 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             &format!("job {job} has no graph"),
         ),
         (Method::PUT, ["graph"]) => {
-            let fence = match fence() {
-                Ok(f) => f,
-                Err(r) => return r,
+            let Some(fence) = pre.fence else {
+                return term_required();
             };
             let body = match read_body(shared, req).await {
                 Ok(b) => b,
@@ -101,9 +98,8 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             match method {
                 Method::GET => checkpoint(shared, job, id).await,
                 Method::PUT => {
-                    let fence = match fence() {
-                        Ok(f) => f,
-                        Err(r) => return r,
+                    let Some(fence) = pre.fence else {
+                        return term_required();
                     };
                     let body = match read_body(shared, req).await {
                         Ok(b) => b,
@@ -143,9 +139,8 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             Err(e) => value_error(shared, e),
         },
         (Method::PUT, ["counter"]) => {
-            let fence = match fence() {
-                Ok(f) => f,
-                Err(r) => return r,
+            let Some(fence) = pre.fence else {
+                return term_required();
             };
             let body = match read_body(shared, req).await {
                 Ok(b) => b,
@@ -185,9 +180,8 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             Err(e) => value_error(shared, e),
         },
         (Method::PUT, ["result"]) => {
-            let fence = match fence() {
-                Ok(f) => f,
-                Err(r) => return r,
+            let Some(fence) = pre.fence else {
+                return term_required();
             };
             let body = match read_body(shared, req).await {
                 Ok(b) => b,
