@@ -73,6 +73,14 @@ fn a_write_with_a_stale_term_is_rejected_and_the_state_is_unchanged() {
         &[("x-ha-term", &new_term), ("if-match", &version)],
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    // A deposed leader with a stale version too is told it is fenced (409),
+    // not invited to re-read and retry (412).
+    let r = sidecars[b].put(
+        "jobs/j1/counter",
+        b"stale",
+        &[("x-ha-term", &old_term), ("if-match", &version)],
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
 }
 
 #[test]
@@ -276,4 +284,35 @@ fn bad_requests_get_clear_errors_and_never_crash_the_process() {
     assert!(s.is_running(), "the sidecar died:\n{}", s.log_text());
     assert_eq!(s.get("/healthz").unwrap().status, 200);
     assert!(s.leads());
+}
+
+#[test]
+fn clients_that_hang_up_mid_request_do_not_break_the_state_plugin() {
+    let cluster = Cluster::new();
+    let s = cluster.start("solo");
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    for i in 0..30 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        let body = format!("value {i}");
+        let _ = c.write_all(
+            format!(
+                "PUT /state/k HTTP/1.1\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        // Hang up at varying moments, some while the handler is inside the plugin call.
+        std::thread::sleep(Duration::from_micros(100 * (i % 20)));
+        drop(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let r = s.put("k", b"after", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let metrics = s.get("/metrics").unwrap().text();
+    assert!(
+        metrics.contains("ha_sidecar_plugin_restarts_total{role=\"state\"} 0"),
+        "the state instance was restarted:\n{metrics}"
+    );
 }

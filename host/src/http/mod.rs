@@ -38,7 +38,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&shared, req).await) }
+                async move { Ok::<_, Infallible>(dispatch(shared, req).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -48,6 +48,29 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Requests that reach the plugin run in their own task, so they finish even
+/// if the client goes away: hyper drops a handler whose connection closes,
+/// and dropping a plugin call halfway would leave its instance unusable (and
+/// a multi-step job operation half done). Requests served from memory, such
+/// as long polls, run in place and may be dropped freely.
+async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
+    let in_memory = matches!(
+        req.uri().path(),
+        "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics"
+    );
+    if in_memory {
+        return route(&shared, req).await;
+    }
+    match tokio::spawn(async move { route(&shared, req).await }).await {
+        Ok(reply) => reply,
+        Err(e) => reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the request handler failed: {e}"),
+        ),
     }
 }
 

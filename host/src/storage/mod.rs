@@ -185,9 +185,25 @@ impl ValueStore {
             if let Some(want) = expected
                 && want != current_version.unwrap_or(0)
             {
-                return Err(ValueError::failure(Failure::Conflict(
-                    self.state.get(key).await?,
-                )));
+                if fence.is_none() {
+                    return Err(ValueError::failure(Failure::Conflict(
+                        self.state.get(key).await?,
+                    )));
+                }
+                // A stale term must be reported as such (409), not as a lost
+                // compare-and-set (412) that would invite a deposed leader to
+                // retry: let the backend judge term and version together. The
+                // write cannot succeed unless the key reached `want` meanwhile;
+                // then its old file, unknown here, is left to the sweeper.
+                let r = match new {
+                    Some(bytes) => self.state.put(key, bytes, Some(want), fence).await,
+                    None => self
+                        .state
+                        .delete(key, Some(want), fence)
+                        .await
+                        .map(|()| want),
+                };
+                return r.map_err(ValueError::from);
             }
             let result = match (new, current_version) {
                 (Some(bytes), v) => {
