@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds everything and runs the demo: three sidecars on the file backend,
-# each beside a demo job manager; the leading pair is killed, then the next
-# one stopped gracefully; the summary shows takeover times and count continuity.
+# each beside a demo job manager; the leading pair is killed, a standby
+# recovers the job through GET /recovery, the next leader is stopped
+# gracefully, and the job finishes (its HA data is cleaned up). The summary
+# shows takeover times, count continuity and the cleanup.
 source "$(dirname "$0")/setup.sh"
 build_plugins
 echo "==> building ha-sidecar and the demo (release)"

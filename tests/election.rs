@@ -171,3 +171,36 @@ fn long_poll_wakes_on_a_change_of_leader() {
     );
     let _ = sidecars.remove(leader).wait_exit(Duration::from_secs(15));
 }
+
+#[test]
+fn sigterm_answers_requests_in_flight_before_exiting() {
+    let cluster = Cluster::new();
+    let mut s = cluster.start("solo");
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    let term = s.term();
+    let port = s.port;
+    let poll = std::thread::spawn(move || {
+        request(
+            port,
+            "GET",
+            &format!("/leader?wait=60s&known={term}"),
+            &[],
+            b"",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    s.signal(libc::SIGTERM);
+    let answer = poll
+        .join()
+        .unwrap()
+        .expect("the long poll must be answered, not cut off");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "the long poll was not woken by the shutdown"
+    );
+    assert!(s.wait_exit(Duration::from_secs(15)).success());
+}

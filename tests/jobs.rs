@@ -462,3 +462,62 @@ fn a_crash_after_the_dirty_record_is_finished_by_the_next_leader() {
 fn a_crash_mid_cleanup_is_finished_by_the_next_leader() {
     next_leader_finishes("mid-cleanup");
 }
+
+#[test]
+fn checkpoints_racing_with_the_job_result_never_outlive_the_cleanup() {
+    let cluster = Cluster::new();
+    let s = start(&cluster, "s1", "", &[]);
+    let term = lead(&s);
+    let t = [("x-ha-term", term.as_str())];
+    populate(&s, &t);
+    let port = s.port;
+    let writer_term = term.clone();
+    let writer = std::thread::spawn(move || {
+        let mut landed_after_refusal = false;
+        let mut refused = false;
+        for id in 3..200u64 {
+            let r = request(
+                port,
+                "PUT",
+                &format!("/jobs/{JOB}/checkpoints/{id}"),
+                &[("x-ha-term", &writer_term)],
+                b"late",
+            )
+            .unwrap();
+            match r.status {
+                201 if refused => landed_after_refusal = true,
+                400 => refused = true,
+                _ => {}
+            }
+        }
+        (refused, landed_after_refusal)
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let r = put(
+        &s,
+        &format!("/jobs/{JOB}/result"),
+        br#"{"application-status":"SUCCEEDED"}"#,
+        &t,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (refused, landed_after_refusal) = writer.join().unwrap();
+    assert!(
+        refused,
+        "no checkpoint write raced with the result (the writer finished too early)"
+    );
+    assert!(
+        !landed_after_refusal,
+        "a checkpoint was accepted after the job finished"
+    );
+    assert_eq!(
+        s.get("/recovery").unwrap().json(),
+        serde_json::json!({"jobs": [], "dirty_results": []})
+    );
+    assert!(
+        s.get("/state?prefix=").unwrap().json()["keys"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "HA data outlived the cleanup"
+    );
+}

@@ -30,6 +30,7 @@ pub struct Shared {
     discovered: watch::Receiver<Discovered>,
     commands: mpsc::Sender<Command>,
     shutting_down: AtomicBool,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -42,6 +43,8 @@ impl Shared {
         let deadline = tokio::time::Instant::now() + wait;
         let mut local = self.local.clone();
         let mut discovered = self.discovered.clone();
+        // A sidecar shutting down answers long polls at once.
+        let mut shutdown = self.shutdown.clone();
         loop {
             if self.view().term.map(|t| t.token) != known {
                 return;
@@ -58,6 +61,7 @@ impl Shared {
                 r = local.changed() => if r.is_err() { return },
                 r = discovered.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep_until(deadline) => return,
+                _ = shutdown.wait_for(|s| *s) => return,
                 _ = tokio::time::sleep_until(lapse.unwrap_or(deadline)) => {}
             }
         }
@@ -174,10 +178,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.storage.inline_limit as usize,
     ));
     let j = &config.jobs;
-    let jobs = Arc::new(JobStore {
-        values: values.clone(),
-        retained_checkpoints: j.retained_checkpoints,
-    });
+    let jobs = Arc::new(JobStore::new(values.clone(), j.retained_checkpoints));
     let cleanup = Cleanup {
         initial_backoff: j.cleanup_initial_backoff,
         max_backoff: j.cleanup_max_backoff,
@@ -211,6 +212,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         discovered: discovered_rx,
         commands: commands_tx,
         shutting_down: AtomicBool::new(false),
+        shutdown: shutdown_rx.clone(),
     });
 
     tokio::spawn(discovery::run(
@@ -226,25 +228,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             timing: config.timing,
             local: local_tx,
             commands: commands_rx,
-            shutdown: shutdown_rx,
+            shutdown: shutdown_rx.clone(),
             metrics,
             progress,
         }
         .run(),
     );
-    tokio::spawn(crate::http::serve(listener, shared.clone()));
+    let drain = config.plugin.call_timeout + Duration::from_secs(1);
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        shared.clone(),
+        shutdown_rx.clone(),
+        drain,
+    ));
     tracing::info!(listen = %config.listen, member = %config.member_id, took_ms = started.elapsed().as_millis() as u64, "serving");
 
     wait_for_signal().await?;
     tracing::info!("shutting down: releasing leadership if held");
     shared.shutting_down.store(true, Relaxed);
     let _ = shutdown_tx.send(true);
+    // Leadership is released while the API stops accepting and drains.
     let grace =
         config.timing.retry_period + 2 * config.plugin.call_timeout + Duration::from_secs(1);
+    let stopped = async {
+        let _ = election.await;
+        let _ = http.await;
+    };
     tokio::select! {
-        r = tokio::time::timeout(grace, election) => {
+        r = tokio::time::timeout(grace, stopped) => {
             if r.is_err() {
-                tracing::warn!("the election loop did not stop in time; exiting anyway");
+                tracing::warn!("shutdown did not finish in time; exiting anyway");
             }
         }
         _ = wait_for_signal() => tracing::warn!("second signal: exiting at once"),

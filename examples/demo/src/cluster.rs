@@ -2,9 +2,12 @@
 //! three sidecar + job manager pairs.
 //!
 //! Every child is wrapped in [`KillOnDrop`], so whatever way the orchestrator
-//! leaves (success, error, panic), no sidecar or job manager is left running.
+//! leaves (success, error, panic), no sidecar or job manager is left running;
+//! on Linux every child also gets SIGKILL from the kernel if the orchestrator
+//! itself is killed (see [`die_with_parent`]).
 
 use std::fs::File;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +20,11 @@ const HOW_TO_BUILD: &str = "run ./scripts/demo.sh, which builds them";
 
 /// Lease timing of the demo: short, so a crash takeover takes about two seconds.
 const TIMING: &str = "{lease: 2s, renew-deadline: 1500ms, retry-period: 500ms}";
+/// Values above this go to a file in the storage dir, with only a pointer in
+/// the backend: the job graph (about 4 KiB) does, checkpoints (a count) do not.
+const INLINE_LIMIT: &str = "1KiB";
+/// How many of the job's newest checkpoints the sidecars keep.
+const RETAINED_CHECKPOINTS: u32 = 3;
 
 /// Where everything the demo needs lives, found from the repository root.
 pub struct Paths {
@@ -25,6 +33,8 @@ pub struct Paths {
     pub plugin: PathBuf,
     /// `demo-run/`: configs, shared data, compile cache and logs of this run.
     pub run_dir: PathBuf,
+    /// `demo-run/storage/`: the sidecars' shared storage dir for large values.
+    pub storage_dir: PathBuf,
     /// The directory the demo was started from, to print paths relative to it.
     pub cwd: PathBuf,
 }
@@ -44,6 +54,7 @@ impl Paths {
             jobmanager: root.join("target/release/demo-jobmanager"),
             plugin: root.join("plugins/target/wasm32-wasip2/release/ha_plugin_file.wasm"),
             run_dir: root.join("demo-run"),
+            storage_dir: root.join("demo-run/storage"),
             cwd,
         };
         for file in [&paths.sidecar, &paths.jobmanager, &paths.plugin] {
@@ -77,6 +88,18 @@ impl KillOnDrop {
         self.0.kill().context("cannot kill a child process")?;
         self.0.wait().context("cannot reap a child process")?;
         Ok(())
+    }
+
+    /// Writes `line` to the process's stdin (it must have been piped).
+    pub fn tell(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self
+            .0
+            .stdin
+            .as_mut()
+            .context("the child's stdin is not a pipe")?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .context("cannot write to a child's stdin")
     }
 
     /// Waits at most `timeout` for the process to exit by itself.
@@ -145,6 +168,13 @@ impl Node {
         self.sidecar.wait_exit(timeout)
     }
 
+    /// Tells the job manager to pause (`pause`) or to resume (`resume`).
+    pub fn tell_jobmanager(&mut self, command: &str) -> anyhow::Result<()> {
+        self.jobmanager
+            .tell(command)
+            .with_context(|| format!("cannot tell {}'s job manager to {command}", self.name))
+    }
+
     pub fn jobmanager_log(&self) -> String {
         std::fs::read_to_string(&self.jobmanager_log).unwrap_or_default()
     }
@@ -158,8 +188,8 @@ pub fn start(paths: &Paths, count: usize) -> anyhow::Result<Vec<Node>> {
         std::fs::remove_dir_all(run)
             .with_context(|| format!("cannot remove the previous {}", run.display()))?;
     }
-    let (data, cache) = (run.join("data"), run.join("cache"));
-    for dir in [&data, &cache] {
+    let (data, cache, storage) = (run.join("data"), run.join("cache"), &paths.storage_dir);
+    for dir in [&data, &cache, storage] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let ports = free_ports(count)?;
@@ -167,7 +197,7 @@ pub fn start(paths: &Paths, count: usize) -> anyhow::Result<Vec<Node>> {
     for (i, port) in ports.into_iter().enumerate() {
         let name = format!("jm-{}", i + 1);
         let config = run.join(format!("{name}.yaml"));
-        let yaml = sidecar_config(&name, i, port, paths, &data, &cache)?;
+        let yaml = sidecar_config(&name, i, port, paths, &data, &cache, storage)?;
         std::fs::write(&config, yaml)
             .with_context(|| format!("cannot write {}", config.display()))?;
 
@@ -177,8 +207,8 @@ pub fn start(paths: &Paths, count: usize) -> anyhow::Result<Vec<Node>> {
 
         let jobmanager_log = run.join(format!("{name}-jobmanager.log"));
         let mut cmd = Command::new(&paths.jobmanager);
-        // A pipe we never write to: the job manager exits when it closes, that
-        // is, when the orchestrator is gone.
+        // Commands (pause, resume) go through this pipe, and the job manager
+        // exits when it closes, that is, when the orchestrator is gone.
         cmd.args([
             "--sidecar",
             &format!("http://127.0.0.1:{port}"),
@@ -206,6 +236,7 @@ fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<KillOnDrop> {
     let err = out
         .try_clone()
         .context("cannot duplicate a log file handle")?;
+    die_with_parent(&mut cmd);
     let child = cmd
         .stdout(out)
         .stderr(err)
@@ -234,6 +265,7 @@ fn sidecar_config(
     paths: &Paths,
     data: &Path,
     cache: &Path,
+    storage: &Path,
 ) -> anyhow::Result<String> {
     // Quoted as JSON strings, which YAML reads as-is, so any path is safe.
     let quote = |p: &Path| {
@@ -247,10 +279,53 @@ fn sidecar_config(
          http: {{listen: \"127.0.0.1:{port}\"}}\n\
          plugin:\n  path: {plugin}\n  cache-dir: {cache}\n  settings: {{cluster-id: demo}}\n\
          capabilities: {{filesystem: {{dir: {data}}}}}\n\
-         timing: {TIMING}\n",
+         timing: {TIMING}\n\
+         storage: {{dir: {storage}, inline-limit: {INLINE_LIMIT}}}\n\
+         jobs: {{retained-checkpoints: {RETAINED_CHECKPOINTS}}}\n",
         address_port = 8081 + index,
         plugin = quote(&paths.plugin)?,
         cache = quote(cache)?,
         data = quote(data)?,
+        storage = quote(storage)?,
     ))
 }
+
+/// Asks the kernel to SIGKILL the child when the orchestrator dies, so that a
+/// `kill -9` of the demo itself leaves no sidecar behind (the job managers
+/// also watch their stdin). Linux only: elsewhere, [`KillOnDrop`] is all.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::raw::{c_int, c_ulong};
+    use std::os::unix::process::CommandExt;
+
+    // From <sys/prctl.h> and <signal.h>; declared here rather than adding a
+    // dependency for two calls.
+    const PR_SET_PDEATHSIG: c_int = 1;
+    const SIGKILL: c_ulong = 9;
+    const ESRCH: i32 = 3;
+    unsafe extern "C" {
+        fn prctl(option: c_int, ...) -> c_int;
+        fn getppid() -> c_int;
+    }
+
+    let parent = std::process::id() as c_int;
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed;
+    // prctl and getppid are plain system calls, and nothing here allocates
+    // (`last_os_error` and `from_raw_os_error` only store the errno).
+    unsafe {
+        cmd.pre_exec(move || {
+            if prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The orchestrator may have died before the prctl took effect
+            // ("no such process": the parent is gone).
+            if getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}

@@ -1,7 +1,11 @@
 //! The ha-sidecar demo: three sidecars elect a leader on the file backend, a
-//! stand-in job manager beside each counts while its sidecar leads, and the
-//! demo fails the leader twice (a crash, then an orderly shutdown) to show how
-//! fast a standby takes over and that the count carries on where it stopped.
+//! stand-in job manager beside each runs one job (it counts) while its sidecar
+//! leads, keeping the job's graph and checkpoints in the sidecar's job HA data
+//! API. The demo fails the leader twice (a crash, then an orderly shutdown) to
+//! show how fast a standby takes over and that its job manager recovers the job
+//! through `GET /recovery` from exactly the last acknowledged checkpoint. Then
+//! the job finishes: its result is recorded and all of its HA data, storage dir
+//! files included, is cleaned up.
 //!
 //! Run from the repository root after building: `target/release/demo`
 //! (`./scripts/demo.sh` builds and runs it).
@@ -15,7 +19,10 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use demo::{Checkpoint, JOB_ID};
+use serde_json::json;
 
+use check::Resumed;
 use cluster::{Node, Paths};
 use probe::Probe;
 
@@ -32,6 +39,11 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(8);
 /// How often takeover is polled: the resolution of the measured times.
 const POLL: Duration = Duration::from_millis(10);
+/// How long the third leader counts before the job finishes.
+const COUNT_BEFORE_FINISH: Duration = Duration::from_secs(1);
+/// How long the job manager may take to pause, and to notice the job finished
+/// (at its next checkpoint); also how long a dirty result may take to be cleaned up.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
     match run() {
@@ -44,7 +56,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Ok(true) when continuity held. Every child process is killed when this
+/// Ok(true) when continuity held and the job finished cleanly. Every child process is killed when this
 /// returns, however it returns (the nodes kill their processes on drop).
 fn run() -> anyhow::Result<bool> {
     let paths = Paths::locate()?;
@@ -54,18 +66,18 @@ fn run() -> anyhow::Result<bool> {
         paths.show(&paths.run_dir)
     );
     let mut nodes = cluster::start(&paths, SIDECARS)?;
-    let outcome = scenario(&mut nodes, &probe);
+    let outcome = scenario(&mut nodes, &probe, &paths);
     let logs = paths.show(&paths.run_dir.join("jm-N-{sidecar,jobmanager}.log"));
     match outcome {
-        Ok(handovers) => {
+        Ok((handovers, finish)) => {
             let problems: Vec<String> = handovers
                 .iter()
                 .flat_map(|h| h.problems.iter().cloned())
                 .chain(check::whole_run(&check::journals(&nodes)))
                 .collect();
-            print_summary(&handovers, &problems);
+            print_summary(&handovers, &problems, &finish);
             println!("  logs: {logs}");
-            Ok(problems.is_empty())
+            Ok(problems.is_empty() && finish.problems.is_empty())
         }
         Err(e) => {
             eprintln!("logs: {logs}");
@@ -120,17 +132,37 @@ struct Handover {
     from: Leader,
     to: Leader,
     takeover: Duration,
-    /// The last checkpoint, read from a standby just before the failure.
-    before: u64,
-    /// The last checkpoint the failed leader's job manager logged. It can be
-    /// later than `before`: a leader keeps working until it is stopped.
-    old_last: Option<u64>,
+    /// The job's latest checkpoint, read from a standby just before the failure.
+    before: Checkpoint,
+    /// The last checkpoint the failed leader's job manager logged (acknowledged).
+    /// It can be later than `before`: a leader keeps working until it is stopped.
+    old_last: Option<Checkpoint>,
     /// Where the new leader's job manager resumed, if it did.
-    resumed: Option<u64>,
+    resumed: Option<Resumed>,
+    /// Something worth saying that is not a problem.
+    note: Option<String>,
     problems: Vec<String>,
 }
 
-fn scenario(nodes: &mut [Node], probe: &Probe) -> anyhow::Result<Vec<Handover>> {
+/// The end of the job: its result recorded, its HA data cleaned up.
+struct Finish {
+    leader: Leader,
+    /// The checkpoint whose count went into the result.
+    last: Checkpoint,
+    /// What the result store answered: `deleted` (delete-on-commit), `clean` or `dirty`.
+    state: String,
+    /// Files in the storage dir just before the result was recorded (the job graph).
+    files_before: usize,
+    /// Files in the storage dir at the end.
+    files_after: usize,
+    problems: Vec<String>,
+}
+
+fn scenario(
+    nodes: &mut [Node],
+    probe: &Probe,
+    paths: &Paths,
+) -> anyhow::Result<(Vec<Handover>, Finish)> {
     let started = Instant::now();
     let first = wait_for_single_leader(nodes, probe)?;
     println!(
@@ -143,7 +175,9 @@ fn scenario(nodes: &mut [Node], probe: &Probe) -> anyhow::Result<Vec<Handover>> 
     let crash = handover(nodes, probe, first, Failure::Crash)?;
     sleep(COUNT_BEFORE_SHUTDOWN);
     let shutdown = handover(nodes, probe, crash.to.clone(), Failure::Shutdown)?;
-    Ok(vec![crash, shutdown])
+    sleep(COUNT_BEFORE_FINISH);
+    let finish = finish(nodes, probe, paths, &shutdown.to)?;
+    Ok((vec![crash, shutdown], finish))
 }
 
 /// Waits until one sidecar reports leading; two at once would be split brain.
@@ -201,16 +235,16 @@ fn handover(
         .find(|&i| i != from.node && nodes[i].alive)
         .context("no standby sidecar left")?;
     let before = probe
-        .checkpoint(nodes[standby].port)
+        .latest_checkpoint(nodes[standby].port)
         .with_context(|| {
             format!(
-                "cannot read the last checkpoint through {}'s sidecar",
+                "cannot read the job's latest checkpoint through {}'s sidecar",
                 nodes[standby].name
             )
         })?
         .with_context(|| {
             format!(
-                "{} has written no checkpoint yet; see its job manager's log",
+                "job {JOB_ID} has no checkpoint yet; see {}'s job manager log",
                 from.name
             )
         })?;
@@ -242,14 +276,17 @@ fn handover(
             from.name
         ));
     }
+    let mut note = None;
     let resumed = match check::wait_for_progress(&nodes[to.node], to.term, PROGRESS_TIMEOUT) {
         Ok(resumed) => {
-            problems.extend(check::handover(
-                &check::journals(nodes),
-                to.term,
-                resumed,
-                before,
-            ));
+            println!(
+                "{}: {}'s job manager recovered job {JOB_ID} via /recovery, resuming from {resumed}",
+                failure.label(),
+                to.name
+            );
+            let verdict = check::handover(&check::journals(nodes), to.term, resumed, Some(before));
+            problems.extend(verdict.problems);
+            note = verdict.note;
             Some(resumed)
         }
         Err(problem) => {
@@ -266,8 +303,148 @@ fn handover(
         before,
         old_last,
         resumed,
+        note,
         problems,
     })
+}
+
+/// The job finishes. Its job manager is paused first (a finishing Flink job
+/// stops checkpointing before its result is written), then the result is
+/// recorded through the leader's sidecar with the leader's term, which deletes
+/// all of the job's HA data. The job manager is resumed to show that it finds
+/// the job finished. Then nothing must be left to recover, and no file in the
+/// storage dir.
+fn finish(
+    nodes: &mut [Node],
+    probe: &Probe,
+    paths: &Paths,
+    leader: &Leader,
+) -> anyhow::Result<Finish> {
+    let node = &mut nodes[leader.node];
+    let files_before = count_files(&paths.storage_dir)?;
+    node.tell_jobmanager("pause")?;
+    if !wait_for(node, FINISH_TIMEOUT, check::paused) {
+        bail!(
+            "{}'s job manager did not pause within {FINISH_TIMEOUT:?}",
+            leader.name
+        );
+    }
+    let term = probe
+        .leading_term(node.port)
+        .with_context(|| format!("{} no longer leads", leader.name))?;
+    let leader = Leader {
+        term,
+        ..leader.clone()
+    };
+    let last = probe
+        .latest_checkpoint(node.port)?
+        .with_context(|| format!("job {JOB_ID} has no checkpoint"))?;
+    let mut problems = Vec::new();
+    let acknowledged = check::last_checkpoint(&check::Journal::read(node), term);
+    if acknowledged != Some(last) {
+        problems.push(format!(
+            "the job's latest checkpoint is {last}, but {}'s job manager last acknowledged {}",
+            leader.name,
+            acknowledged.map_or("none".to_string(), |c| c.to_string())
+        ));
+    }
+    if files_before == 0 {
+        problems.push(format!(
+            "the storage dir {} held no file before the job finished: the job graph should be one",
+            paths.show(&paths.storage_dir)
+        ));
+    }
+
+    let result = json!({"application-status": "SUCCEEDED", "count": last.count});
+    let mut state = probe
+        .finish_job(node.port, term, &result)
+        .context("cannot record the job's result")?;
+    println!(
+        "job finishes: {}'s job manager paused at checkpoint {}; result {result} recorded with term {term}: {state}",
+        leader.name, last.id
+    );
+    // A dirty result is cleaned up by the leader in the background, with backoff.
+    let deadline = Instant::now() + FINISH_TIMEOUT;
+    while state == "dirty" {
+        if !probe
+            .recovery(node.port)?
+            .dirty_results
+            .iter()
+            .any(|j| j == JOB_ID)
+        {
+            state = "dirty, then cleaned up by the leader".into();
+        } else if Instant::now() >= deadline {
+            break;
+        } else {
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    // Its next checkpoint is refused: 400, the job is globally terminal.
+    node.tell_jobmanager("resume")?;
+    if !wait_for(node, FINISH_TIMEOUT, check::finished) {
+        problems.push(format!(
+            "{}'s job manager did not find the job finished within {FINISH_TIMEOUT:?}",
+            leader.name
+        ));
+    }
+    let recovery = probe.recovery(node.port)?;
+    if !recovery.jobs.is_empty() {
+        let ids: Vec<&str> = recovery.jobs.iter().map(|j| j.id.as_str()).collect();
+        problems.push(format!(
+            "GET /recovery still lists jobs {ids:?} after the job finished"
+        ));
+    }
+    if !recovery.dirty_results.is_empty() {
+        problems.push(format!(
+            "GET /recovery still lists dirty results {:?}",
+            recovery.dirty_results
+        ));
+    }
+    if let Some(entry) = probe.job_result(node.port)? {
+        println!("job finishes: the result store keeps {entry}");
+    }
+    let files_after = count_files(&paths.storage_dir)?;
+    if files_after != 0 {
+        problems.push(format!(
+            "the storage dir {} still holds {files_after} file(s) after the job's HA data was deleted",
+            paths.show(&paths.storage_dir)
+        ));
+    }
+    Ok(Finish {
+        leader,
+        last,
+        state,
+        files_before,
+        files_after,
+        problems,
+    })
+}
+
+/// Waits at most `timeout` until the job manager of `node` logged what `seen` looks for.
+fn wait_for(node: &Node, timeout: Duration, seen: fn(&check::Journal) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !seen(&check::Journal::read(node)) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Files under `dir`, at any depth.
+fn count_files(dir: &std::path::Path) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        n += if entry.file_type()?.is_dir() {
+            count_files(&entry.path())?
+        } else {
+            1
+        };
+    }
+    Ok(n)
 }
 
 /// Polls the live sidecars until one leads in a term after `old`.
@@ -289,33 +466,59 @@ fn wait_for_takeover(nodes: &[Node], probe: &Probe, old: u64) -> anyhow::Result<
     bail!("no standby took over within {TAKEOVER_TIMEOUT:?}")
 }
 
-fn print_summary(handovers: &[Handover], problems: &[String]) {
+fn print_summary(handovers: &[Handover], problems: &[String], finish: &Finish) {
     println!();
-    println!("ha-sidecar demo: {SIDECARS} sidecars on the file backend (lease 2s)");
+    println!("ha-sidecar demo: {SIDECARS} sidecars on the file backend (lease 2s), job {JOB_ID}");
     println!(
-        "  {:<8}  {:<31}  {:<8}  {:<11}  {:<17}  resumed from",
+        "  {:<8}  {:<31}  {:<8}  {:<11}  {:<17}  resumed via /recovery",
         "phase", "leader before -> after", "takeover", "read before", "old leader's last"
     );
-    let show = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+    let show = |c: Option<String>| c.unwrap_or_else(|| "-".to_string());
     for h in handovers {
         let change = format!("{} -> {}", h.from, h.to);
         let takeover = format!("{:.2} s", h.takeover.as_secs_f64());
         println!(
             "  {:<8}  {change:<31}  {takeover:<8}  {:<11}  {:<17}  {}",
             h.failure.label(),
-            h.before,
-            show(h.old_last),
-            show(h.resumed)
+            h.before.to_string(),
+            show(h.old_last.map(|c| c.to_string())),
+            show(h.resumed.map(|r| r.to_string()))
         );
     }
     println!(
-        "  (read before: read from a standby just before the failure; old leader's last: as its job manager logged it)"
+        "  (count (cp <checkpoint id>); read before: through a standby just before the failure; old leader's last: acknowledged, as its job manager logged it)"
     );
+    for note in handovers.iter().filter_map(|h| h.note.as_ref()) {
+        println!("  note: {note}");
+    }
     if problems.is_empty() {
-        println!("  count continuity: ok (no checkpoint lost, no term wrote after being fenced)");
+        println!(
+            "  count continuity: ok (no acknowledged checkpoint lost: each new leader recovered the latest via /recovery; no term wrote after being fenced)"
+        );
     } else {
         println!("  count continuity: BROKEN");
         for p in problems {
+            println!("    - {p}");
+        }
+    }
+    let f = finish;
+    let state = match f.state.as_str() {
+        "deleted" => "deleted on commit",
+        "clean" => "kept, marked clean",
+        other => other,
+    };
+    let recorded = format!(
+        "result recorded in term {} (count {} from checkpoint {}; {state})",
+        f.leader.term, f.last.count, f.last.id
+    );
+    if f.problems.is_empty() {
+        println!(
+            "  job finished: {recorded}, HA data cleaned up (recovery view empty, storage dir: {} files, {} before)",
+            f.files_after, f.files_before
+        );
+    } else {
+        println!("  job finished: {recorded}, clean-up INCOMPLETE");
+        for p in &f.problems {
             println!("    - {p}");
         }
     }

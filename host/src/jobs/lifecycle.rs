@@ -72,6 +72,7 @@ impl Lifecycle {
         result: Value,
         fence: u64,
     ) -> Result<ResultOutcome, ValueError> {
+        let mut gate = self.jobs.gate(job).await;
         failpoint::hit("before-dirty-record");
         match self.jobs.result(job).await? {
             Some(entry) if entry.state == "clean" => return Ok(ResultOutcome::Clean),
@@ -87,8 +88,9 @@ impl Lifecycle {
                     .await?;
             }
         }
+        gate.finished = true;
         failpoint::hit("after-dirty-record");
-        match self.clean_up(job, fence).await {
+        match self.clean_up_locked(job, fence).await {
             Ok(outcome) => Ok(outcome),
             Err(e) if not_leader(&e) => Err(e),
             Err(e) => {
@@ -99,10 +101,18 @@ impl Lifecycle {
         }
     }
 
+    /// Finishes the cleanup of a job whose result is recorded (the leader's
+    /// duties call this for dirty results left by a crash or a failure).
+    pub async fn clean_up(&self, job: &str, fence: u64) -> Result<ResultOutcome, ValueError> {
+        let mut gate = self.jobs.gate(job).await;
+        gate.finished = true;
+        self.clean_up_locked(job, fence).await
+    }
+
     /// Deletes the job's HA data (checkpoints and their files, counter,
     /// graph), then commits the result. Idempotent: safe to run again after
     /// a crash at any point.
-    pub async fn clean_up(&self, job: &str, fence: u64) -> Result<ResultOutcome, ValueError> {
+    async fn clean_up_locked(&self, job: &str, fence: u64) -> Result<ResultOutcome, ValueError> {
         for (i, id) in self.jobs.checkpoints(job).await?.into_iter().enumerate() {
             self.values()
                 .delete(&checkpoint_key(job, id), None, Some(fence))

@@ -12,7 +12,7 @@
 
 mod lifecycle;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -66,11 +66,43 @@ pub struct ResultEntry {
 pub struct JobStore {
     pub values: Arc<ValueStore>,
     pub retained_checkpoints: usize,
+    gates: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Gate>>>>,
+}
+
+/// Serializes a job's writes with its lifecycle in this sidecar, so that a
+/// checkpoint racing with `PUT /result` either lands before the dirty record
+/// (and is cleaned up) or is refused, never lands after the cleanup.
+#[derive(Default)]
+pub struct Gate {
+    /// This process finished the job: refuse its writes even after the
+    /// result itself is deleted on commit.
+    pub finished: bool,
 }
 
 impl JobStore {
+    pub fn new(values: Arc<ValueStore>, retained_checkpoints: usize) -> Self {
+        Self {
+            values,
+            retained_checkpoints,
+            gates: Default::default(),
+        }
+    }
+
+    /// Holds the job's gate for the duration of one write or lifecycle step.
+    pub async fn gate(&self, job: &str) -> tokio::sync::OwnedMutexGuard<Gate> {
+        let gate = self
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(job.to_string())
+            .or_default()
+            .clone();
+        gate.lock_owned().await
+    }
+
     pub async fn put_graph(&self, job: &str, graph: &[u8], fence: u64) -> Result<u64, ValueError> {
-        self.refuse_if_finished(job).await?;
+        let gate = self.gate(job).await;
+        self.refuse_if_finished(job, &gate).await?;
         self.values
             .put(&graph_key(job), graph, None, Some(fence))
             .await
@@ -104,19 +136,35 @@ impl JobStore {
         payload: &[u8],
         fence: u64,
     ) -> Result<(u64, Vec<u64>), ValueError> {
-        self.refuse_if_finished(job).await?;
+        let gate = self.gate(job).await;
+        self.refuse_if_finished(job, &gate).await?;
         let version = self
             .values
             .put(&checkpoint_key(job, id), payload, Some(0), Some(fence))
             .await?;
-        let ids = self.checkpoints(job).await?;
-        let excess = ids.len().saturating_sub(self.retained_checkpoints);
+        // The checkpoint is stored: from here on, failures must not be
+        // reported as if it were not. Retention catches up on the next add.
         let mut removed = Vec::new();
-        for old in ids.into_iter().take(excess) {
-            self.values
-                .delete(&checkpoint_key(job, old), None, Some(fence))
-                .await?;
-            removed.push(old);
+        match self.checkpoints(job).await {
+            Ok(ids) => {
+                let excess = ids.len().saturating_sub(self.retained_checkpoints);
+                for old in ids.into_iter().take(excess) {
+                    match self
+                        .values
+                        .delete(&checkpoint_key(job, old), None, Some(fence))
+                        .await
+                    {
+                        Ok(()) => removed.push(old),
+                        Err(e) => {
+                            tracing::warn!(job, checkpoint = old, error = %e, "checkpoint stored, but an old one could not be removed yet");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job, error = %e, "checkpoint stored, but old ones could not be listed for removal")
+            }
         }
         Ok((version, removed))
     }
@@ -156,7 +204,8 @@ impl JobStore {
         expected: Option<u64>,
         fence: u64,
     ) -> Result<u64, ValueError> {
-        self.refuse_if_finished(job).await?;
+        let gate = self.gate(job).await;
+        self.refuse_if_finished(job, &gate).await?;
         self.values
             .put(
                 &counter_key(job),
@@ -183,8 +232,8 @@ impl JobStore {
 
     /// A job with a recorded result must not get new HA data: it would never
     /// be cleaned up, and could be offered for recovery.
-    async fn refuse_if_finished(&self, job: &str) -> Result<(), ValueError> {
-        if self.values.get(&result_key(job)).await?.is_some() {
+    async fn refuse_if_finished(&self, job: &str, gate: &Gate) -> Result<(), ValueError> {
+        if gate.finished || self.values.get(&result_key(job)).await?.is_some() {
             return Err(ValueError::Call(CallError::Failure(Failure::Invalid(
                 format!(
                     "job {job} is globally terminal (it has an entry in the job result store); its HA data can no longer change"
