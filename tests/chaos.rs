@@ -27,8 +27,7 @@ mod support;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -363,30 +362,31 @@ fn app(node: usize, port: u16, shared: &Observed) -> AppStats {
             sleep(Duration::from_millis(20));
             continue;
         };
-        let (mut value, mut etag) = match call(port, "GET", KEY_PATH, &[], b"", STATE_TIMEOUT) {
-            Ok(r) if r.status == 200 => match r.header("etag") {
-                Some(e) => (r.body.clone(), Some(e.to_string())),
-                None => {
-                    stats.unexpected.push("GET 200 without an ETag".into());
+        let (mut value, mut etag) =
+            match request_within(port, "GET", KEY_PATH, &[], b"", STATE_TIMEOUT) {
+                Ok(r) if r.status == 200 => match r.header("etag") {
+                    Some(e) => (r.body.clone(), Some(e.to_string())),
+                    None => {
+                        stats.unexpected.push("GET 200 without an ETag".into());
+                        sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                },
+                Ok(r) if r.status == 404 => (Vec::new(), None),
+                other => {
+                    match other {
+                        Ok(r) if r.status == 503 => count_503(&mut stats, &r),
+                        Ok(r) => stats.unexpected.push(format!(
+                            "GET {KEY_PATH}: {} {}",
+                            r.status,
+                            r.text()
+                        )),
+                        Err(_) => stats.no_answer += 1,
+                    }
                     sleep(Duration::from_millis(20));
                     continue;
                 }
-            },
-            Ok(r) if r.status == 404 => (Vec::new(), None),
-            other => {
-                match other {
-                    Ok(r) if r.status == 503 => count_503(&mut stats, &r),
-                    Ok(r) => {
-                        stats
-                            .unexpected
-                            .push(format!("GET {KEY_PATH}: {} {}", r.status, r.text()))
-                    }
-                    Err(_) => stats.no_answer += 1,
-                }
-                sleep(Duration::from_millis(20));
-                continue;
-            }
-        };
+            };
         let fence = term.to_string();
         let mut acked_in_term = 0;
         while !shared.stop.load(Relaxed) {
@@ -406,7 +406,7 @@ fn app(node: usize, port: u16, shared: &Observed) -> AppStats {
             stats.attempted.insert(entry.clone());
             shared.writing[node].store(true, Relaxed);
             let start = Instant::now();
-            let answer = call(
+            let answer = request_within(
                 port,
                 "PUT",
                 KEY_PATH,
@@ -498,7 +498,7 @@ fn count_503(stats: &mut AppStats, r: &Response) {
 /// lead or does not answer in time. A "leading" answer is recorded as a claim.
 fn leading_term(node: usize, port: u16, shared: &Observed) -> Option<u64> {
     let start = Instant::now();
-    let r = call(port, "GET", "/leader", &[], b"", LEADER_TIMEOUT).ok()?;
+    let r = request_within(port, "GET", "/leader", &[], b"", LEADER_TIMEOUT).ok()?;
     let end = Instant::now();
     if r.status != 200 {
         return None;
@@ -525,7 +525,7 @@ fn sampler(node: usize, port: u16, shared: &Observed) -> (u64, u64) {
     while !shared.stop.load(Relaxed) {
         asked += 1;
         let start = Instant::now();
-        match call(port, "GET", "/leader/self", &[], b"", SAMPLE_TIMEOUT) {
+        match request_within(port, "GET", "/leader/self", &[], b"", SAMPLE_TIMEOUT) {
             Ok(r) if r.status == 200 => {
                 let end = Instant::now();
                 if let Some(term) = serde_json::from_slice::<serde_json::Value>(&r.body)
@@ -679,7 +679,7 @@ impl Nemesis<'_> {
                 self.say(format!("SIGTERM {} ({role})", node.id));
             }
             _ => {
-                let r = call(
+                let r = request_within(
                     node.port,
                     "POST",
                     "/leader/resign?holdoff=1s",
@@ -796,7 +796,7 @@ fn leader_among(nodes: &[Node]) -> Option<usize> {
 }
 
 fn leads_now(port: u16) -> Option<()> {
-    let r = call(port, "GET", "/leader/self", &[], b"", SAMPLE_TIMEOUT).ok()?;
+    let r = request_within(port, "GET", "/leader/self", &[], b"", SAMPLE_TIMEOUT).ok()?;
     (r.status == 200).then_some(())
 }
 
@@ -1112,67 +1112,6 @@ fn hash(bytes: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
-}
-
-/// Like `support::request`, but the whole exchange (connect, send, receive)
-/// must finish within `timeout`: a SIGSTOPped sidecar accepts connections
-/// (the kernel does) but never answers.
-fn call(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> std::io::Result<Response> {
-    let deadline = Instant::now() + timeout;
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))
-    };
-    let mut s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout)?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.set_write_timeout(Some(left()?))?;
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        s.set_read_timeout(Some(left()?))?;
-        match s.read(&mut buf)? {
-            0 => break,
-            n => raw.extend_from_slice(&buf[..n]),
-        }
-    }
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("bad status line"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Ok(Response {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    })
 }
 
 /// The checkers themselves, on made-up histories: each flags what it should
