@@ -26,8 +26,9 @@ async fn file_backend_passes_the_conformance_suite() {
     };
     let grants = Grants {
         filesystem: Some(dir.path().to_path_buf()),
+        zookeeper: None,
     };
-    let plugin = LoadedPlugin::load(&cfg, &grants, Arc::new(Metrics::default()))
+    let plugin = LoadedPlugin::load(&cfg, &grants, None, Arc::new(Metrics::default()))
         .expect("load the file plugin");
     let subject = Subject {
         plugin,

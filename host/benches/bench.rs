@@ -90,8 +90,9 @@ fn plugin_boundary(table: &mut Table) {
             restart_backoff: Duration::from_millis(100),
             restart_backoff_max: Duration::from_secs(1),
         };
-        let plugin = LoadedPlugin::load(&cfg, &Grants::default(), Arc::new(Metrics::default()))
-            .expect("load fixture_faulty");
+        let plugin =
+            LoadedPlugin::load(&cfg, &Grants::default(), None, Arc::new(Metrics::default()))
+                .expect("load fixture_faulty");
         let setup = Setup {
             me: Member {
                 id: "bench".into(),

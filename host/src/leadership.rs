@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 
+use crate::capabilities::zookeeper::Health;
 use crate::config::Timing;
 use crate::metrics::Metrics;
 use crate::runtime::{CallError, Failure, Slot, Term};
@@ -113,6 +114,26 @@ pub struct Election {
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
     pub progress: Arc<Progress>,
+    /// Session backends (ZooKeeper) report here when the session can no
+    /// longer back leadership; the leader steps down at once.
+    pub session: Option<watch::Receiver<Health>>,
+}
+
+/// Resolves when the session backing leadership is lost; never without one.
+async fn session_lost(session: &mut Option<watch::Receiver<Health>>) -> String {
+    let Some(rx) = session else {
+        return std::future::pending().await;
+    };
+    // Clone out at once: the guard `wait_for` returns must not live across an await.
+    let lost = rx
+        .wait_for(|h| *h != Health::Ok)
+        .await
+        .map(|h| h.clone())
+        .ok();
+    match lost {
+        Some(Health::Lost(why)) => why,
+        _ => std::future::pending().await,
+    }
 }
 
 pub fn initial() -> Local {
@@ -177,6 +198,7 @@ impl Election {
             tokio::select! {
                 biased;
                 _ = self.shutdown.wait_for(|s| *s) => break Exit::Shutdown,
+                why = session_lost(&mut self.session) => break Exit::Lost(why),
                 Some(Command::Resign { holdoff, reply }) = self.commands.recv() => break Exit::Resign { holdoff, reply },
                 _ = sleep_until(valid_until.into()) => break Exit::Lost("could not renew within the renew deadline".into()),
                 _ = sleep_until((last_keep + t.retry_period).into()) => {}

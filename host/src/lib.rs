@@ -9,6 +9,7 @@
 //! - `http`: the localhost API; `metrics`: Prometheus text;
 //! - `sidecar`: starts and stops all of the above.
 
+pub mod capabilities;
 pub mod config;
 pub mod conformance;
 pub mod discovery;

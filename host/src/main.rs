@@ -74,7 +74,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
 
 fn validate(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    LoadedPlugin::load(&config.plugin, &config.grants, Default::default())?;
+    LoadedPlugin::load(&config.plugin, &config.grants, None, Default::default())?;
     let t = &config.timing;
     println!(
         "{}: ok (member {}, listen {}, plugin {}, lease {:?} / renew deadline {:?} / retry {:?})",

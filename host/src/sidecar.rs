@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::capabilities::zookeeper::ZkSession;
 use crate::config::Config;
 use crate::discovery::{self, Discovered, View};
 use crate::jobs::{Cleanup, JobStore, LeaderDuties, Lifecycle};
@@ -127,7 +128,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
     }
-    let plugin = LoadedPlugin::load(&config.plugin, &config.grants, metrics.clone())?;
+    let zookeeper = match &config.grants.zookeeper {
+        Some(settings) => Some(ZkSession::connect(settings.clone()).await?),
+        None => None,
+    };
+    let plugin = LoadedPlugin::load(
+        &config.plugin,
+        &config.grants,
+        zookeeper.clone(),
+        metrics.clone(),
+    )?;
     let contract = plugin
         .inspection
         .contract()
@@ -231,6 +241,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shutdown: shutdown_rx.clone(),
             metrics,
             progress,
+            session: zookeeper.as_ref().map(|z| z.health()),
         }
         .run(),
     );
@@ -252,6 +263,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.timing.retry_period + 2 * config.plugin.call_timeout + Duration::from_secs(1);
     let stopped = async {
         let _ = election.await;
+        // Closing the session removes this sidecar's ephemeral nodes now,
+        // not after the session timeout.
+        if let Some(z) = &zookeeper {
+            z.close().await;
+        }
         let _ = http.await;
     };
     tokio::select! {

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use units::{Bytes, Dur, parse_duration};
+use crate::capabilities::zookeeper::ZkSettings;
+
+pub use units::{Bytes, Dur, FlinkDur, parse_duration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -116,6 +118,30 @@ struct RawPlugin {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawCapabilities {
     filesystem: Option<RawFilesystem>,
+    zookeeper: Option<RawZookeeper>,
+}
+
+/// Flink's `high-availability.zookeeper.*` keys, without that prefix.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawZookeeper {
+    quorum: String,
+    #[serde(default)]
+    client: RawZkClient,
+    /// `user:password` for digest authentication.
+    digest: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawZkClient {
+    session_timeout: Option<FlinkDur>,
+    connection_timeout: Option<FlinkDur>,
+    retry_wait: Option<FlinkDur>,
+    max_retry_wait: Option<FlinkDur>,
+    max_retry_attempts: Option<u32>,
+    tolerate_suspended_connections: Option<bool>,
+    acl: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -187,6 +213,7 @@ pub struct PluginConfig {
 pub struct Grants {
     /// Host directory mounted into the plugin at `/data`.
     pub filesystem: Option<PathBuf>,
+    pub zookeeper: Option<ZkSettings>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -303,8 +330,13 @@ impl Validator<'_> {
         let timing = self.timing(&raw.timing)?;
         let plugin = self.plugin(raw.plugin, &timing)?;
 
+        let zookeeper = match raw.capabilities.zookeeper {
+            Some(z) => Some(self.zookeeper(z, &timing)?),
+            None => None,
+        };
         let grants = Grants {
             filesystem: raw.capabilities.filesystem.map(|fs| self.resolve(&fs.dir)),
+            zookeeper,
         };
 
         let storage = self.storage(raw.storage)?;
@@ -394,6 +426,79 @@ impl Validator<'_> {
             inline_limit,
             sweep_interval,
             sweep_grace,
+        })
+    }
+
+    /// Flink's defaults: session 60 s, connection 15 s, retry wait 5 s, 3
+    /// attempts, suspended connections not tolerated, open ACLs.
+    fn zookeeper(&self, z: RawZookeeper, timing: &Timing) -> Result<ZkSettings, ConfigError> {
+        let quorum: String = z.quorum.chars().filter(|c| !c.is_whitespace()).collect();
+        let bad_quorum = quorum.is_empty()
+            || quorum.split(',').any(|hp| match hp.rsplit_once(':') {
+                Some((host, port)) => {
+                    host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0)
+                }
+                None => true,
+            });
+        if bad_quorum {
+            return Err(self.err(
+                "capabilities.zookeeper.quorum",
+                format!("{:?}", z.quorum),
+                "must be host:port pairs separated by commas, such as zk1:2181,zk2:2181,zk3:2181",
+            ));
+        }
+        let c = z.client;
+        let ms =
+            |d: Option<FlinkDur>, default: u64| d.map_or(Duration::from_millis(default), |d| d.0);
+        let session_timeout = ms(c.session_timeout, 60_000);
+        let connection_timeout = ms(c.connection_timeout, 15_000);
+        let retry_wait = ms(c.retry_wait, 5_000);
+        let max_retry_wait = ms(c.max_retry_wait, 60_000);
+        if session_timeout < Duration::from_millis(100) {
+            return Err(self.err(
+                "capabilities.zookeeper.client.session-timeout",
+                Dur(session_timeout),
+                "must be at least 100ms (the server also clamps it to [2, 20] ticks)",
+            ));
+        }
+        if connection_timeout.is_zero() || retry_wait.is_zero() || max_retry_wait < retry_wait {
+            return Err(self.err(
+                "capabilities.zookeeper.client",
+                format!(
+                    "connection-timeout {}, retry-wait {}, max-retry-wait {}",
+                    Dur(connection_timeout),
+                    Dur(retry_wait),
+                    Dur(max_retry_wait)
+                ),
+                "timeouts and waits must be above zero, and max-retry-wait at least retry-wait",
+            ));
+        }
+        let _ = timing;
+        let acl_creator = match c.acl.as_deref().unwrap_or("open") {
+            "open" => false,
+            "creator" if z.digest.is_some() => true,
+            "creator" => return Err(self.err("capabilities.zookeeper.client.acl", "creator", "needs an authenticated identity: set capabilities.zookeeper.digest (user:password); SASL is not supported by this version")),
+            other => return Err(self.err("capabilities.zookeeper.client.acl", format!("{other:?}"), "must be open or creator")),
+        };
+        if let Some(d) = &z.digest
+            && !d.contains(':')
+        {
+            return Err(self.err(
+                "capabilities.zookeeper.digest",
+                "(hidden)",
+                "must be user:password",
+            ));
+        }
+        Ok(ZkSettings {
+            quorum,
+            session_timeout,
+            connection_timeout,
+            retry_wait,
+            max_retry_wait,
+            max_retry_attempts: c.max_retry_attempts.unwrap_or(3).max(1),
+            tolerate_suspended_connections: c.tolerate_suspended_connections.unwrap_or(false),
+            acl_creator,
+            digest: z.digest,
         })
     }
 

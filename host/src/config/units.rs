@@ -135,3 +135,35 @@ mod tests {
         assert!(parse_bytes("99999999999999999999GiB").is_err());
     }
 }
+
+/// A duration under one of Flink's keys: a number with a unit, or a bare
+/// number of milliseconds (Flink up to 1.19 typed these keys as integers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlinkDur(pub Duration);
+
+impl<'de> Deserialize<'de> for FlinkDur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FlinkDur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("milliseconds, or a duration with a unit such as 60s")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FlinkDur, E> {
+                match v.trim().parse::<u64>() {
+                    Ok(ms) => Ok(FlinkDur(Duration::from_millis(ms))),
+                    Err(_) => parse_duration(v).map(FlinkDur).map_err(E::custom),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FlinkDur, E> {
+                Ok(FlinkDur(Duration::from_millis(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FlinkDur, E> {
+                u64::try_from(v)
+                    .map(|ms| FlinkDur(Duration::from_millis(ms)))
+                    .map_err(|_| E::custom(format!("{v} is negative")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

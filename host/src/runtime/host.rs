@@ -3,6 +3,9 @@
 //! host side of the contract's imports.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::capabilities::zookeeper::ZkSession;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -19,6 +22,8 @@ pub struct HostState {
     table: ResourceTable,
     pub limits: StoreLimits,
     role: &'static str,
+    /// The sidecar's ZooKeeper session, when the capability is granted.
+    pub zookeeper: Option<Arc<ZkSession>>,
 }
 
 impl HostState {
@@ -26,6 +31,7 @@ impl HostState {
         role: &'static str,
         memory_limit: u64,
         data_dir: Option<&Path>,
+        zookeeper: Option<Arc<ZkSession>>,
     ) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stderr()
@@ -47,6 +53,7 @@ impl HostState {
             table: ResourceTable::new(),
             limits,
             role,
+            zookeeper,
         })
     }
 }

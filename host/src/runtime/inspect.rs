@@ -97,6 +97,7 @@ fn classify(interface: &str) -> Need {
     let package = bare.split('/').next().unwrap_or(bare);
     match package {
         "ha:sidecar" if matches!(bare, "ha:sidecar/log" | "ha:sidecar/types") => Need::Always,
+        "ha:sidecar" if bare == "ha:sidecar/zookeeper" => Need::Capability("zookeeper"),
         "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" => Need::Always,
         "wasi:filesystem" => Need::Capability("filesystem"),
         "wasi:sockets" => Need::Never(
@@ -182,6 +183,7 @@ impl Grants {
     fn is_granted(&self, capability: &str) -> bool {
         match capability {
             "filesystem" => self.filesystem.is_some(),
+            "zookeeper" => self.zookeeper.is_some(),
             _ => false,
         }
     }
@@ -237,6 +239,7 @@ mod tests {
         );
         let granted = Grants {
             filesystem: Some("/tmp".into()),
+            zookeeper: None,
         };
         assert!(
             plugin(

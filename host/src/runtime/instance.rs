@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
-use super::bindings::Plugin as Bindings;
+use super::bindings::Capabilities as Bindings;
 use super::bindings::ha::sidecar::types::{Failure, Setup, Term, Versioned};
 use super::engine::ticks_for;
 use super::host::HostState;

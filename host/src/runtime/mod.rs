@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod engine;
 mod host;
+pub use host::HostState;
 pub mod inspect;
 mod instance;
 mod slot;
@@ -21,16 +22,17 @@ pub use host::GUEST_DATA_DIR;
 pub use instance::{CallError, Instance, describe};
 pub use slot::Slot;
 
+use crate::capabilities::zookeeper::ZkSession;
 use crate::config::{Grants, PluginConfig};
 use crate::metrics::Metrics;
-use host::HostState;
 use inspect::{Inspection, Refusal};
 
 /// Host bindings generated from `wit/`.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "plugin",
+        world: "capabilities",
+        imports: { "ha:sidecar/zookeeper": async },
         exports: { default: async },
     });
 }
@@ -67,13 +69,14 @@ pub enum LoadError {
 /// A compiled, checked plugin, ready to instantiate cheaply many times.
 pub struct LoadedPlugin {
     engine: Engine,
-    pre: bindings::PluginPre<HostState>,
+    pre: bindings::CapabilitiesPre<HostState>,
     pub inspection: Inspection,
     pub sha256: String,
     pub source: cache::Source,
     memory_limit: u64,
     call_timeout: Duration,
     data_dir: Option<PathBuf>,
+    zookeeper: Option<Arc<ZkSession>>,
     metrics: Arc<Metrics>,
 }
 
@@ -82,9 +85,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl LoadedPlugin {
+    /// `zookeeper`: the live session when the capability is granted (none
+    /// when only checking a plugin, as `validate` does).
     pub fn load(
         cfg: &PluginConfig,
         grants: &Grants,
+        zookeeper: Option<Arc<ZkSession>>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, LoadError> {
         let path = cfg.path.clone();
@@ -124,7 +130,7 @@ impl LoadedPlugin {
         let mut linker = Linker::<HostState>::new(&engine);
         let link = |linker: &mut Linker<HostState>| -> anyhow::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
-            bindings::Plugin::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+            bindings::Capabilities::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
             Ok(())
         };
         link(&mut linker).map_err(|source| LoadError::Link {
@@ -133,7 +139,7 @@ impl LoadedPlugin {
         })?;
         let pre = linker
             .instantiate_pre(&component)
-            .and_then(bindings::PluginPre::new)
+            .and_then(bindings::CapabilitiesPre::new)
             .map_err(|e| LoadError::Link {
                 path: path.clone(),
                 source: e.into(),
@@ -149,6 +155,7 @@ impl LoadedPlugin {
             memory_limit: cfg.memory_limit,
             call_timeout: cfg.call_timeout,
             data_dir: grants.filesystem.clone(),
+            zookeeper,
             metrics,
         }))
     }
@@ -159,8 +166,13 @@ impl LoadedPlugin {
         role: &'static str,
         setup: &Setup,
     ) -> Result<Instance, CallError> {
-        let state = HostState::new(role, self.memory_limit, self.data_dir.as_deref())
-            .map_err(|e| CallError::NoInstance(format!("{e:#}")))?;
+        let state = HostState::new(
+            role,
+            self.memory_limit,
+            self.data_dir.as_deref(),
+            self.zookeeper.clone(),
+        )
+        .map_err(|e| CallError::NoInstance(format!("{e:#}")))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();

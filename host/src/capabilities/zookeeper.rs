@@ -1,0 +1,295 @@
+//! The `zookeeper` capability: one ZooKeeper session per sidecar, shared by
+//! every instance of the plugin, with Flink's connection settings.
+//!
+//! The session also tells the leadership state machine when leadership can
+//! no longer be trusted: at once when the connection is lost (Curator's
+//! default, Flink's `tolerate-suspended-connections: false`), or, when
+//! suspended connections are tolerated, after a third of the session timeout
+//! (a client notices a lost connection only about two thirds of the way to
+//! the server expiring its session, so waiting longer could overlap with a
+//! successor). After an expiry the capability connects a fresh session; the
+//! plugin's old ephemeral nodes are gone with the old one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{RwLock, watch};
+use zookeeper_client as zk;
+
+use crate::runtime::bindings::ha::sidecar::zookeeper as wit;
+
+/// Connection settings, named after Flink's `high-availability.zookeeper.*` keys.
+#[derive(Debug, Clone)]
+pub struct ZkSettings {
+    pub quorum: String,
+    pub session_timeout: Duration,
+    pub connection_timeout: Duration,
+    pub retry_wait: Duration,
+    pub max_retry_wait: Duration,
+    pub max_retry_attempts: u32,
+    pub tolerate_suspended_connections: bool,
+    /// `creator`: nodes readable and writable only by the authenticated identity.
+    pub acl_creator: bool,
+    /// Digest authentication: `user:password`.
+    pub digest: Option<String>,
+}
+
+/// Whether the session still backs this sidecar's leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    Lost(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "capabilities.zookeeper.quorum: cannot connect to {quorum:?} after {attempts} attempts: {last}; check that the ensemble runs and the quorum string (host:port,host:port) is right"
+    )]
+    Unreachable {
+        quorum: String,
+        attempts: u32,
+        last: String,
+    },
+}
+
+pub struct ZkSession {
+    settings: ZkSettings,
+    client: RwLock<Option<zk::Client>>,
+    state: watch::Sender<wit::SessionState>,
+    health: watch::Sender<Health>,
+}
+
+impl ZkSession {
+    /// Connects (retrying with Flink's backoff) and starts watching the session.
+    pub async fn connect(settings: ZkSettings) -> Result<Arc<Self>, ConnectError> {
+        let client = connect_with_retries(&settings).await?;
+        tracing::info!(quorum = %settings.quorum, session = format!("{:#x}", client.session_id().0), timeout = ?client.session_timeout(), "ZooKeeper session established");
+        let (state, _) = watch::channel(wit::SessionState::Connected);
+        let (health, _) = watch::channel(Health::Ok);
+        let session = Arc::new(Self {
+            settings,
+            client: RwLock::new(Some(client)),
+            state,
+            health,
+        });
+        tokio::spawn(session.clone().watch_session());
+        Ok(session)
+    }
+
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+
+    async fn current(&self) -> Result<zk::Client, wit::ZkError> {
+        self.client
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| wit::ZkError::ConnectionLoss("the ZooKeeper session is closed".into()))
+    }
+
+    /// Follows the session's state; on expiry, connects a fresh session.
+    async fn watch_session(self: Arc<Self>) {
+        loop {
+            let Ok(client) = self.current().await else {
+                return;
+            };
+            let mut states = client.state_watcher();
+            drop(client);
+            loop {
+                let state = states.changed().await;
+                match state {
+                    zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                        self.state.send_replace(wit::SessionState::Connected);
+                        self.health.send_replace(Health::Ok);
+                        tracing::info!("ZooKeeper connection restored");
+                    }
+                    zk::SessionState::Disconnected => {
+                        self.state.send_replace(wit::SessionState::Suspended);
+                        tracing::warn!("ZooKeeper connection lost; the session may still be alive");
+                        self.suspended().await;
+                    }
+                    zk::SessionState::Expired | zk::SessionState::AuthFailed => {
+                        self.state.send_replace(wit::SessionState::Expired);
+                        self.health
+                            .send_replace(Health::Lost("the ZooKeeper session expired".into()));
+                        tracing::warn!(?state, "ZooKeeper session ended; connecting a new one");
+                        break;
+                    }
+                    zk::SessionState::Closed => {
+                        self.state.send_replace(wit::SessionState::Closed);
+                        return;
+                    }
+                }
+            }
+            // A fresh session, retrying for as long as it takes.
+            loop {
+                if self.client.read().await.is_none() {
+                    return; // closed meanwhile
+                }
+                match connect_with_retries(&self.settings).await {
+                    Ok(c) => {
+                        tracing::info!(
+                            session = format!("{:#x}", c.session_id().0),
+                            "new ZooKeeper session established"
+                        );
+                        *self.client.write().await = Some(c);
+                        self.state.send_replace(wit::SessionState::Connected);
+                        self.health.send_replace(Health::Ok);
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot reconnect to ZooKeeper yet"),
+                }
+            }
+        }
+    }
+
+    /// The connection is down: leadership ends at once, or, tolerating
+    /// suspended connections, if it stays down for a third of the session timeout.
+    async fn suspended(&self) {
+        let grace = if self.settings.tolerate_suspended_connections {
+            self.session_timeout().await / 3
+        } else {
+            Duration::ZERO
+        };
+        let mut state = self.state.subscribe();
+        let recovered = tokio::time::timeout(
+            grace,
+            state.wait_for(|s| *s != wit::SessionState::Suspended),
+        )
+        .await
+        .is_ok();
+        if !recovered {
+            self.health
+                .send_replace(Health::Lost("the ZooKeeper connection is lost".into()));
+        }
+    }
+
+    async fn session_timeout(&self) -> Duration {
+        match self.client.read().await.as_ref() {
+            Some(c) => c.session_timeout(),
+            None => self.settings.session_timeout,
+        }
+    }
+
+    /// Closes the session so its ephemeral nodes go at once instead of after
+    /// the session timeout.
+    pub async fn close(&self) {
+        let Some(client) = self.client.write().await.take() else {
+            return;
+        };
+        let mut states = client.state_watcher();
+        drop(client);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while !states.changed().await.is_terminated() {}
+        })
+        .await;
+        tracing::info!("ZooKeeper session closed");
+    }
+
+    /// Runs one operation, bounded by the connection timeout; the operation
+    /// maps its own errors (see `to_wit`).
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, wit::ZkError>
+    where
+        F: FnOnce(zk::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, wit::ZkError>>,
+    {
+        let client = self.current().await?;
+        if *self.state.borrow() == wit::SessionState::Suspended {
+            return Err(wit::ZkError::ConnectionLoss(
+                "not connected to ZooKeeper".into(),
+            ));
+        }
+        match tokio::time::timeout(self.settings.connection_timeout, op(client)).await {
+            Ok(r) => r,
+            Err(_) => Err(wit::ZkError::ConnectionLoss(format!(
+                "no answer from ZooKeeper within {:?}",
+                self.settings.connection_timeout
+            ))),
+        }
+    }
+
+    pub async fn info(&self) -> wit::SessionInfo {
+        let state = *self.state.borrow();
+        match self.client.read().await.as_ref() {
+            Some(c) => wit::SessionInfo {
+                id: c.session_id().0,
+                state,
+                timeout_ms: c.session_timeout().as_millis() as u32,
+            },
+            None => wit::SessionInfo {
+                id: 0,
+                state: wit::SessionState::Closed,
+                timeout_ms: 0,
+            },
+        }
+    }
+
+    pub fn create_options(&self, mode: wit::CreateMode) -> zk::CreateOptions<'static> {
+        let mode = match mode {
+            wit::CreateMode::Persistent => zk::CreateMode::Persistent,
+            wit::CreateMode::PersistentSequential => zk::CreateMode::PersistentSequential,
+            wit::CreateMode::Ephemeral => zk::CreateMode::Ephemeral,
+            wit::CreateMode::EphemeralSequential => zk::CreateMode::EphemeralSequential,
+        };
+        mode.with_acls(if self.settings.acl_creator {
+            zk::Acls::creator_all()
+        } else {
+            zk::Acls::anyone_all()
+        })
+    }
+}
+
+async fn connect_with_retries(s: &ZkSettings) -> Result<zk::Client, ConnectError> {
+    let mut delay = s.retry_wait;
+    let mut last = String::new();
+    for attempt in 1..=s.max_retry_attempts.max(1) {
+        let mut connector = zk::Client::connector()
+            .with_session_timeout(s.session_timeout)
+            .with_connection_timeout(s.connection_timeout);
+        if let Some(d) = &s.digest {
+            connector = connector.with_auth("digest", d.as_bytes());
+        }
+        match tokio::time::timeout(s.connection_timeout, connector.connect(&s.quorum)).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("no session within {:?}", s.connection_timeout),
+        }
+        if attempt < s.max_retry_attempts {
+            tracing::warn!(attempt, quorum = %s.quorum, error = %last, retry_in = ?delay, "cannot connect to ZooKeeper");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(s.max_retry_wait);
+        }
+    }
+    Err(ConnectError::Unreachable {
+        quorum: s.quorum.clone(),
+        attempts: s.max_retry_attempts.max(1),
+        last,
+    })
+}
+
+pub fn to_wit(e: zk::Error) -> wit::ZkError {
+    match e {
+        zk::Error::NoNode => wit::ZkError::NoNode,
+        zk::Error::NodeExists => wit::ZkError::NodeExists,
+        zk::Error::BadVersion => wit::ZkError::BadVersion,
+        zk::Error::NotEmpty => wit::ZkError::NotEmpty,
+        zk::Error::SessionExpired => wit::ZkError::SessionExpired,
+        zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::ClientClosed => {
+            wit::ZkError::ConnectionLoss(e.to_string())
+        }
+        other => wit::ZkError::Other(other.to_string()),
+    }
+}
+
+pub fn stat(s: &zk::Stat) -> wit::Stat {
+    wit::Stat {
+        czxid: s.czxid,
+        mzxid: s.mzxid,
+        version: s.version,
+        cversion: s.cversion,
+        ephemeral_owner: s.ephemeral_owner,
+        num_children: s.num_children,
+    }
+}

@@ -1,0 +1,216 @@
+//! The plugin-facing side of the `zookeeper` capability: each WIT function as
+//! one bounded operation on the sidecar's shared session.
+
+use std::time::Duration;
+
+use zookeeper_client as zk;
+
+use super::zookeeper::{ZkSession, stat, to_wit};
+use crate::runtime::HostState;
+use crate::runtime::bindings::ha::sidecar::zookeeper::{
+    self as wit, CreateMode, Op, OpResult, SessionInfo, Stat, ZkError,
+};
+
+fn version(v: i32) -> Option<i32> {
+    (v >= 0).then_some(v)
+}
+
+impl HostState {
+    fn zk(&self) -> Result<std::sync::Arc<ZkSession>, ZkError> {
+        self.zookeeper
+            .clone()
+            .ok_or_else(|| ZkError::Other("the zookeeper capability is not granted".into()))
+    }
+}
+
+impl wit::Host for HostState {
+    async fn session(&mut self) -> SessionInfo {
+        match &self.zookeeper {
+            Some(zk) => zk.info().await,
+            None => SessionInfo {
+                id: 0,
+                state: wit::SessionState::Closed,
+                timeout_ms: 0,
+            },
+        }
+    }
+
+    async fn create(
+        &mut self,
+        path: String,
+        data: Vec<u8>,
+        mode: CreateMode,
+    ) -> Result<(String, Stat), ZkError> {
+        let zk = self.zk()?;
+        let options = zk.create_options(mode);
+        zk.run(|c| async move {
+            let (stat_, seq) = c.create(&path, &data, &options).await.map_err(to_wit)?;
+            // The client returns the sequence number, not the path.
+            let created = if matches!(
+                mode,
+                CreateMode::PersistentSequential | CreateMode::EphemeralSequential
+            ) {
+                format!("{path}{seq}")
+            } else {
+                path
+            };
+            Ok((created, stat(&stat_)))
+        })
+        .await
+    }
+
+    async fn ensure_path(&mut self, path: String) -> Result<(), ZkError> {
+        let zk = self.zk()?;
+        let options = zk.create_options(CreateMode::Persistent);
+        zk.run(|c| async move {
+            match c.mkdir(&path, &options).await {
+                Ok(()) | Err(zk::Error::NodeExists) => Ok(()),
+                Err(e) => Err(to_wit(e)),
+            }
+        })
+        .await
+    }
+
+    async fn get(&mut self, path: String) -> Result<Option<(Vec<u8>, Stat)>, ZkError> {
+        self.zk()?
+            .run(|c| async move {
+                match c.get_data(&path).await {
+                    Ok((data, s)) => Ok(Some((data, stat(&s)))),
+                    Err(zk::Error::NoNode) => Ok(None),
+                    Err(e) => Err(to_wit(e)),
+                }
+            })
+            .await
+    }
+
+    async fn exists(&mut self, path: String) -> Result<Option<Stat>, ZkError> {
+        self.zk()?
+            .run(|c| async move {
+                c.check_stat(&path)
+                    .await
+                    .map(|s| s.as_ref().map(stat))
+                    .map_err(to_wit)
+            })
+            .await
+    }
+
+    async fn set(&mut self, path: String, data: Vec<u8>, v: i32) -> Result<Stat, ZkError> {
+        self.zk()?
+            .run(|c| async move {
+                c.set_data(&path, &data, version(v))
+                    .await
+                    .map(|s| stat(&s))
+                    .map_err(to_wit)
+            })
+            .await
+    }
+
+    async fn delete(&mut self, path: String, v: i32) -> Result<(), ZkError> {
+        self.zk()?
+            .run(|c| async move { c.delete(&path, version(v)).await.map_err(to_wit) })
+            .await
+    }
+
+    async fn children(&mut self, path: String) -> Result<Vec<String>, ZkError> {
+        self.zk()?
+            .run(|c| async move { c.list_children(&path).await.map_err(to_wit) })
+            .await
+    }
+
+    async fn multi(&mut self, ops: Vec<Op>) -> Result<Vec<OpResult>, (u32, ZkError)> {
+        let zk = self.zk().map_err(|e| (0, e))?;
+        let options: Vec<_> = ops
+            .iter()
+            .map(|op| {
+                if let Op::Create((_, _, m)) = op {
+                    Some(zk.create_options(*m))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let result = zk
+            .run(|c| async move {
+                let mut w = c.new_multi_writer();
+                for (i, op) in ops.iter().enumerate() {
+                    let added = match op {
+                        Op::Check((p, v)) => w.add_check_version(p, *v),
+                        Op::Create((p, d, _)) => w.add_create(
+                            p,
+                            d,
+                            options[i].as_ref().expect("create options prepared"),
+                        ),
+                        Op::SetData((p, d, v)) => w.add_set_data(p, d, version(*v)),
+                        Op::Delete((p, v)) => w.add_delete(p, version(*v)),
+                    };
+                    if let Err(e) = added {
+                        return Ok(Err((i as u32, to_wit(e))));
+                    }
+                }
+                Ok(match w.commit().await {
+                    Ok(results) => {
+                        let mut out = Vec::with_capacity(results.len());
+                        for (i, r) in results.into_iter().enumerate() {
+                            out.push(match r {
+                                zk::MultiWriteResult::Check => OpResult::Checked,
+                                zk::MultiWriteResult::Delete => OpResult::Deleted,
+                                zk::MultiWriteResult::Create { path, stat: s } => {
+                                    OpResult::Created((path, stat(&s)))
+                                }
+                                zk::MultiWriteResult::SetData { stat: s } => {
+                                    OpResult::Set(stat(&s))
+                                }
+                                other => {
+                                    return Ok(Err((
+                                        i as u32,
+                                        ZkError::Other(format!(
+                                            "unexpected multi result {other:?}"
+                                        )),
+                                    )));
+                                }
+                            });
+                        }
+                        Ok(out)
+                    }
+                    Err(zk::MultiWriteError::OperationFailed { index, source }) => {
+                        Err((index as u32, to_wit(source)))
+                    }
+                    Err(zk::MultiWriteError::RequestFailed { source }) => Err((0, to_wit(source))),
+                })
+            })
+            .await;
+        match result {
+            Ok(r) => r,
+            Err(e) => Err((0, e)),
+        }
+    }
+
+    async fn wait_change(
+        &mut self,
+        path: String,
+        children: bool,
+        wait_ms: u32,
+    ) -> Result<bool, ZkError> {
+        let zk = self.zk()?;
+        let watcher = zk
+            .run(|c| async move {
+                if children {
+                    c.get_and_watch_children(&path)
+                        .await
+                        .map(|(_, _, w)| w)
+                        .map_err(to_wit)
+                } else {
+                    c.check_and_watch_stat(&path)
+                        .await
+                        .map(|(_, w)| w)
+                        .map_err(to_wit)
+                }
+            })
+            .await?;
+        Ok(
+            tokio::time::timeout(Duration::from_millis(wait_ms.into()), watcher.changed())
+                .await
+                .is_ok(),
+        )
+    }
+}
