@@ -14,9 +14,11 @@ pub mod keys;
 pub mod log;
 pub mod settings;
 
+// Bindings for every capability the host can grant (world `capabilities`): a plugin's
+// component imports only the interfaces its code actually calls.
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "plugin",
+    world: "capabilities",
     pub_export_macro: true,
     default_bindings_module: "ha_sidecar_sdk",
     generate_all,
@@ -24,6 +26,8 @@ wit_bindgen::generate!({
 
 pub use exports::ha::sidecar::backend::Guest as Backend;
 pub use ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
+/// The `zookeeper` capability (granted with `capabilities.zookeeper`).
+pub use ha::sidecar::zookeeper;
 
 /// Shorthand for the result type of every backend call.
 pub type Result<T> = std::result::Result<T, Failure>;
