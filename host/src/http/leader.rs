@@ -18,7 +18,7 @@ fn term_json(shared: &Shared, v: &View) -> Value {
     json!({
         "leader": t.map(|t| json!({ "id": t.holder.id, "address": t.holder.address })),
         "term": t.map(|t| t.token),
-        "since": t.map(since),
+        "since": t.filter(|t| t.since_ms > 0).map(since),
         "leading": v.leading,
         "member": shared.config.member_id,
     })

@@ -1,0 +1,240 @@
+//! State in Flink's layout: one znode per key under `<root>/<cluster-id>/`.
+//!
+//! Versions are the node's `mzxid`, which grows across the whole ensemble
+//! and never repeats, even when a key is deleted and created again (a znode's
+//! own version restarts at 0). A compare-and-set reads the node, checks the
+//! `mzxid`, then writes at the node's version, so a write in between fails.
+//! A fenced write is one `multi`: a check that the leader's latch node still
+//! exists, and the write. Latch nodes are ephemeral and never come back, so
+//! if the check passes the term is current at the moment of the write.
+
+use ha_sidecar_sdk::zookeeper::{self as zk, CreateMode, Op, OpResult, ZkError};
+use ha_sidecar_sdk::{Failure, Result, Versioned};
+
+use crate::paths::{Paths, VALUE_TAG, parent};
+use crate::zk_failure;
+
+/// A key's node: its value (None for a node that only holds children) and stat.
+fn read(path: &str) -> Result<Option<(Option<Vec<u8>>, zk::Stat)>> {
+    Ok(zk::get(path).map_err(zk_failure)?.map(|(data, stat)| {
+        let value = match data.split_first() {
+            Some((&VALUE_TAG, rest)) => Some(rest.to_vec()),
+            _ => None,
+        };
+        (value, stat)
+    }))
+}
+
+fn tagged(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + 1);
+    out.push(VALUE_TAG);
+    out.extend_from_slice(value);
+    out
+}
+
+fn version_of(stat: &zk::Stat) -> u64 {
+    stat.mzxid as u64
+}
+
+pub fn get(paths: &Paths, key: &str) -> Result<Option<Versioned>> {
+    Ok(match read(&paths.key(key)?)? {
+        Some((Some(value), stat)) => Some(Versioned {
+            value,
+            version: version_of(&stat),
+        }),
+        _ => None,
+    })
+}
+
+/// The latch node whose sequence is `token`, if it still exists.
+fn fence_check(paths: &Paths, token: u64) -> Result<Op> {
+    let dir = paths.latch_dir();
+    let children = match zk::children(&dir) {
+        Ok(c) => c,
+        Err(ZkError::NoNode) => return Err(Failure::NotLeader),
+        Err(e) => return Err(zk_failure(e)),
+    };
+    let node = children
+        .into_iter()
+        .find(|n| crate::paths::sequence(n) == Some(token))
+        .ok_or(Failure::NotLeader)?;
+    Ok(Op::Check((format!("{dir}/{node}"), -1)))
+}
+
+/// Runs `write` (one op) after the fence check, if any. Returns the op's result.
+fn commit(
+    paths: &Paths,
+    fence: Option<u64>,
+    write: Op,
+) -> std::result::Result<OpResult, (bool, ZkError)> {
+    let mut ops = Vec::new();
+    if let Some(token) = fence {
+        match fence_check(paths, token) {
+            Ok(op) => ops.push(op),
+            Err(Failure::NotLeader) => return Err((true, ZkError::NoNode)),
+            Err(e) => return Err((false, ZkError::Other(format!("{e:?}")))),
+        }
+    }
+    let fenced = fence.is_some();
+    match zk::multi(&ops.into_iter().chain([write]).collect::<Vec<_>>()) {
+        Ok(mut results) => Ok(results.pop().expect("one result per op")),
+        // The check failed: the term is gone.
+        Err((0, ZkError::NoNode | ZkError::BadVersion)) if fenced => Err((true, ZkError::NoNode)),
+        Err((_, e)) => Err((false, e)),
+    }
+}
+
+/// Maps a failed write: a failed fence is not-leader; a failed condition on
+/// the key itself is a conflict with whatever the key holds now.
+fn write_failure(paths: &Paths, key: &str, fenced_out: bool, e: ZkError) -> Failure {
+    if fenced_out {
+        return Failure::NotLeader;
+    }
+    match e {
+        ZkError::BadVersion | ZkError::NodeExists | ZkError::NoNode => match get(paths, key) {
+            Ok(current) => Failure::Conflict(current),
+            Err(f) => f,
+        },
+        other => zk_failure(other),
+    }
+}
+
+pub fn put(
+    paths: &Paths,
+    key: &str,
+    value: &[u8],
+    expected: Option<u64>,
+    fence: Option<u64>,
+) -> Result<u64> {
+    let path = paths.key(key)?;
+    for _ in 0..5 {
+        let current = read(&path)?;
+        let matches = match (expected, &current) {
+            (None, _) => true,
+            (Some(0), None | Some((None, _))) => true,
+            (Some(v), Some((Some(_), stat))) => version_of(stat) == v,
+            _ => false,
+        };
+        if !matches {
+            if let Some(token) = fence {
+                // A stale term must win over a lost compare-and-set.
+                fence_check(paths, token)?;
+            }
+            return Err(Failure::Conflict(get(paths, key)?));
+        }
+        let op = match &current {
+            Some((_, stat)) => Op::SetData((path.clone(), tagged(value), stat.version)),
+            None => Op::Create((path.clone(), tagged(value), CreateMode::Persistent)),
+        };
+        match commit(paths, fence, op) {
+            Ok(OpResult::Set(stat)) => return Ok(version_of(&stat)),
+            Ok(OpResult::Created((_, stat))) if stat.mzxid > 0 => return Ok(version_of(&stat)),
+            Ok(_) => {
+                return get(paths, key)?.map(|v| v.version).ok_or_else(|| {
+                    Failure::Unavailable("the value vanished right after the write".into())
+                });
+            }
+            // The parent does not exist yet: create it, then try once more.
+            Err((false, ZkError::NoNode)) if current.is_none() => {
+                zk::ensure_path(parent(&path)).map_err(zk_failure)?;
+            }
+            // Another write slipped in; the caller asked for no particular version.
+            Err((false, ZkError::BadVersion | ZkError::NodeExists)) if expected.is_none() => {}
+            Err((fenced_out, e)) => return Err(write_failure(paths, key, fenced_out, e)),
+        }
+    }
+    Err(Failure::Unavailable(format!(
+        "{path} kept changing during the write; retry"
+    )))
+}
+
+pub fn delete(paths: &Paths, key: &str, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
+    let path = paths.key(key)?;
+    let current = read(&path)?;
+    let Some((Some(_), stat)) = &current else {
+        return match expected {
+            Some(_) => {
+                if let Some(token) = fence {
+                    fence_check(paths, token)?;
+                }
+                Err(Failure::Conflict(None))
+            }
+            None => {
+                if let Some(token) = fence {
+                    fence_check(paths, token)?;
+                }
+                Ok(())
+            }
+        };
+    };
+    if expected.is_some_and(|v| v != version_of(stat)) {
+        if let Some(token) = fence {
+            fence_check(paths, token)?;
+        }
+        return Err(Failure::Conflict(get(paths, key)?));
+    }
+    // A key whose node also holds other keys keeps the node, without a value.
+    let op = if stat.num_children > 0 {
+        Op::SetData((path.clone(), Vec::new(), stat.version))
+    } else {
+        Op::Delete((path.clone(), stat.version))
+    };
+    commit(paths, fence, op).map_err(|(fenced_out, e)| write_failure(paths, key, fenced_out, e))?;
+    prune(paths, parent(&path));
+    Ok(())
+}
+
+/// Removes empty parents left behind (e.g. `jobs/<id>/checkpoints` after the
+/// last checkpoint), up to the cluster's base node. Best effort: a parent
+/// that gained a child meanwhile is simply not empty.
+fn prune(paths: &Paths, mut path: &str) {
+    while path.len() > paths.base.len() && path.starts_with(&paths.base) {
+        match zk::get(path) {
+            Ok(Some((data, stat))) if data.is_empty() && stat.num_children == 0 => {
+                if zk::delete(path, stat.version).is_err() {
+                    return;
+                }
+            }
+            _ => return,
+        }
+        path = parent(path);
+    }
+}
+
+pub fn list(paths: &Paths, prefix: &str) -> Result<Vec<String>> {
+    // Start at the deepest node the prefix names fully, then filter.
+    let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+    let start = if dir_part.is_empty() {
+        paths.base.clone()
+    } else {
+        format!("{}/{dir_part}", paths.base)
+    };
+    let mut keys = Vec::new();
+    let mut stack = vec![start];
+    while let Some(node) = stack.pop() {
+        let children = match zk::children(&node) {
+            Ok(c) => c,
+            Err(ZkError::NoNode) => continue,
+            Err(e) => return Err(zk_failure(e)),
+        };
+        for child in children {
+            let path = format!("{node}/{child}");
+            let key = &path[paths.base.len() + 1..];
+            if key == "leader" {
+                continue;
+            }
+            // Descend only where keys with the prefix can be.
+            if !(key.starts_with(prefix) || prefix.starts_with(&format!("{key}/"))) {
+                continue;
+            }
+            if key.starts_with(prefix)
+                && let Some((Some(_), _)) = read(&path)?
+            {
+                keys.push(key.to_string());
+            }
+            stack.push(path);
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
