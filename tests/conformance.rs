@@ -31,7 +31,7 @@ async fn file_backend_passes_the_conformance_suite() {
     let plugin = LoadedPlugin::load(&cfg, &grants, None, Arc::new(Metrics::default()))
         .expect("load the file plugin");
     let subject = Subject {
-        plugin,
+        plugins: conformance::shared(plugin),
         settings: cfg.settings.clone(),
         namespace_setting: "cluster-id".into(),
         lease: Duration::from_millis(1000),

@@ -7,13 +7,31 @@
 //! not see each other's leaders or keys.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::runtime::{CallError, Failure, Instance, LoadedPlugin, Member, Setup, Term, Timing};
 
+/// Gives each simulated sidecar its plugin. Lease backends can share one
+/// loaded plugin; session backends (ZooKeeper) need one session, and so one
+/// loaded plugin, per member, as real sidecars have.
+pub type PluginSource = Box<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Arc<LoadedPlugin>, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A source that hands every member the same loaded plugin.
+pub fn shared(plugin: Arc<LoadedPlugin>) -> PluginSource {
+    Box::new(move || {
+        let p = plugin.clone();
+        Box::pin(async move { Ok(p) })
+    })
+}
+
 pub struct Subject {
-    pub plugin: Arc<LoadedPlugin>,
+    pub plugins: PluginSource,
     /// Settings every instance gets, before the namespace is added.
     pub settings: Vec<(String, String)>,
     pub namespace_setting: String,
@@ -166,7 +184,8 @@ async fn member(s: &Subject, namespace: &str, id: &str) -> Result<Instance, Stri
         },
         settings,
     };
-    s.plugin
+    (s.plugins)()
+        .await?
         .instantiate("election", &setup)
         .await
         .map_err(|e| format!("cannot instantiate member {id}: {e}"))
@@ -515,9 +534,14 @@ async fn expiry(s: &Subject, ns: &str) -> Result<(), String> {
         let r = call("campaign", b.campaign(s.retry).await)?;
         ensure!(r.is_none(), "took over from a leader that kept renewing");
     }
-    // The leader goes silent, as if crashed: b takes over after about one
-    // lease, and never before the leader's own renew deadline has passed (the
-    // leader would still call itself leader until then).
+    // The leader crashes. With a session backend its session ends and b
+    // takes over at once; with a lease backend it goes silent and b takes
+    // over after about one lease, never before the leader's own renew
+    // deadline has passed (the leader would still call itself leader until then).
+    let session = a.zookeeper_session();
+    if let Some(z) = &session {
+        z.close().await;
+    }
     let tb = win(&mut b, 4 * s.lease).await?;
     let after = last_keep.elapsed();
     ensure!(
@@ -527,10 +551,13 @@ async fn expiry(s: &Subject, ns: &str) -> Result<(), String> {
         t.token
     );
     ensure!(
-        after >= s.renew_deadline,
+        session.is_some() || after >= s.renew_deadline,
         "took over {after:?} after the leader's last renewal began, before its renew deadline ({:?}) had passed",
         s.renew_deadline
     );
+    if session.is_some() {
+        return Ok(()); // the old leader's session is closed: it cannot even ask
+    }
     match a.keep(&t).await {
         Err(CallError::Failure(Failure::NotLeader)) => Ok(()),
         other => Err(format!(

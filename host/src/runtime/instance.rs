@@ -84,6 +84,11 @@ impl Instance {
         }
     }
 
+    /// The ZooKeeper session this instance uses, if the capability is granted.
+    pub fn zookeeper_session(&self) -> Option<Arc<crate::capabilities::zookeeper::ZkSession>> {
+        self.store.data().zookeeper.clone()
+    }
+
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
     }
