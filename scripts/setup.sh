@@ -15,6 +15,44 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
+# Installs the Debian packages given that are missing (apt-get, through sudo
+# when not root), e.g. the real services some integration tests run.
+ensure_debian_packages() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        if ! dpkg -s "$pkg" 2>/dev/null | grep -qx 'Status: install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: the tests need the Debian packages ${missing[*]}; this script installs them with apt-get, which is not available here" >&2
+        exit 1
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "error: the tests need the Debian packages ${missing[*]}; run as root, or install them: apt-get install ${missing[*]}" >&2
+            exit 1
+        fi
+        sudo=(sudo)
+    fi
+    echo "==> installing Debian packages: ${missing[*]}"
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+}
+
+# ZooKeeper for the ZooKeeper backend's integration tests: tests/support/zk.rs
+# runs it from the package's jars (no systemd), with the JRE the package
+# depends on.
+ensure_zookeeper() {
+    ensure_debian_packages zookeeper
+    if ! command -v java >/dev/null 2>&1; then
+        echo "error: the zookeeper package is installed but there is no \`java\` on PATH; install a JRE (apt-get install default-jre-headless)" >&2
+        exit 1
+    fi
+}
+
 build_plugins() {
     echo "==> building plugins (wasm32-wasip2)"
     (cd plugins && cargo build --release --locked)

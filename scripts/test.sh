@@ -2,6 +2,7 @@
 # The whole test suite, as CI runs it: formatting, lints, unit tests, the
 # conformance suite and the integration tests with real sidecar processes.
 source "$(dirname "$0")/setup.sh"
+ensure_zookeeper
 build_plugins
 echo "==> formatting"
 cargo fmt --all --check

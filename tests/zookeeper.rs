@@ -1,0 +1,289 @@
+//! The ZooKeeper backend against real ZooKeeper 3.8 servers (Debian package),
+//! started by the harness on free loopback ports with a 200 ms tick.
+
+mod support;
+#[path = "support/zk.rs"]
+mod zk;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ha_sidecar::capabilities::zookeeper::{ZkSession, ZkSettings};
+use ha_sidecar::config::{Grants, PluginConfig};
+use ha_sidecar::conformance::{self, Subject};
+use ha_sidecar::metrics::Metrics;
+use ha_sidecar::runtime::LoadedPlugin;
+use support::*;
+use zk::ZooKeeper;
+
+/// The session timeout the sidecars ask for (the server allows 0.4 to 4 s).
+const SESSION: Duration = Duration::from_secs(2);
+
+fn zk_config(cluster: &Cluster, id: &str, port: u16, quorum: &str) -> std::path::PathBuf {
+    let yaml = format!(
+        "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{root: /flink, cluster-id: test}}\ncapabilities:\n  zookeeper:\n    quorum: '{quorum}'\n    client: {{session-timeout: 2s, connection-timeout: 2s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 3}}\n{TIMING}",
+        plugin("ha_plugin_zookeeper").display(),
+        shared_cache_dir().display(),
+    );
+    cluster.write_config(id, &yaml)
+}
+
+fn start(cluster: &Cluster, id: &str, quorum: &str) -> Sidecar {
+    let port = free_port();
+    let cfg = zk_config(cluster, id, port, quorum);
+    Sidecar::start(id, port, &cfg, &cluster.path().join(format!("{id}.log")))
+}
+
+fn three(cluster: &Cluster, quorum: &str) -> Vec<Sidecar> {
+    ["z1", "z2", "z3"]
+        .iter()
+        .map(|id| start(cluster, id, quorum))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_backend_passes_the_conformance_suite() {
+    let server = ZooKeeper::standalone();
+    let settings = ZkSettings {
+        quorum: server.quorum(),
+        session_timeout: SESSION,
+        connection_timeout: Duration::from_secs(2),
+        retry_wait: Duration::from_millis(200),
+        max_retry_wait: Duration::from_secs(1),
+        max_retry_attempts: 3,
+        tolerate_suspended_connections: false,
+        acl_creator: false,
+        digest: None,
+    };
+    let cfg = PluginConfig {
+        path: plugin("ha_plugin_zookeeper"),
+        sha256: None,
+        settings: vec![("root".into(), "/conformance".into())],
+        memory_limit: 64 << 20,
+        call_timeout: Duration::from_secs(5),
+        cache_dir: Some(shared_cache_dir()),
+        restart_backoff: Duration::from_millis(100),
+        restart_backoff_max: Duration::from_secs(1),
+    };
+    let subject = Subject {
+        // One session per simulated sidecar, as real sidecars have.
+        plugins: Box::new({
+            let cfg = cfg.clone();
+            move || {
+                let (cfg, settings) = (cfg.clone(), settings.clone());
+                Box::pin(async move {
+                    let session = ZkSession::connect(settings.clone())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let grants = Grants {
+                        filesystem: None,
+                        zookeeper: Some(settings),
+                    };
+                    LoadedPlugin::load(&cfg, &grants, Some(session), Arc::new(Metrics::default()))
+                        .map_err(|e| e.to_string())
+                })
+            }
+        }),
+        settings: cfg.settings.clone(),
+        namespace_setting: "cluster-id".into(),
+        lease: Duration::from_millis(2000),
+        renew_deadline: Duration::from_millis(1500),
+        retry: Duration::from_millis(400),
+    };
+    let outcomes = conformance::run(&subject, None).await;
+    println!("{}", conformance::render(&outcomes));
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.name)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed checks: {failed:?}\n{}",
+        conformance::render(&outcomes)
+    );
+}
+
+#[test]
+fn one_leader_among_three_with_flinks_layout() {
+    let server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server.quorum());
+    let leader = sole_leader(&sidecars, Duration::from_secs(20));
+    let term = sidecars[leader].term();
+    for s in &sidecars {
+        wait_for(
+            "everyone to agree on the leader",
+            Duration::from_secs(10),
+            || (s.leader()["term"].as_u64() == Some(term)).then_some(()),
+        );
+    }
+    // The tree Flink's tools expect: latch nodes and connection_info.
+    let dump = server.four_letter("dump").unwrap();
+    assert!(
+        dump.contains("/flink/test/leader/latch/_c_"),
+        "no latch nodes in:\n{dump}"
+    );
+    assert!(
+        dump.contains("/flink/test/leader/dispatcher/connection_info"),
+        "no connection_info in:\n{dump}"
+    );
+}
+
+#[test]
+fn kill_9_fails_over_after_the_session_timeout_and_sigterm_at_once() {
+    let server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let mut sidecars = three(&cluster, &server.quorum());
+    // SIGTERM: the leader deletes its latch node and closes its session.
+    let leader = sole_leader(&sidecars, Duration::from_secs(20));
+    let sent = Instant::now();
+    sidecars[leader].signal(libc::SIGTERM);
+    let mut old = sidecars.remove(leader);
+    sole_leader(&sidecars, Duration::from_secs(10));
+    let graceful = sent.elapsed();
+    assert!(old.wait_exit(Duration::from_secs(15)).success());
+    // kill -9: the latch node goes when the server expires the session.
+    let leader = sole_leader(&sidecars, Duration::from_secs(10));
+    let killed = Instant::now();
+    sidecars[leader].kill9();
+    let rest: Vec<_> = sidecars
+        .drain(..)
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, s)| s)
+        .collect();
+    sole_leader(&rest, SESSION + Duration::from_secs(10));
+    let crash = killed.elapsed();
+    println!(
+        "ZooKeeper takeover: SIGTERM {graceful:?}, kill -9 {crash:?} (session {SESSION:?}, tick {:?})",
+        zk::TICK
+    );
+    assert!(
+        graceful < Duration::from_secs(1),
+        "graceful takeover took {graceful:?}"
+    );
+    assert!(
+        crash >= SESSION - zk::TICK,
+        "took over {crash:?} after a kill -9, before the session could expire"
+    );
+}
+
+#[test]
+fn a_fenced_write_from_a_deposed_leader_is_rejected() {
+    let server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server.quorum());
+    let a = sole_leader(&sidecars, Duration::from_secs(20));
+    let old = sidecars[a].term().to_string();
+    assert_eq!(
+        sidecars[a]
+            .put("jobs/j1/graph", b"v1", &[("x-ha-term", &old)])
+            .status,
+        200
+    );
+    assert_eq!(
+        request(
+            sidecars[a].port,
+            "POST",
+            "/leader/resign?holdoff=60s",
+            &[],
+            b""
+        )
+        .unwrap()
+        .status,
+        200
+    );
+    let b = sole_leader(&sidecars, Duration::from_secs(10));
+    for s in &sidecars {
+        let r = s.put("jobs/j1/graph", b"stale", &[("x-ha-term", &old)]);
+        assert_eq!(r.status, 409, "{}: {}", s.id, r.text());
+    }
+    assert_eq!(sidecars[b].get("/state/jobs/j1/graph").unwrap().body, b"v1");
+    let new = sidecars[b].term().to_string();
+    assert_eq!(
+        sidecars[b]
+            .put("jobs/j1/graph", b"v2", &[("x-ha-term", &new)])
+            .status,
+        200
+    );
+}
+
+#[test]
+fn a_leader_cut_off_from_zookeeper_steps_down_before_its_session_can_expire() {
+    let mut server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let s = start(&cluster, "z1", &server.quorum());
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    let cut = Instant::now();
+    server.pause();
+    wait_for("the leader to step down", 3 * SESSION, || {
+        (!s.leads()).then_some(())
+    });
+    let stepped_down = cut.elapsed();
+    server.resume();
+    println!("stepped down {stepped_down:?} after the connection was cut (session {SESSION:?})");
+    // The client notices a dead connection two thirds into the session
+    // timeout; the server would expire the session at the full timeout.
+    assert!(
+        stepped_down < SESSION,
+        "stepped down only after {stepped_down:?}, when the session could already have expired"
+    );
+    assert!(
+        s.log_text().contains("ZooKeeper connection lost"),
+        "{}",
+        s.log_text()
+    );
+    wait_for(
+        "leadership again once ZooKeeper is back",
+        Duration::from_secs(20),
+        || s.leads().then_some(()),
+    );
+}
+
+#[test]
+fn the_election_survives_the_loss_of_one_ensemble_member() {
+    let mut ensemble = ZooKeeper::ensemble(3);
+    let cluster = Cluster::new();
+    let mut sidecars = three(&cluster, &ensemble.quorum());
+    let leader = sole_leader(&sidecars, Duration::from_secs(20));
+    let zk_leader = ensemble.leader();
+    ensemble.stop(zk_leader);
+    // Clients reconnect to the survivors; then a handover must still work.
+    std::thread::sleep(Duration::from_secs(1));
+    sidecars[leader].signal(libc::SIGTERM);
+    let mut old = sidecars.remove(leader);
+    let new = sole_leader(&sidecars, Duration::from_secs(20));
+    assert!(sidecars[new].term() > 0);
+    let _ = old.wait_exit(Duration::from_secs(15));
+}
+
+#[test]
+fn a_bad_or_unreachable_quorum_is_a_clear_error() {
+    let cluster = Cluster::new();
+    let port = free_port();
+    let bad = zk_config(&cluster, "z1", port, "localhost");
+    let (code, out) = run_cli(&["run", &bad.to_string_lossy()]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("capabilities.zookeeper.quorum")
+            && out.contains("localhost")
+            && out.contains("host:port"),
+        "{out}"
+    );
+    let unreachable = zk_config(&cluster, "z2", port, &format!("127.0.0.1:{}", free_port()));
+    let started = Instant::now();
+    let (code, out) = run_cli(&["run", &unreachable.to_string_lossy()]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("cannot connect") && out.contains("3 attempts"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "giving up took {:?}",
+        started.elapsed()
+    );
+}
