@@ -20,8 +20,18 @@ use zk::ZooKeeper;
 const SESSION: Duration = Duration::from_secs(2);
 
 fn zk_config(cluster: &Cluster, id: &str, port: u16, quorum: &str) -> std::path::PathBuf {
+    zk_config_with(cluster, id, port, quorum, "")
+}
+
+fn zk_config_with(
+    cluster: &Cluster,
+    id: &str,
+    port: u16,
+    quorum: &str,
+    settings: &str,
+) -> std::path::PathBuf {
     let yaml = format!(
-        "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{root: /flink, cluster-id: test}}\ncapabilities:\n  zookeeper:\n    quorum: '{quorum}'\n    client: {{session-timeout: 2s, connection-timeout: 2s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 3}}\n{TIMING}",
+        "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{root: /flink, cluster-id: test{settings}}}\ncapabilities:\n  zookeeper:\n    quorum: '{quorum}'\n    client: {{session-timeout: 2s, connection-timeout: 2s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 3}}\n{TIMING}",
         plugin("ha_plugin_zookeeper").display(),
         shared_cache_dir().display(),
     );
@@ -285,5 +295,53 @@ fn a_bad_or_unreachable_quorum_is_a_clear_error() {
         started.elapsed() < Duration::from_secs(30),
         "giving up took {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_info_can_be_written_as_flink_writes_it() {
+    let server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let port = free_port();
+    let address = "pekko.tcp://flink@127.0.0.1:6123/user/rpc/dispatcher_1";
+    let yaml = std::fs::read_to_string(zk_config_with(
+        &cluster,
+        "z1",
+        port,
+        &server.quorum(),
+        ", connection-info: flink",
+    ))
+    .unwrap()
+    .replace("http://z1.example:8081", address);
+    let cfg = cluster.write_config("z1", &yaml);
+    let s = Sidecar::start("z1", port, &cfg, &cluster.path().join("z1.log"));
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    let client = zookeeper_client::Client::connect(&server.quorum())
+        .await
+        .unwrap();
+    let (data, _) = client
+        .get_data("/flink/test/leader/dispatcher/connection_info")
+        .await
+        .unwrap();
+    if let Ok(dir) = std::env::var("CONNECTION_INFO_DUMP") {
+        std::fs::write(
+            std::path::Path::new(&dir).join("connection_info.bin"),
+            &data,
+        )
+        .unwrap();
+    }
+    // Java serialization: magic, a data block with writeUTF(address), then a java.util.UUID.
+    assert_eq!(&data[..5], &[0xac, 0xed, 0x00, 0x05, 0x77]);
+    assert_eq!(data[5] as usize, 2 + address.len());
+    assert_eq!(&data[8..8 + address.len()], address.as_bytes());
+    let rest = &data[8 + address.len()..];
+    assert_eq!(&rest[..4], &[0x73, 0x72, 0x00, 0x0e]);
+    assert_eq!(&rest[4..18], b"java.util.UUID");
+    assert_eq!(
+        rest.len(),
+        18 + 8 + 3 + 15 + 14 + 2 + 16,
+        "UUID class description and its two longs"
     );
 }

@@ -4,8 +4,10 @@
 //! `high-availability.zookeeper.path.root`, default `/flink`), `cluster-id`
 //! (`high-availability.cluster-id`, default `default`), `components` (the
 //! leader's connection_info nodes, default dispatcher, resource_manager,
-//! rest_server).
+//! rest_server), `connection-info` (`json`, or `flink` for Flink's
+//! Java-serialized address + leader session id, readable by Flink clients).
 
+mod flink;
 mod latch;
 mod paths;
 mod store;
@@ -24,6 +26,9 @@ struct Plugin {
     paths: Paths,
     latch: Latch,
     components: Vec<String>,
+    /// `connection-info: flink` writes Flink's Java-serialized form.
+    flink_encoding: bool,
+    session: String,
 }
 
 thread_local! {
@@ -50,18 +55,23 @@ impl Plugin {
     /// Publishes the leader's address under each component's
     /// `connection_info` (ephemeral: it goes with the leader's session).
     fn publish(&self, term: &Term) {
-        let data = serde_json::json!({ "id": term.holder.id, "address": term.holder.address, "term": term.token }).to_string();
+        let data = if self.flink_encoding {
+            let (most, least) = flink::session_uuid(&self.session, term.token);
+            flink::connection_info(&term.holder.address, most, least)
+        } else {
+            serde_json::json!({ "id": term.holder.id, "address": term.holder.address, "term": term.token }).to_string().into_bytes()
+        };
+        let data = data.as_slice();
         for component in &self.components {
             let path = self.paths.connection_info(component);
             let _ = zk::ensure_path(paths::parent(&path));
             let written = match zk::exists(&path) {
                 Ok(Some(stat)) if stat.ephemeral_owner == zk::session().id => {
-                    zk::set(&path, data.as_bytes(), -1).map(drop)
+                    zk::set(&path, data, -1).map(drop)
                 }
-                Ok(Some(_)) => zk::delete(&path, -1).and_then(|()| {
-                    zk::create(&path, data.as_bytes(), CreateMode::Ephemeral).map(drop)
-                }),
-                Ok(None) => zk::create(&path, data.as_bytes(), CreateMode::Ephemeral).map(drop),
+                Ok(Some(_)) => zk::delete(&path, -1)
+                    .and_then(|()| zk::create(&path, data, CreateMode::Ephemeral).map(drop)),
+                Ok(None) => zk::create(&path, data, CreateMode::Ephemeral).map(drop),
                 Err(e) => Err(e),
             };
             if let Err(e) = written {
@@ -90,8 +100,17 @@ impl Backend for ZooKeeperBackend {
         let s = Settings::new(
             "zookeeper",
             setup.settings,
-            &["root", "cluster-id", "components"],
+            &["root", "cluster-id", "components", "connection-info"],
         )?;
+        let flink_encoding = match s.string_or("connection-info", "json").as_str() {
+            "json" => false,
+            "flink" => true,
+            other => {
+                return Err(invalid(format!(
+                    "plugin.settings.connection-info: {other:?} must be json or flink"
+                )));
+            }
+        };
         let paths = Paths::new(
             &s.string_or("root", "/flink"),
             &s.string_or("cluster-id", "default"),
@@ -112,8 +131,10 @@ impl Backend for ZooKeeperBackend {
         }
         let plugin = Plugin {
             paths,
-            latch: Latch::new(setup.me, setup.session),
+            latch: Latch::new(setup.me, setup.session.clone()),
             components,
+            flink_encoding,
+            session: setup.session,
         };
         PLUGIN.with(|p| *p.borrow_mut() = Some(plugin));
         Ok(())
