@@ -345,3 +345,41 @@ async fn connection_info_can_be_written_as_flink_writes_it() {
         "UUID class description and its two longs"
     );
 }
+
+#[test]
+fn a_sidecar_pointed_at_a_flink_config_joins_the_election() {
+    let server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    // A Flink 2.x config.yaml (nested), as the JobManager beside the sidecar uses it.
+    std::fs::write(
+        cluster.path().join("config.yaml"),
+        format!(
+            "jobmanager:\n  rpc:\n    address: localhost\nhigh-availability:\n  type: zookeeper\n  cluster-id: /from-flink\n  storageDir: file://{}\n  zookeeper:\n    quorum: {}\n    path:\n      root: /flink\n    client:\n      session-timeout: 2 s\n      connection-timeout: 2000\n      retry-wait: 200 ms\n",
+            cluster.path().join("ha").display(),
+            server.quorum()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = cluster.write_config(
+        "z1",
+        &format!(
+            "flink-config: config.yaml\nmember: {{id: z1}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n{TIMING}",
+            plugin("ha_plugin_zookeeper").display(),
+            shared_cache_dir().display()
+        ),
+    );
+    let s = Sidecar::start("z1", port, &cfg, &cluster.path().join("z1.log"));
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    let dump = server.four_letter("dump").unwrap();
+    assert!(
+        dump.contains("/flink/from-flink/leader/latch/"),
+        "the Flink cluster-id and root were not used:\n{dump}"
+    );
+    assert!(
+        cluster.path().join("ha/from-flink").is_dir(),
+        "the storage dir is <storageDir>/<cluster-id>, as in Flink"
+    );
+}

@@ -5,6 +5,7 @@
 //! value, the reason and what to do. Relative paths are resolved against the
 //! directory of the config file, so a config works from any working directory.
 
+mod flink;
 mod units;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,8 @@ pub enum ConfigError {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawConfig {
+    /// A Flink config file to take the HA keys from (see `flink.rs`).
+    flink_config: Option<PathBuf>,
     member: RawMember,
     #[serde(default)]
     http: RawHttp,
@@ -263,7 +266,15 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Validator { path, base }.validate(raw)
+        let v = Validator { path, base };
+        let mut raw = raw;
+        if let Some(flink) = raw.flink_config.take() {
+            let file = v.resolve(&flink);
+            let f = flink::FlinkConfig::load(&file)
+                .map_err(|reason| v.err("flink-config", file.display(), reason))?;
+            v.apply_flink(&mut raw, &f)?;
+        }
+        v.validate(raw)
     }
 }
 
@@ -285,6 +296,100 @@ impl Validator<'_> {
             value: value.to_string(),
             reason: reason.into(),
         }
+    }
+
+    /// Fills what the sidecar config leaves unset from Flink's HA keys.
+    fn apply_flink(&self, raw: &mut RawConfig, f: &flink::FlinkConfig) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: &str, reason: String| ConfigError::Invalid {
+            path: self.path.into(),
+            key: format!("flink-config {}: {key}", f.path),
+            value: format!("{value:?}"),
+            reason,
+        };
+        if let Some((k, v)) = f.get(flink::HA_TYPE)
+            && !v.eq_ignore_ascii_case("zookeeper")
+        {
+            return Err(bad(k, v, "only ZooKeeper HA settings are read from a Flink config in this version; configure the sidecar's capabilities directly".into()));
+        }
+        if raw.capabilities.zookeeper.is_none()
+            && let Some((_, q)) = f.get(flink::QUORUM)
+        {
+            raw.capabilities.zookeeper = Some(RawZookeeper {
+                quorum: q.to_string(),
+                client: RawZkClient::default(),
+                digest: None,
+            });
+        }
+        if let Some(z) = raw.capabilities.zookeeper.as_mut() {
+            let c = &mut z.client;
+            let dur = |name: &str, slot: &mut Option<FlinkDur>| -> Result<(), ConfigError> {
+                if slot.is_none()
+                    && let Some((k, v)) =
+                        f.get(&flink::client_key(name).each_ref().map(String::as_str))
+                {
+                    *slot = Some(FlinkDur(
+                        units::parse_flink_duration(v).map_err(|e| bad(k, v, e))?,
+                    ));
+                }
+                Ok(())
+            };
+            dur("session-timeout", &mut c.session_timeout)?;
+            dur("connection-timeout", &mut c.connection_timeout)?;
+            dur("retry-wait", &mut c.retry_wait)?;
+            dur("max-retry-wait", &mut c.max_retry_wait)?;
+            let keys = |name: &str| flink::client_key(name);
+            if c.max_retry_attempts.is_none()
+                && let Some((k, v)) =
+                    f.get(&keys("max-retry-attempts").each_ref().map(String::as_str))
+            {
+                c.max_retry_attempts = Some(
+                    v.trim()
+                        .parse()
+                        .map_err(|_| bad(k, v, "must be a whole number".into()))?,
+                );
+            }
+            if c.tolerate_suspended_connections.is_none()
+                && let Some((k, v)) = f.get(
+                    &keys("tolerate-suspended-connections")
+                        .each_ref()
+                        .map(String::as_str),
+                )
+            {
+                c.tolerate_suspended_connections = Some(
+                    v.trim()
+                        .parse()
+                        .map_err(|_| bad(k, v, "must be true or false".into()))?,
+                );
+            }
+            if c.acl.is_none()
+                && let Some((_, v)) = f.get(&keys("acl").each_ref().map(String::as_str))
+            {
+                c.acl = Some(v.trim().to_string());
+            }
+            if let Some((_, root)) = f.get(flink::ROOT) {
+                raw.plugin
+                    .settings
+                    .entry("root".into())
+                    .or_insert_with(|| serde_yaml::Value::String(root.to_string()));
+            }
+        }
+        let cluster_id = f
+            .get(flink::CLUSTER_ID)
+            .map(|(_, v)| v.trim_matches('/').to_string());
+        if let Some(id) = &cluster_id {
+            raw.plugin
+                .settings
+                .entry("cluster-id".into())
+                .or_insert_with(|| serde_yaml::Value::String(id.clone()));
+        }
+        if raw.storage.dir.is_none()
+            && let Some((_, dir)) = f.get(flink::STORAGE_DIR)
+        {
+            // Flink keeps a cluster's files in <storageDir>/<cluster-id>.
+            let id = cluster_id.unwrap_or_else(|| "default".into());
+            raw.storage.dir = Some(format!("{}/{id}", dir.trim_end_matches('/')));
+        }
+        Ok(())
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -696,6 +801,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("1.2"), "{e}");
+    }
+
+    #[test]
+    fn flink_config_fills_what_the_sidecar_config_leaves_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        std::fs::write(
+            dir.path().join("flink-conf.yaml"),
+            "high-availability: zookeeper\nhigh-availability.zookeeper.quorum: zk1:2181, zk2:2181\nhigh-availability.zookeeper.path.root: /flink\nhigh-availability.cluster-id: /prod\nhigh-availability.storageDir: file:///ha\nhigh-availability.zookeeper.client.session-timeout: 30000\nhigh-availability.zookeeper.client.tolerate-suspended-connections: true\n",
+        )
+        .unwrap();
+        let c = Config::parse(&dir.path().join("c.yaml"), "flink-config: flink-conf.yaml\nmember: {id: a}\nplugin: {path: p.wasm, settings: {root: /mine}}\n").unwrap();
+        let zk = c.grants.zookeeper.unwrap();
+        assert_eq!(zk.quorum, "zk1:2181,zk2:2181");
+        assert_eq!(zk.session_timeout, Duration::from_secs(30));
+        assert!(zk.tolerate_suspended_connections);
+        assert!(
+            c.plugin.settings.contains(&("root".into(), "/mine".into())),
+            "the sidecar's own value wins"
+        );
+        assert!(
+            c.plugin
+                .settings
+                .contains(&("cluster-id".into(), "prod".into()))
+        );
+        assert_eq!(c.storage.dir.as_deref(), Some(Path::new("/ha/prod")));
+        std::fs::write(
+            dir.path().join("k8s.yaml"),
+            "high-availability:\n  type: kubernetes\n",
+        )
+        .unwrap();
+        let e = Config::parse(
+            &dir.path().join("c.yaml"),
+            "flink-config: k8s.yaml\nmember: {id: a}\nplugin: {path: p.wasm}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("high-availability.type") && e.contains("kubernetes"),
+            "{e}"
+        );
     }
 
     #[test]

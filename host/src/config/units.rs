@@ -136,6 +136,16 @@ mod tests {
     }
 }
 
+/// Flink's duration syntax: bare milliseconds, or a number and a unit
+/// ("30 s", "1 min", "500ms").
+pub fn parse_flink_duration(raw: &str) -> Result<Duration, String> {
+    let t = raw.trim();
+    if let Ok(ms) = t.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    parse_duration(&t.replace(' ', ""))
+}
+
 /// A duration under one of Flink's keys: a number with a unit, or a bare
 /// number of milliseconds (Flink up to 1.19 typed these keys as integers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,10 +160,7 @@ impl<'de> Deserialize<'de> for FlinkDur {
                 f.write_str("milliseconds, or a duration with a unit such as 60s")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FlinkDur, E> {
-                match v.trim().parse::<u64>() {
-                    Ok(ms) => Ok(FlinkDur(Duration::from_millis(ms))),
-                    Err(_) => parse_duration(v).map(FlinkDur).map_err(E::custom),
-                }
+                parse_flink_duration(v).map(FlinkDur).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<FlinkDur, E> {
                 Ok(FlinkDur(Duration::from_millis(v)))
