@@ -383,3 +383,52 @@ fn a_sidecar_pointed_at_a_flink_config_joins_the_election() {
         "the storage dir is <storageDir>/<cluster-id>, as in Flink"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_auth_with_creator_acls_keeps_others_out() {
+    let server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let port = free_port();
+    let yaml = std::fs::read_to_string(zk_config(&cluster, "z1", port, &server.quorum()))
+        .unwrap()
+        .replace(
+            "    client: {",
+            "    digest: 'sidecar:s3cret'\n    client: {acl: creator, ",
+        );
+    let cfg = cluster.write_config("z1", &yaml);
+    let s = Sidecar::start("z1", port, &cfg, &cluster.path().join("z1.log"));
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    let term = s.term().to_string();
+    assert_eq!(
+        s.put("jobs/j1/graph", b"secret", &[("x-ha-term", &term)])
+            .status,
+        200
+    );
+    let stranger = zookeeper_client::Client::connect(&server.quorum())
+        .await
+        .unwrap();
+    let denied = stranger.get_data("/flink/test/jobs/j1/graph").await;
+    assert!(
+        matches!(denied, Err(zookeeper_client::Error::NoAuth)),
+        "an unauthenticated client read the value: {denied:?}"
+    );
+    // ZooKeeper 3.8 hides even the ACL from someone who may not read the node.
+    assert!(matches!(
+        stranger.get_acl("/flink/test/jobs/j1/graph").await,
+        Err(zookeeper_client::Error::NoAuth)
+    ));
+    // Someone with the same digest identity can read it.
+    let owner = zookeeper_client::Client::connector()
+        .with_auth("digest", b"sidecar:s3cret")
+        .connect(&server.quorum())
+        .await
+        .unwrap();
+    let (data, _) = owner.get_data("/flink/test/jobs/j1/graph").await.unwrap();
+    assert_eq!(
+        &data[1..],
+        b"\0secret",
+        "the stored value (after the backend's tag byte and the host's envelope)"
+    );
+}
