@@ -5,7 +5,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ha_sidecar::config::{Grants, PluginConfig};
+use ha_sidecar::config::Grants;
 use ha_sidecar::conformance::{self, Subject};
 use ha_sidecar::metrics::Metrics;
 use ha_sidecar::runtime::LoadedPlugin;
@@ -14,16 +14,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_backend_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = PluginConfig {
-        path: plugin("ha_plugin_file"),
-        sha256: None,
-        settings: vec![("poll-interval-ms".into(), "10".into())],
-        memory_limit: 64 << 20,
-        call_timeout: Duration::from_secs(5),
-        cache_dir: Some(shared_cache_dir()),
-        restart_backoff: Duration::from_millis(100),
-        restart_backoff_max: Duration::from_secs(1),
-    };
+    let cfg = plugin_config("ha_plugin_file", &[("poll-interval-ms", "10")]);
     let grants = Grants {
         filesystem: Some(dir.path().to_path_buf()),
         zookeeper: None,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ha_sidecar::capabilities::zookeeper::{ZkSession, ZkSettings};
-use ha_sidecar::config::{Grants, PluginConfig};
+use ha_sidecar::config::Grants;
 use ha_sidecar::conformance::{self, Subject};
 use ha_sidecar::metrics::Metrics;
 use ha_sidecar::runtime::LoadedPlugin;
@@ -65,16 +65,7 @@ async fn zookeeper_backend_passes_the_conformance_suite() {
         acl_creator: false,
         digest: None,
     };
-    let cfg = PluginConfig {
-        path: plugin("ha_plugin_zookeeper"),
-        sha256: None,
-        settings: vec![("root".into(), "/conformance".into())],
-        memory_limit: 64 << 20,
-        call_timeout: Duration::from_secs(5),
-        cache_dir: Some(shared_cache_dir()),
-        restart_backoff: Duration::from_millis(100),
-        restart_backoff_max: Duration::from_secs(1),
-    };
+    let cfg = plugin_config("ha_plugin_zookeeper", &[("root", "/conformance")]);
     let subject = Subject {
         // One session per simulated sidecar, as real sidecars have.
         plugins: Box::new({

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use ha_sidecar::config::{Grants, PluginConfig};
+use ha_sidecar::config::Grants;
 use ha_sidecar::metrics::Metrics;
 use ha_sidecar::runtime::{LoadedPlugin, Member, Setup, Timing};
 use support::*;
@@ -80,16 +80,7 @@ fn plugin_boundary(table: &mut Table) {
         .build()
         .expect("build a tokio runtime");
     rt.block_on(async {
-        let cfg = PluginConfig {
-            path: plugin("fixture_faulty"),
-            sha256: None,
-            settings: vec![("fault".into(), "none".into())],
-            memory_limit: 64 << 20,
-            call_timeout: Duration::from_secs(5),
-            cache_dir: Some(shared_cache_dir()),
-            restart_backoff: Duration::from_millis(100),
-            restart_backoff_max: Duration::from_secs(1),
-        };
+        let cfg = plugin_config("fixture_faulty", &[("fault", "none")]);
         let plugin =
             LoadedPlugin::load(&cfg, &Grants::default(), None, Arc::new(Metrics::default()))
                 .expect("load fixture_faulty");

@@ -37,6 +37,24 @@ pub fn plugin(name: &str) -> PathBuf {
     p
 }
 
+/// Plugin settings for in-process runs (the conformance suite), with test
+/// defaults and the shared compile cache.
+pub fn plugin_config(name: &str, settings: &[(&str, &str)]) -> ha_sidecar::config::PluginConfig {
+    ha_sidecar::config::PluginConfig {
+        path: plugin(name),
+        sha256: None,
+        settings: settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        memory_limit: 64 << 20,
+        call_timeout: Duration::from_secs(5),
+        cache_dir: Some(shared_cache_dir()),
+        restart_backoff: Duration::from_millis(100),
+        restart_backoff_max: Duration::from_secs(1),
+    }
+}
+
 /// One compile cache for the whole test run: each plugin compiles once.
 pub fn shared_cache_dir() -> PathBuf {
     repo_root().join("target/test-compile-cache")
