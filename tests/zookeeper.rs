@@ -423,3 +423,33 @@ async fn digest_auth_with_creator_acls_keeps_others_out() {
         "the stored value (after the backend's tag byte and the host's envelope)"
     );
 }
+
+#[test]
+fn after_its_session_expires_a_sidecar_rejoins_with_a_fresh_one() {
+    let mut server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let s = start(&cluster, "z1", &server.quorum());
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    let old_term = s.term();
+    // Long enough for the server to expire the session once it runs again.
+    server.pause();
+    wait_for("the leader to step down", 3 * SESSION, || {
+        (!s.leads()).then_some(())
+    });
+    std::thread::sleep(2 * SESSION);
+    server.resume();
+    wait_for(
+        "leadership under a new session",
+        Duration::from_secs(30),
+        || s.leads().then_some(()),
+    );
+    let log = s.log_text();
+    assert!(
+        log.contains("ZooKeeper session ended")
+            && log.contains("new ZooKeeper session established"),
+        "{log}"
+    );
+    assert!(s.term() > old_term, "the new term must be greater");
+}
