@@ -171,3 +171,33 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
     let entries = std::fs::read_dir(&cache).unwrap().count();
     assert_eq!(entries, 1, "one compiled artifact expected in the cache");
 }
+
+#[test]
+fn plugin_check_runs_the_conformance_suite_on_any_plugin() {
+    let cluster = Cluster::new();
+    let yaml = good(&cluster).replace(
+        "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms",
+        "timing: {lease: 1s, renew-deadline: 750ms, retry-period: 250ms",
+    );
+    let cfg = cluster.write_config("check", &yaml);
+    let file = plugin("ha_plugin_file").display().to_string();
+    let (code, out) = run_cli(&["plugin", "check", &file, "--config", &cfg.to_string_lossy()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("10 checks, 10 passed, 0 failed"), "{out}");
+    // A plugin that cannot take part fails, with the reason in the table.
+    let faulty = plugin("fixture_faulty").display().to_string();
+    let (code, out) = run_cli(&[
+        "plugin",
+        "check",
+        &faulty,
+        "--config",
+        &cfg.to_string_lossy(),
+        "--only",
+        "single",
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("1 checks, 0 passed, 1 failed"),
+        "{out}"
+    );
+}

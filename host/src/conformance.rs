@@ -22,6 +22,39 @@ pub type PluginSource = Box<
         + Sync,
 >;
 
+/// The plugin source a sidecar config implies: with the `zookeeper`
+/// capability every member gets its own session (and loaded plugin), as
+/// real sidecars have; otherwise all share one loaded plugin.
+pub fn source_for(config: &crate::config::Config) -> PluginSource {
+    let (cfg, grants) = (config.plugin.clone(), config.grants.clone());
+    let shared_plugin: std::sync::OnceLock<Arc<LoadedPlugin>> = std::sync::OnceLock::new();
+    let shared_plugin = Arc::new(shared_plugin);
+    Box::new(move || {
+        let (cfg, grants, shared_plugin) = (cfg.clone(), grants.clone(), shared_plugin.clone());
+        Box::pin(async move {
+            let metrics = Arc::new(crate::metrics::Metrics::default());
+            match &grants.zookeeper {
+                Some(settings) => {
+                    let session =
+                        crate::capabilities::zookeeper::ZkSession::connect(settings.clone())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    LoadedPlugin::load(&cfg, &grants, Some(session), metrics)
+                        .map_err(|e| e.to_string())
+                }
+                None => {
+                    if let Some(p) = shared_plugin.get() {
+                        return Ok(p.clone());
+                    }
+                    let p = LoadedPlugin::load(&cfg, &grants, None, metrics)
+                        .map_err(|e| e.to_string())?;
+                    Ok(shared_plugin.get_or_init(|| p).clone())
+                }
+            }
+        })
+    })
+}
+
 /// A source that hands every member the same loaded plugin.
 pub fn shared(plugin: Arc<LoadedPlugin>) -> PluginSource {
     Box::new(move || {

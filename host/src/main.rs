@@ -36,6 +36,16 @@ enum Cmd {
 enum PluginCmd {
     /// Print the contract version, exports and imports of a plugin.
     Inspect { plugin: PathBuf },
+    /// Run the backend conformance suite against a plugin, with the
+    /// capabilities, plugin settings and timing of a sidecar config.
+    Check {
+        plugin: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        /// Run only the checks whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +64,14 @@ fn main() -> ExitCode {
         Cmd::Plugin {
             command: PluginCmd::Inspect { plugin },
         } => inspect_plugin(&plugin),
+        Cmd::Plugin {
+            command:
+                PluginCmd::Check {
+                    plugin,
+                    config,
+                    only,
+                },
+        } => check_plugin(&plugin, &config, only.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,6 +104,45 @@ fn validate(path: &Path) -> anyhow::Result<()> {
         t.renew_deadline,
         t.retry_period
     );
+    Ok(())
+}
+
+fn check_plugin(plugin: &Path, config: &Path, only: Option<&str>) -> anyhow::Result<()> {
+    let mut config = Config::load(config)?;
+    config.plugin.path = plugin.to_path_buf();
+    config.plugin.sha256 = None;
+    // Checks write throwaway namespaces: keep them out of the configured directory.
+    let scratch = std::env::temp_dir().join(format!("ha-sidecar-check-{}", std::process::id()));
+    if config.grants.filesystem.is_some() {
+        std::fs::create_dir_all(&scratch)?;
+        config.grants.filesystem = Some(scratch.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcomes = runtime.block_on(async {
+        let subject = ha_sidecar::conformance::Subject {
+            plugins: ha_sidecar::conformance::source_for(&config),
+            settings: config.plugin.settings.clone(),
+            namespace_setting: "cluster-id".into(),
+            lease: config.timing.lease,
+            renew_deadline: config.timing.renew_deadline,
+            retry: config.timing.retry_period,
+        };
+        ha_sidecar::conformance::run(&subject, only).await
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!(
+        "{}: conformance with the timing of {} (lease {:?})\n",
+        plugin.display(),
+        config.source.display(),
+        config.timing.lease
+    );
+    print!("{}", ha_sidecar::conformance::render(&outcomes));
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} checks failed", outcomes.len());
+    }
     Ok(())
 }
 
