@@ -11,7 +11,9 @@
 //! plugin's old ephemeral nodes are gone with the old one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
+use std::time::Instant;
 
 use tokio::sync::{RwLock, watch};
 use zookeeper_client as zk;
@@ -58,6 +60,8 @@ pub struct ZkSession {
     client: RwLock<Option<zk::Client>>,
     state: watch::Sender<wit::SessionState>,
     health: watch::Sender<Health>,
+    /// Set by `close`: a Closed state is then expected, not a failure.
+    closing: AtomicBool,
 }
 
 impl ZkSession {
@@ -72,6 +76,7 @@ impl ZkSession {
             client: RwLock::new(Some(client)),
             state,
             health,
+            closing: AtomicBool::new(false),
         });
         tokio::spawn(session.clone().watch_session());
         Ok(session)
@@ -108,7 +113,9 @@ impl ZkSession {
                     zk::SessionState::Disconnected => {
                         self.state.send_replace(wit::SessionState::Suspended);
                         tracing::warn!("ZooKeeper connection lost; the session may still be alive");
-                        self.suspended().await;
+                        // The grace runs beside this loop, which must keep
+                        // following the state (a reconnect ends the grace).
+                        tokio::spawn(self.clone().suspended());
                     }
                     zk::SessionState::Expired | zk::SessionState::AuthFailed => {
                         self.state.send_replace(wit::SessionState::Expired);
@@ -117,15 +124,25 @@ impl ZkSession {
                         tracing::warn!(?state, "ZooKeeper session ended; connecting a new one");
                         break;
                     }
-                    zk::SessionState::Closed => {
+                    zk::SessionState::Closed if self.closing.load(Relaxed) => {
                         self.state.send_replace(wit::SessionState::Closed);
                         return;
+                    }
+                    // Closed without our asking: as good as expired.
+                    zk::SessionState::Closed => {
+                        self.state.send_replace(wit::SessionState::Expired);
+                        self.health
+                            .send_replace(Health::Lost("the ZooKeeper session was closed".into()));
+                        tracing::warn!(
+                            "ZooKeeper session closed unexpectedly; connecting a new one"
+                        );
+                        break;
                     }
                 }
             }
             // A fresh session, retrying for as long as it takes.
             loop {
-                if self.client.read().await.is_none() {
+                if self.closing.load(Relaxed) {
                     return; // closed meanwhile
                 }
                 match connect_with_retries(&self.settings).await {
@@ -134,7 +151,12 @@ impl ZkSession {
                             session = format!("{:#x}", c.session_id().0),
                             "new ZooKeeper session established"
                         );
-                        *self.client.write().await = Some(c);
+                        let mut slot = self.client.write().await;
+                        if self.closing.load(Relaxed) {
+                            return; // closed while connecting: drop the new session too
+                        }
+                        *slot = Some(c);
+                        drop(slot);
                         self.state.send_replace(wit::SessionState::Connected);
                         self.health.send_replace(Health::Ok);
                         break;
@@ -147,7 +169,7 @@ impl ZkSession {
 
     /// The connection is down: leadership ends at once, or, tolerating
     /// suspended connections, if it stays down for a third of the session timeout.
-    async fn suspended(&self) {
+    async fn suspended(self: Arc<Self>) {
         let grace = if self.settings.tolerate_suspended_connections {
             self.session_timeout().await / 3
         } else {
@@ -188,9 +210,11 @@ impl ZkSession {
         tracing::info!("ZooKeeper session closed");
     }
 
-    /// Runs one operation, bounded by the connection timeout; the operation
-    /// maps its own errors (see `to_wit`).
-    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, wit::ZkError>
+    /// Runs one operation, bounded by the connection timeout and by what is
+    /// left of the plugin call's own deadline (so a slow ensemble makes the
+    /// call answer `connection-loss` instead of getting the instance killed).
+    /// The operation maps its own errors (see `to_wit`).
+    pub async fn run<T, F, Fut>(&self, deadline: Option<Instant>, op: F) -> Result<T, wit::ZkError>
     where
         F: FnOnce(zk::Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, wit::ZkError>>,
@@ -201,11 +225,18 @@ impl ZkSession {
                 "not connected to ZooKeeper".into(),
             ));
         }
-        match tokio::time::timeout(self.settings.connection_timeout, op(client)).await {
+        // Leave the plugin a little time to turn the answer into its own.
+        let left = deadline.map(|d| {
+            d.saturating_duration_since(Instant::now())
+                .saturating_sub(Duration::from_millis(100))
+        });
+        let bound = left.map_or(self.settings.connection_timeout, |l| {
+            l.min(self.settings.connection_timeout)
+        });
+        match tokio::time::timeout(bound, op(client)).await {
             Ok(r) => r,
             Err(_) => Err(wit::ZkError::ConnectionLoss(format!(
-                "no answer from ZooKeeper within {:?}",
-                self.settings.connection_timeout
+                "no answer from ZooKeeper within {bound:?}"
             ))),
         }
     }

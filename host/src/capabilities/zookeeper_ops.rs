@@ -15,11 +15,39 @@ fn version(v: i32) -> Option<i32> {
     (v >= 0).then_some(v)
 }
 
+/// The session, bound to the deadline of the plugin call in progress.
+struct Bound {
+    session: std::sync::Arc<ZkSession>,
+    deadline: Option<std::time::Instant>,
+}
+
+impl Bound {
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, ZkError>
+    where
+        F: FnOnce(zk::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ZkError>>,
+    {
+        self.session.run(self.deadline, op).await
+    }
+}
+
+impl std::ops::Deref for Bound {
+    type Target = ZkSession;
+    fn deref(&self) -> &ZkSession {
+        &self.session
+    }
+}
+
 impl HostState {
-    fn zk(&self) -> Result<std::sync::Arc<ZkSession>, ZkError> {
-        self.zookeeper
+    fn zk(&self) -> Result<Bound, ZkError> {
+        let session = self
+            .zookeeper
             .clone()
-            .ok_or_else(|| ZkError::Other("the zookeeper capability is not granted".into()))
+            .ok_or_else(|| ZkError::Other("the zookeeper capability is not granted".into()))?;
+        Ok(Bound {
+            session,
+            deadline: self.call_deadline,
+        })
     }
 }
 
@@ -192,21 +220,26 @@ impl wit::Host for HostState {
         wait_ms: u32,
     ) -> Result<bool, ZkError> {
         let zk = self.zk()?;
-        let watcher = zk
+        // A node that is already gone when the watch is set has changed:
+        // its existence watch would wait for a re-creation that may never come.
+        let (gone, watcher) = zk
             .run(|c| async move {
                 if children {
                     c.get_and_watch_children(&path)
                         .await
-                        .map(|(_, _, w)| w)
+                        .map(|(_, _, w)| (false, w))
                         .map_err(to_wit)
                 } else {
                     c.check_and_watch_stat(&path)
                         .await
-                        .map(|(_, w)| w)
+                        .map(|(stat, w)| (stat.is_none(), w))
                         .map_err(to_wit)
                 }
             })
             .await?;
+        if gone {
+            return Ok(true);
+        }
         Ok(
             tokio::time::timeout(Duration::from_millis(wait_ms.into()), watcher.changed())
                 .await

@@ -433,7 +433,7 @@ impl Validator<'_> {
         }
 
         let timing = self.timing(&raw.timing)?;
-        let plugin = self.plugin(raw.plugin, &timing)?;
+        let plugin = self.plugin(raw.plugin)?;
 
         let zookeeper = match raw.capabilities.zookeeper {
             Some(z) => Some(self.zookeeper(z, &timing)?),
@@ -578,7 +578,15 @@ impl Validator<'_> {
                 "timeouts and waits must be above zero, and max-retry-wait at least retry-wait",
             ));
         }
-        let _ = timing;
+        // A leader whose renewals fail keeps calling itself leader until the
+        // renew deadline; that must end before its session could expire.
+        if timing.renew_deadline >= session_timeout {
+            return Err(self.err(
+                "timing.renew-deadline",
+                Dur(timing.renew_deadline),
+                format!("must be shorter than capabilities.zookeeper.client.session-timeout ({}), so that a leader that cannot renew steps down before its session can expire; lower timing.renew-deadline or raise the session timeout", Dur(session_timeout)),
+            ));
+        }
         let acl_creator = match c.acl.as_deref().unwrap_or("open") {
             "open" => false,
             "creator" if z.digest.is_some() => true,
@@ -662,7 +670,7 @@ impl Validator<'_> {
         })
     }
 
-    fn plugin(&self, p: RawPlugin, timing: &Timing) -> Result<PluginConfig, ConfigError> {
+    fn plugin(&self, p: RawPlugin) -> Result<PluginConfig, ConfigError> {
         let path = self.resolve(&p.path);
         if !path.is_file() {
             return Err(self.err("plugin.path", path.display(), "no such file: build the plugins (see README) or fix the path (relative paths start at the config file's directory)"));
@@ -728,7 +736,6 @@ impl Validator<'_> {
                 ),
             ));
         }
-        let _ = timing;
         let cache_dir = match p.cache_dir {
             Some(dir) if dir.as_os_str() == "off" => None,
             Some(dir) => Some(self.resolve(&dir)),

@@ -24,6 +24,9 @@ pub struct HostState {
     role: &'static str,
     /// The sidecar's ZooKeeper session, when the capability is granted.
     pub zookeeper: Option<Arc<ZkSession>>,
+    /// When the plugin call in progress must be done: host calls made for it
+    /// are bounded by this.
+    pub call_deadline: Option<std::time::Instant>,
 }
 
 impl HostState {
@@ -54,6 +57,7 @@ impl HostState {
             limits,
             role,
             zookeeper,
+            call_deadline: None,
         })
     }
 }

@@ -96,6 +96,7 @@ impl Instance {
     fn arm(&mut self, wait: Duration) -> Duration {
         let budget = wait + self.call_timeout;
         self.store.set_epoch_deadline(ticks_for(budget));
+        self.store.data_mut().call_deadline = Some(Instant::now() + budget);
         budget
     }
 

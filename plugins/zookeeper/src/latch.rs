@@ -98,6 +98,12 @@ impl Latch {
             let node = self.ensure_node(paths)?;
             let queue = Self::queue(paths)?;
             let Some(pos) = queue.iter().position(|(_, p)| *p == node) else {
+                // Our node went (session trouble) or has a name we cannot
+                // order: look again, within the wait.
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                self.node = None;
                 continue;
             };
             if pos == 0 {

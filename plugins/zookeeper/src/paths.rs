@@ -30,9 +30,11 @@ impl Paths {
                 "plugin.settings.root: {root:?} must be an absolute ZooKeeper path such as /flink"
             )));
         }
-        if !ok(cluster) || cluster.contains("//") {
+        // No '/': a cluster-id with one would name a node inside another
+        // cluster's tree.
+        if !ok(cluster) || cluster.contains('/') {
             return Err(invalid(format!(
-                "plugin.settings.cluster-id: {cluster_id:?} must be a name of A-Z a-z 0-9 - _ ."
+                "plugin.settings.cluster-id: {cluster_id:?} must be a name of A-Z a-z 0-9 - _ . (no /)"
             )));
         }
         Ok(Self {

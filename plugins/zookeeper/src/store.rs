@@ -46,7 +46,11 @@ pub fn get(paths: &Paths, key: &str) -> Result<Option<Versioned>> {
     })
 }
 
-/// The latch node whose sequence is `token`, if it still exists.
+/// The check that `token` is the current term: its latch node must be the
+/// lowest. A node that is lowest stays lowest until it is deleted (sequence
+/// numbers only grow), so the listing here plus the atomic existence check in
+/// the multi prove the term current at the moment of the write. A standby's
+/// node exists too, but is not the lowest: its token never passes.
 fn fence_check(paths: &Paths, token: u64) -> Result<Op> {
     let dir = paths.latch_dir();
     let children = match zk::children(&dir) {
@@ -54,11 +58,14 @@ fn fence_check(paths: &Paths, token: u64) -> Result<Op> {
         Err(ZkError::NoNode) => return Err(Failure::NotLeader),
         Err(e) => return Err(zk_failure(e)),
     };
-    let node = children
+    let lowest = children
         .into_iter()
-        .find(|n| crate::paths::sequence(n) == Some(token))
-        .ok_or(Failure::NotLeader)?;
-    Ok(Op::Check((format!("{dir}/{node}"), -1)))
+        .filter_map(|n| crate::paths::sequence(&n).map(|s| (s, n)))
+        .min();
+    match lowest {
+        Some((seq, node)) if seq == token => Ok(Op::Check((format!("{dir}/{node}"), -1))),
+        _ => Err(Failure::NotLeader),
+    }
 }
 
 /// Runs `write` (one op) after the fence check, if any. Returns the op's result.
@@ -129,10 +136,14 @@ pub fn put(
         match commit(paths, fence, op) {
             Ok(OpResult::Set(stat)) => return Ok(version_of(&stat)),
             Ok(OpResult::Created((_, stat))) if stat.mzxid > 0 => return Ok(version_of(&stat)),
+            // Servers before 3.7 return no stat for a create in a multi
+            // (ZOOKEEPER-4026): read it back, and trust it only if nobody
+            // changed the node since it was created.
             Ok(_) => {
-                return get(paths, key)?.map(|v| v.version).ok_or_else(|| {
-                    Failure::Unavailable("the value vanished right after the write".into())
-                });
+                return match read(&path)? {
+                    Some((Some(_), stat)) if stat.czxid == stat.mzxid => Ok(version_of(&stat)),
+                    _ => Err(Failure::Unavailable("written, but the new version cannot be told (the node changed right after); read it again".into())),
+                };
             }
             // The parent does not exist yet: create it, then try once more.
             Err((false, ZkError::NoNode)) if current.is_none() => {
