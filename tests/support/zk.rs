@@ -434,7 +434,7 @@ impl Server {
         cmd.args([
             // A test server holds little data: bound the heap (the default is a
             // quarter of the machine's memory) and keep GC threads and the
-            // /tmp/hsperfdata files out of the way.
+            // JVM perf-data files (hsperfdata) out of the way.
             "-Xmx256m",
             "-XX:+UseSerialGC",
             "-XX:-UsePerfData",
