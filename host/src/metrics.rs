@@ -62,10 +62,6 @@ impl Metrics {
         self.restarts[index(&ROLES, role)].fetch_add(1, Relaxed);
     }
 
-    pub fn calls(&self, call: &str, outcome: &str) -> u64 {
-        self.calls[index(&CALLS, call)][index(&OUTCOMES, outcome)].load(Relaxed)
-    }
-
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         let w = &mut out;

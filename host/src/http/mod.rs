@@ -118,13 +118,15 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::GET, "/recovery") => jobs::recovery(shared).await,
         (_, p) if p.starts_with("/jobs/") => jobs::handle(shared, req).await,
         (_, p) if p.starts_with("/state/") => state::handle(shared, req).await,
-        (_, "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics" | "/state") => {
-            reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{} is not supported on {path}", req.method()),
-            )
-        }
+        (
+            _,
+            "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics" | "/state"
+            | "/jobs" | "/recovery",
+        ) => reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not supported on {path}", req.method()),
+        ),
         (_, "/leader/resign") => reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -201,7 +201,12 @@ impl LeaderDuties {
             if Instant::now() >= next_sweep {
                 match self.values.sweep(self.sweep_grace).await {
                     Ok(s) if s.removed > 0 => {
-                        tracing::info!(removed = s.removed, "storage dir swept")
+                        tracing::info!(
+                            removed = s.removed,
+                            old_files = s.blobs,
+                            referenced = s.referenced,
+                            "storage dir swept"
+                        )
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "storage dir sweep failed"),

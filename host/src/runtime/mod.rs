@@ -9,7 +9,7 @@ pub mod inspect;
 mod instance;
 mod slot;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,9 +185,5 @@ impl LoadedPlugin {
         let mut instance = Instance::new(store, bindings, self.call_timeout, self.metrics.clone());
         instance.configure(setup).await?;
         Ok(instance)
-    }
-
-    pub fn data_dir(&self) -> Option<&Path> {
-        self.data_dir.as_deref()
     }
 }

@@ -80,10 +80,6 @@ impl Slot {
         }
     }
 
-    pub fn is_live(&self) -> bool {
-        self.instance.as_ref().is_some_and(|i| !i.is_poisoned())
-    }
-
     fn discard(&mut self) {
         if let Some(old) = self.instance.take() {
             if old.created.elapsed() > self.backoff_max {

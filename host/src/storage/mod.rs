@@ -75,10 +75,6 @@ impl ValueStore {
         }
     }
 
-    pub fn storage(&self) -> Option<String> {
-        self.blobs.as_ref().map(|b| b.describe())
-    }
-
     fn blobs(&self) -> Result<&Arc<dyn BlobStore>, ValueError> {
         self.blobs
             .as_ref()
