@@ -1,34 +1,22 @@
-//! The backend conformance suite against the file plugin.
+//! The backend conformance suite against the file plugin, set up from a
+//! sidecar config as `ha-sidecar plugin check` does it.
 
 mod support;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use ha_sidecar::config::Grants;
+use ha_sidecar::config::Config;
 use ha_sidecar::conformance::{self, Subject};
-use ha_sidecar::metrics::Metrics;
-use ha_sidecar::runtime::LoadedPlugin;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_backend_passes_the_conformance_suite() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = plugin_config("ha_plugin_file", &[("poll-interval-ms", "10")]);
-    let grants = Grants {
-        filesystem: Some(dir.path().to_path_buf()),
-        zookeeper: None,
-    };
-    let plugin = LoadedPlugin::load(&cfg, &grants, None, Arc::new(Metrics::default()))
-        .expect("load the file plugin");
-    let subject = Subject {
-        plugins: conformance::shared(plugin),
-        settings: cfg.settings.clone(),
-        namespace_setting: "cluster-id".into(),
-        lease: Duration::from_millis(1000),
-        renew_deadline: Duration::from_millis(750),
-        retry: Duration::from_millis(250),
-    };
+    let cluster = Cluster::new();
+    // A shorter lease than the other tests: the suite waits out leases several times.
+    let yaml = cluster.file_config("conformance", free_port(), "").replace(
+        "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms",
+        "timing: {lease: 1s, renew-deadline: 750ms, retry-period: 250ms",
+    );
+    let config = Config::load(&cluster.write_config("conformance", &yaml)).expect("a valid config");
+    let subject = Subject::for_config(&config);
     let outcomes = conformance::run(&subject, None).await;
     println!("{}", conformance::render(&outcomes));
     assert_eq!(outcomes.len(), conformance::checks().len());

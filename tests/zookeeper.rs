@@ -5,14 +5,10 @@ mod support;
 #[path = "support/zk.rs"]
 mod zk;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ha_sidecar::capabilities::zookeeper::{ZkSession, ZkSettings};
-use ha_sidecar::config::Grants;
+use ha_sidecar::config::Config;
 use ha_sidecar::conformance::{self, Subject};
-use ha_sidecar::metrics::Metrics;
-use ha_sidecar::runtime::LoadedPlugin;
 use support::*;
 use zk::ZooKeeper;
 
@@ -54,43 +50,17 @@ fn three(cluster: &Cluster, quorum: &str) -> Vec<Sidecar> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_backend_passes_the_conformance_suite() {
     let server = ZooKeeper::standalone();
-    let settings = ZkSettings {
-        quorum: server.quorum(),
-        session_timeout: SESSION,
-        connection_timeout: Duration::from_secs(2),
-        retry_wait: Duration::from_millis(200),
-        max_retry_wait: Duration::from_secs(1),
-        max_retry_attempts: 3,
-        tolerate_suspended_connections: false,
-        acl_creator: false,
-        digest: None,
-    };
-    let cfg = plugin_config("ha_plugin_zookeeper", &[("root", "/conformance")]);
-    let subject = Subject {
-        // One session per simulated sidecar, as real sidecars have.
-        plugins: Box::new({
-            let cfg = cfg.clone();
-            move || {
-                let (cfg, settings) = (cfg.clone(), settings.clone());
-                Box::pin(async move {
-                    let session = ZkSession::connect(settings.clone())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let grants = Grants {
-                        filesystem: None,
-                        zookeeper: Some(settings),
-                    };
-                    LoadedPlugin::load(&cfg, &grants, Some(session), Arc::new(Metrics::default()))
-                        .map_err(|e| e.to_string())
-                })
-            }
-        }),
-        settings: cfg.settings.clone(),
-        namespace_setting: "cluster-id".into(),
-        lease: Duration::from_millis(2000),
-        renew_deadline: Duration::from_millis(1500),
-        retry: Duration::from_millis(400),
-    };
+    // The sidecar config the other tests use: one session per simulated
+    // sidecar, as `plugin check` does it.
+    let cluster = Cluster::new();
+    let config = Config::load(&zk_config(
+        &cluster,
+        "conformance",
+        free_port(),
+        &server.quorum(),
+    ))
+    .expect("a valid config");
+    let subject = Subject::for_config(&config);
     let outcomes = conformance::run(&subject, None).await;
     println!("{}", conformance::render(&outcomes));
     let failed: Vec<_> = outcomes

@@ -22,6 +22,21 @@ pub type PluginSource = Box<
         + Sync,
 >;
 
+impl Subject {
+    /// What a sidecar config implies: its capabilities, plugin settings and
+    /// timing, with checks namespaced by the `cluster-id` setting.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self {
+            plugins: source_for(config),
+            settings: config.plugin.settings.clone(),
+            namespace_setting: "cluster-id".into(),
+            lease: config.timing.lease,
+            renew_deadline: config.timing.renew_deadline,
+            retry: config.timing.retry_period,
+        }
+    }
+}
+
 /// The plugin source a sidecar config implies: with the `zookeeper`
 /// capability every member gets its own session (and loaded plugin), as
 /// real sidecars have; otherwise all share one loaded plugin.
@@ -46,20 +61,21 @@ pub fn source_for(config: &crate::config::Config) -> PluginSource {
                     if let Some(p) = shared_plugin.get() {
                         return Ok(p.clone());
                     }
+                    // As `ha-sidecar run` does: the granted directory may not exist yet.
+                    if let Some(dir) = &grants.filesystem {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            format!(
+                                "capabilities.filesystem.dir: cannot create {}: {e}",
+                                dir.display()
+                            )
+                        })?;
+                    }
                     let p = LoadedPlugin::load(&cfg, &grants, None, metrics)
                         .map_err(|e| e.to_string())?;
                     Ok(shared_plugin.get_or_init(|| p).clone())
                 }
             }
         })
-    })
-}
-
-/// A source that hands every member the same loaded plugin.
-pub fn shared(plugin: Arc<LoadedPlugin>) -> PluginSource {
-    Box::new(move || {
-        let p = plugin.clone();
-        Box::pin(async move { Ok(p) })
     })
 }
 

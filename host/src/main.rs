@@ -114,21 +114,13 @@ fn check_plugin(plugin: &Path, config: &Path, only: Option<&str>) -> anyhow::Res
     // Checks write throwaway namespaces: keep them out of the configured directory.
     let scratch = std::env::temp_dir().join(format!("ha-sidecar-check-{}", std::process::id()));
     if config.grants.filesystem.is_some() {
-        std::fs::create_dir_all(&scratch)?;
         config.grants.filesystem = Some(scratch.clone());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let outcomes = runtime.block_on(async {
-        let subject = ha_sidecar::conformance::Subject {
-            plugins: ha_sidecar::conformance::source_for(&config),
-            settings: config.plugin.settings.clone(),
-            namespace_setting: "cluster-id".into(),
-            lease: config.timing.lease,
-            renew_deadline: config.timing.renew_deadline,
-            retry: config.timing.retry_period,
-        };
+        let subject = ha_sidecar::conformance::Subject::for_config(&config);
         ha_sidecar::conformance::run(&subject, only).await
     });
     let _ = std::fs::remove_dir_all(&scratch);
