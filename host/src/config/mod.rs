@@ -11,10 +11,12 @@ mod units;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::capabilities::outgoing_http::Endpoint;
 use crate::capabilities::zookeeper::ZkSettings;
 
 pub use units::{Bytes, Dur, FlinkDur, parse_duration};
@@ -122,6 +124,13 @@ struct RawPlugin {
 struct RawCapabilities {
     filesystem: Option<RawFilesystem>,
     zookeeper: Option<RawZookeeper>,
+    outgoing_http: Option<RawOutgoingHttp>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawOutgoingHttp {
+    endpoints: Vec<String>,
 }
 
 /// Flink's `high-availability.zookeeper.*` keys, without that prefix.
@@ -217,6 +226,8 @@ pub struct Grants {
     /// Host directory mounted into the plugin at `/data`.
     pub filesystem: Option<PathBuf>,
     pub zookeeper: Option<ZkSettings>,
+    /// Servers the plugin may send HTTP requests to; any other is refused.
+    pub outgoing_http: Option<Arc<[Endpoint]>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -439,9 +450,14 @@ impl Validator<'_> {
             Some(z) => Some(self.zookeeper(z, &timing)?),
             None => None,
         };
+        let outgoing_http = match raw.capabilities.outgoing_http {
+            Some(h) => Some(self.outgoing_http(h)?),
+            None => None,
+        };
         let grants = Grants {
             filesystem: raw.capabilities.filesystem.map(|fs| self.resolve(&fs.dir)),
             zookeeper,
+            outgoing_http,
         };
 
         let storage = self.storage(raw.storage)?;
@@ -460,6 +476,29 @@ impl Validator<'_> {
             grants,
             timing,
         })
+    }
+
+    fn outgoing_http(&self, h: RawOutgoingHttp) -> Result<Arc<[Endpoint]>, ConfigError> {
+        if h.endpoints.is_empty() {
+            return Err(self.err(
+                "capabilities.outgoing-http.endpoints",
+                "[]",
+                "lists no endpoint; list the servers the plugin may reach (such as http://127.0.0.1:2379), or remove capabilities.outgoing-http",
+            ));
+        }
+        h.endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                Endpoint::parse(e).map_err(|reason| {
+                    self.err(
+                        &format!("capabilities.outgoing-http.endpoints[{i}]"),
+                        format!("{e:?}"),
+                        reason,
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Enforces lease > renew-deadline > 1.2 × retry-period: a leader that

@@ -5,11 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::capabilities::outgoing_http::{Endpoint, OutgoingHttp};
 use crate::capabilities::zookeeper::ZkSession;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::ha::sidecar::log::{self, Level};
 use super::bindings::ha::sidecar::types;
@@ -24,6 +26,10 @@ pub struct HostState {
     role: &'static str,
     /// The sidecar's ZooKeeper session, when the capability is granted.
     pub zookeeper: Option<Arc<ZkSession>>,
+    http: WasiHttpCtx,
+    /// Which endpoints outgoing HTTP may reach (none granted: the plugin
+    /// cannot import wasi:http at all, see `inspect.rs`).
+    outgoing_http: OutgoingHttp,
     /// When the plugin call in progress must be done: host calls made for it
     /// are bounded by this.
     pub call_deadline: Option<std::time::Instant>,
@@ -35,6 +41,7 @@ impl HostState {
         memory_limit: u64,
         data_dir: Option<&Path>,
         zookeeper: Option<Arc<ZkSession>>,
+        outgoing_http: Option<Arc<[Endpoint]>>,
     ) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stderr()
@@ -57,6 +64,8 @@ impl HostState {
             limits,
             role,
             zookeeper,
+            http: WasiHttpCtx::new(),
+            outgoing_http: OutgoingHttp::new(outgoing_http.unwrap_or_else(|| Arc::new([])), role),
             call_deadline: None,
         })
     }
@@ -67,6 +76,17 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.outgoing_http.deadline = self.call_deadline;
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outgoing_http,
         }
     }
 }

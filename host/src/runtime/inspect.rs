@@ -103,7 +103,13 @@ fn classify(interface: &str) -> Need {
         "wasi:sockets" => Need::Never(
             "raw network access is never granted; a backend reaches its service through a host capability (such as outgoing HTTP to listed endpoints)",
         ),
-        "wasi:http" => Need::Never("outgoing HTTP is not available in this version of the sidecar"),
+        // Only the client side: a plugin answers no HTTP requests itself.
+        _ if bare.starts_with("wasi:http/types")
+            || bare.starts_with("wasi:http/outgoing-handler") =>
+        {
+            Need::Capability("outgoing-http")
+        }
+        "wasi:http" => Need::Never("a backend plugin sends HTTP requests; it does not serve them"),
         _ => Need::Never("this sidecar provides no such interface"),
     }
 }
@@ -184,6 +190,7 @@ impl Grants {
         match capability {
             "filesystem" => self.filesystem.is_some(),
             "zookeeper" => self.zookeeper.is_some(),
+            "outgoing-http" => self.outgoing_http.is_some(),
             _ => false,
         }
     }
@@ -239,7 +246,7 @@ mod tests {
         );
         let granted = Grants {
             filesystem: Some("/tmp".into()),
-            zookeeper: None,
+            ..Grants::default()
         };
         assert!(
             plugin(

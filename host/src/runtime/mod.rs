@@ -22,6 +22,7 @@ pub use host::GUEST_DATA_DIR;
 pub use instance::{CallError, Instance, describe};
 pub use slot::Slot;
 
+use crate::capabilities::outgoing_http::Endpoint;
 use crate::capabilities::zookeeper::ZkSession;
 use crate::config::{Grants, PluginConfig};
 use crate::metrics::Metrics;
@@ -77,6 +78,7 @@ pub struct LoadedPlugin {
     call_timeout: Duration,
     data_dir: Option<PathBuf>,
     zookeeper: Option<Arc<ZkSession>>,
+    outgoing_http: Option<Arc<[Endpoint]>>,
     metrics: Arc<Metrics>,
 }
 
@@ -130,6 +132,7 @@ impl LoadedPlugin {
         let mut linker = Linker::<HostState>::new(&engine);
         let link = |linker: &mut Linker<HostState>| -> anyhow::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
             bindings::Capabilities::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
             Ok(())
         };
@@ -156,6 +159,7 @@ impl LoadedPlugin {
             call_timeout: cfg.call_timeout,
             data_dir: grants.filesystem.clone(),
             zookeeper,
+            outgoing_http: grants.outgoing_http.clone(),
             metrics,
         }))
     }
@@ -171,6 +175,7 @@ impl LoadedPlugin {
             self.memory_limit,
             self.data_dir.as_deref(),
             self.zookeeper.clone(),
+            self.outgoing_http.clone(),
         )
         .map_err(|e| CallError::NoInstance(format!("{e:#}")))?;
         let mut store = Store::new(&self.engine, state);

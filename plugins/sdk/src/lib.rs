@@ -10,6 +10,8 @@
 //! ha_sidecar_sdk::export!(MyStore);
 //! ```
 
+pub mod cas;
+pub mod http;
 pub mod keys;
 pub mod log;
 pub mod settings;

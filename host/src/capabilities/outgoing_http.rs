@@ -1,0 +1,178 @@
+//! Outgoing HTTP (`wasi:http/outgoing-handler`) for plugins that reach their
+//! store over HTTP, such as etcd's JSON gateway.
+//!
+//! The grant is a list of endpoints (scheme, host, port). A request to anything
+//! else is refused before a connection is opened, so a plugin cannot be used to
+//! probe the network around the sidecar. Every request is also bounded by the
+//! deadline of the plugin call that made it: a store that stops answering makes
+//! the call fail in time, instead of overrunning and costing the instance.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// One granted endpoint, as the config lists it: `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl Endpoint {
+    /// Accepts `http://host[:port]` or `https://host[:port]` with nothing after
+    /// the authority: the grant is for a server, not for a path on it.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s
+            .parse()
+            .map_err(|e| format!("is not a URL ({e}); write it as http://host:port"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err("must start with http:// or https://".into()),
+        };
+        let authority = uri
+            .authority()
+            .ok_or("has no host; write it as http://host:port")?;
+        if authority.as_str().contains('@') {
+            return Err("must not carry credentials; pass them in the plugin's settings".into());
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(
+                "must name only a server (scheme, host, port), without a path or query".into(),
+            );
+        }
+        Ok(Self {
+            https,
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+        })
+    }
+
+    fn matches(&self, uri: &http::Uri) -> bool {
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let Some(authority) = uri.authority() else {
+            return false;
+        };
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        https == self.https
+            && port == self.port
+            && authority.host().eq_ignore_ascii_case(&self.host)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// The hooks wasmtime-wasi-http calls for each request of one plugin instance.
+pub struct OutgoingHttp {
+    allowed: Arc<[Endpoint]>,
+    role: &'static str,
+    /// When the plugin call in progress must be done (kept in step with
+    /// `HostState::call_deadline`).
+    pub deadline: Option<Instant>,
+}
+
+impl OutgoingHttp {
+    pub fn new(allowed: Arc<[Endpoint]>, role: &'static str) -> Self {
+        Self {
+            allowed,
+            role,
+            deadline: None,
+        }
+    }
+
+    /// The guest's timeouts, each capped by what is left of the call.
+    fn bounded(&self, options: Option<RequestOptions>) -> RequestOptions {
+        let mut o = options.unwrap_or_default();
+        if let Some(deadline) = self.deadline {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let cap = |t: Option<Duration>| Some(t.map_or(left, |t| t.min(left)));
+            o.connect_timeout = cap(o.connect_timeout);
+            o.first_byte_timeout = cap(o.first_byte_timeout);
+            o.between_bytes_timeout = cap(o.between_bytes_timeout);
+        }
+        o
+    }
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutgoingHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> ResponseFuture {
+        let uri = request.uri().clone();
+        if !self.allowed.iter().any(|e| e.matches(&uri)) {
+            let granted = self
+                .allowed
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::warn!(
+                role = self.role,
+                %uri,
+                "refused an outgoing request to an endpoint the config does not grant (granted: {granted}); add it to capabilities.outgoing-http.endpoints if the plugin should reach it"
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        let options = self.bounded(options);
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_and_match_exactly() {
+        let e = Endpoint::parse("http://127.0.0.1:2379").unwrap();
+        assert!(e.matches(&"http://127.0.0.1:2379/v3/kv/range".parse().unwrap()));
+        assert!(!e.matches(&"http://127.0.0.1:2380/v3/kv/range".parse().unwrap()));
+        assert!(!e.matches(&"https://127.0.0.1:2379/".parse().unwrap()));
+        assert!(!e.matches(&"http://127.0.0.2:2379/".parse().unwrap()));
+        let d = Endpoint::parse("https://Etcd.example").unwrap();
+        assert_eq!(d.to_string(), "https://etcd.example:443");
+        assert!(d.matches(&"https://etcd.example/v3/watch".parse().unwrap()));
+        for bad in [
+            "127.0.0.1:2379",
+            "ftp://x:1",
+            "http://x:1/v3",
+            "http://u:p@x:1",
+            "http://",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+}

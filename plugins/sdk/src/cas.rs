@@ -1,0 +1,401 @@
+//! Election, discovery and fenced state over any compare-and-set store.
+//!
+//! A store without sessions or ephemeral nodes (etcd's KV, a SQL table,
+//! Consul, DynamoDB) implements [`CasStore`]: get, a guarded compare-and-set
+//! write, list and, if it can, a bounded wait for a change. The [`Driver`]
+//! turns that into the whole backend contract; [`export_cas_backend!`] exports it.
+//!
+//! # The recipe
+//!
+//! Two records under `election/`:
+//! - `leader` holds the holder (or none after a resignation). It changes only
+//!   when leadership changes hands, so **its version is the term's token**:
+//!   versions grow strictly across every change of the store, hence every new
+//!   leader's token is greater than any before it, even if the record was lost.
+//! - `renewal` is rewritten by the leader on every `keep`, guarded by
+//!   `leader` still being at the term's version.
+//!
+//! A standby takes over only after it has seen the pair (leader version,
+//! renewal version) unchanged for a full lease by its own monotonic clock,
+//! never by a timestamp another machine wrote. The silent leader's last renewal
+//! started before the standby first saw it, and its host stops reporting
+//! leadership a renew deadline after that start; lease > renew deadline, so the
+//! old leader has stopped before the standby can win.
+//!
+//! Every fenced write carries the guard "`leader` is still at version =
+//! token", checked by the store atomically with the write: a deposed leader's
+//! write fails with `not-leader` whatever the timing.
+
+use std::time::{Duration, Instant};
+
+use crate::{Failure, Member, Result, Setup, Term, Versioned, invalid, keys};
+
+/// Where the leader record lives, relative to the store's own namespace.
+pub const LEADER_KEY: &str = "election/leader";
+/// Rewritten by the leader on every renewal.
+pub const RENEWAL_KEY: &str = "election/renewal";
+/// State keys live under this prefix, apart from the election records.
+pub const STATE_PREFIX: &str = "state/";
+
+/// A second key that must be at a given version for a write to happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard<'a> {
+    pub key: &'a str,
+    pub version: u64,
+}
+
+/// What a store offers so that the SDK can run a backend on it.
+///
+/// Versions: strictly greater after every change of any key, never 0 (a
+/// store-wide revision, as etcd's, or a sequence), so that a deleted and
+/// re-created key never repeats a version.
+pub trait CasStore: Sized + 'static {
+    /// Builds the store from the plugin's settings (refuse unknown ones).
+    fn open(setup: &Setup) -> Result<Self>;
+
+    fn get(&mut self, key: &str) -> Result<Option<Versioned>>;
+
+    /// Writes `value` to `key`, or deletes it when `value` is none, only if
+    /// - `expected` holds: none = any, some(0) = absent, some(v) = at version v
+    ///   (else [`Failure::Conflict`] with the current value), and
+    /// - `guard`'s key is at its version (else [`Failure::NotLeader`]; checked
+    ///   first, and atomically with the write).
+    ///
+    /// Returns the new version (for a delete, any version at or after it).
+    /// Deleting an absent key without `expected` succeeds.
+    fn write(
+        &mut self,
+        key: &str,
+        value: Option<&[u8]>,
+        expected: Option<u64>,
+        guard: Option<Guard<'_>>,
+    ) -> Result<u64>;
+
+    /// Keys starting with `prefix`, sorted.
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Returns when `key` may have changed from version `seen` (none: absent),
+    /// or after at most `wait`. Returning early is always allowed; the default
+    /// polls by sleeping a little, which is correct for any store.
+    fn wait_change(&mut self, key: &str, seen: Option<u64>, wait: Duration) -> Result<()> {
+        let _ = (key, seen);
+        std::thread::sleep(wait.min(Duration::from_millis(100)));
+        Ok(())
+    }
+}
+
+/// The leader record as stored (JSON).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+struct LeaderRecord {
+    /// None: resigned, anyone may take over at once.
+    holder: Option<Holder>,
+    since_ms: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+struct Holder {
+    id: String,
+    address: String,
+    /// The holding process's run (see the contract's `setup.session`).
+    session: String,
+}
+
+/// The backend contract over a [`CasStore`].
+pub struct Driver<S> {
+    store: S,
+    me: Holder,
+    lease: Duration,
+    /// The (leader, renewal) versions last seen and since when, by our clock.
+    observed: Option<((u64, Option<u64>), Instant)>,
+}
+
+impl<S: CasStore> Driver<S> {
+    pub fn configure(setup: Setup) -> Result<Self> {
+        let store = S::open(&setup)?;
+        Ok(Self {
+            store,
+            me: Holder {
+                id: setup.me.id,
+                address: setup.me.address,
+                session: setup.session,
+            },
+            lease: Duration::from_millis(setup.timing.lease_ms.into()),
+            observed: None,
+        })
+    }
+
+    pub fn store(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    fn read_leader(&mut self) -> Result<Option<(LeaderRecord, u64)>> {
+        let Some(v) = self.store.get(LEADER_KEY)? else {
+            return Ok(None);
+        };
+        let record = serde_json::from_slice(&v.value).map_err(|e| {
+            Failure::Unavailable(format!(
+                "{LEADER_KEY} holds something that is not a leader record ({e}); was it written by another program?"
+            ))
+        })?;
+        Ok(Some((record, v.version)))
+    }
+
+    fn term(record: &LeaderRecord, version: u64) -> Option<Term> {
+        record.holder.as_ref().map(|h| Term {
+            holder: Member {
+                id: h.id.clone(),
+                address: h.address.clone(),
+            },
+            token: version,
+            handle: version.to_string(),
+            since_ms: record.since_ms,
+        })
+    }
+
+    pub fn campaign(&mut self, wait_ms: u32) -> Result<Option<Term>> {
+        let started = Instant::now();
+        let wait = Duration::from_millis(wait_ms.into());
+        loop {
+            let current = self.read_leader()?;
+            let (expected, takeover) = match &current {
+                None => (0, true),
+                Some((record, version)) => match &record.holder {
+                    None => (*version, true),
+                    // Our own process holds it (a lost reply, or a recreated
+                    // instance): nobody took over since, so it is still ours.
+                    // Renew before answering: a standby may have been timing
+                    // our silence, and the host starts counting from now.
+                    Some(h) if *h == self.me => {
+                        let term = Self::term(record, *version).expect("the record has a holder");
+                        match self.keep(term.clone()) {
+                            Ok(()) => return Ok(Some(term)),
+                            Err(Failure::NotLeader) => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Some(_) => {
+                        let renewal = self.store.get(RENEWAL_KEY)?.map(|v| v.version);
+                        let seen = (*version, renewal);
+                        let now = Instant::now();
+                        let since = match self.observed {
+                            Some((s, since)) if s == seen => since,
+                            _ => {
+                                self.observed = Some((seen, now));
+                                now
+                            }
+                        };
+                        (*version, now.duration_since(since) >= self.lease)
+                    }
+                },
+            };
+            if takeover {
+                let record = LeaderRecord {
+                    holder: Some(self.me.clone()),
+                    since_ms: now_ms(),
+                };
+                let bytes = serde_json::to_vec(&record).expect("a leader record serializes");
+                match self
+                    .store
+                    .write(LEADER_KEY, Some(&bytes), Some(expected), None)
+                {
+                    Ok(version) => {
+                        self.observed = None;
+                        return Ok(Self::term(&record, version));
+                    }
+                    // Another candidate won the race: observe the new holder.
+                    Err(Failure::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let left = wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // Wake on a resignation at once; otherwise re-check when the lease
+            // we are timing could have run out.
+            let until_expiry = self
+                .observed
+                .map(|(_, since)| self.lease.saturating_sub(since.elapsed()))
+                .unwrap_or(left);
+            let seen = current.map(|(_, v)| v);
+            self.store.wait_change(
+                LEADER_KEY,
+                seen,
+                left.min(until_expiry).max(Duration::from_millis(1)),
+            )?;
+        }
+    }
+
+    pub fn keep(&mut self, term: Term) -> Result<()> {
+        let renewal =
+            serde_json::json!({ "id": self.me.id, "token": term.token, "at_ms": now_ms() });
+        self.store
+            .write(
+                RENEWAL_KEY,
+                Some(renewal.to_string().as_bytes()),
+                None,
+                Some(Guard {
+                    key: LEADER_KEY,
+                    version: term.token,
+                }),
+            )
+            .map(drop)
+    }
+
+    pub fn resign(&mut self, term: Term) -> Result<()> {
+        let record = LeaderRecord {
+            holder: None,
+            since_ms: now_ms(),
+        };
+        let bytes = serde_json::to_vec(&record).expect("a leader record serializes");
+        match self
+            .store
+            .write(LEADER_KEY, Some(&bytes), Some(term.token), None)
+        {
+            Ok(_) => Ok(()),
+            Err(Failure::Conflict(_)) => Err(Failure::NotLeader),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn leader(&mut self, known: Option<u64>, wait_ms: u32) -> Result<Option<Term>> {
+        let started = Instant::now();
+        let wait = Duration::from_millis(wait_ms.into());
+        loop {
+            let current = self.read_leader()?;
+            let term = current
+                .as_ref()
+                .and_then(|(record, version)| Self::term(record, *version));
+            let left = wait.saturating_sub(started.elapsed());
+            if term.as_ref().map(|t| t.token) != known || left.is_zero() {
+                return Ok(term);
+            }
+            self.store
+                .wait_change(LEADER_KEY, current.map(|(_, v)| v), left)?;
+        }
+    }
+
+    pub fn get(&mut self, key: String) -> Result<Option<Versioned>> {
+        keys::validate(&key)?;
+        self.store.get(&state_key(&key))
+    }
+
+    pub fn put(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<u64> {
+        keys::validate(&key)?;
+        self.store
+            .write(&state_key(&key), Some(&value), expected, guard(fence))
+    }
+
+    pub fn delete(&mut self, key: String, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
+        keys::validate(&key)?;
+        if expected == Some(0) {
+            return Err(invalid(
+                "delete with expected version 0 (\"only if absent\") has nothing to delete",
+            ));
+        }
+        self.store
+            .write(&state_key(&key), None, expected, guard(fence))
+            .map(drop)
+    }
+
+    pub fn list(&mut self, prefix: String) -> Result<Vec<String>> {
+        let full = state_key(&prefix);
+        let mut keys: Vec<String> = self
+            .store
+            .list(&full)?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(STATE_PREFIX).map(str::to_string))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+fn state_key(key: &str) -> String {
+    format!("{STATE_PREFIX}{key}")
+}
+
+fn guard(fence: Option<u64>) -> Option<Guard<'static>> {
+    fence.map(|version| Guard {
+        key: LEADER_KEY,
+        version,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Exports a [`CasStore`] as a complete backend plugin:
+/// `ha_sidecar_sdk::export_cas_backend!(MyStore);`
+#[macro_export]
+macro_rules! export_cas_backend {
+    ($store:ty) => {
+        thread_local! {
+            static __HA_SIDECAR_DRIVER: ::std::cell::RefCell<Option<$crate::cas::Driver<$store>>> =
+                const { ::std::cell::RefCell::new(None) };
+        }
+
+        fn __ha_sidecar_with<T>(
+            f: impl FnOnce(&mut $crate::cas::Driver<$store>) -> $crate::Result<T>,
+        ) -> $crate::Result<T> {
+            __HA_SIDECAR_DRIVER.with(|d| match d.borrow_mut().as_mut() {
+                Some(driver) => f(driver),
+                None => Err($crate::invalid("configure was not called")),
+            })
+        }
+
+        struct __HaSidecarCasBackend;
+
+        impl $crate::Backend for __HaSidecarCasBackend {
+            fn configure(setup: $crate::Setup) -> $crate::Result<()> {
+                let driver = $crate::cas::Driver::<$store>::configure(setup)?;
+                __HA_SIDECAR_DRIVER.with(|d| *d.borrow_mut() = Some(driver));
+                Ok(())
+            }
+            fn campaign(wait_ms: u32) -> $crate::Result<Option<$crate::Term>> {
+                __ha_sidecar_with(|d| d.campaign(wait_ms))
+            }
+            fn keep(term: $crate::Term) -> $crate::Result<()> {
+                __ha_sidecar_with(|d| d.keep(term))
+            }
+            fn resign(term: $crate::Term) -> $crate::Result<()> {
+                __ha_sidecar_with(|d| d.resign(term))
+            }
+            fn leader(known: Option<u64>, wait_ms: u32) -> $crate::Result<Option<$crate::Term>> {
+                __ha_sidecar_with(|d| d.leader(known, wait_ms))
+            }
+            fn get(key: String) -> $crate::Result<Option<$crate::Versioned>> {
+                __ha_sidecar_with(|d| d.get(key))
+            }
+            fn put(
+                key: String,
+                value: Vec<u8>,
+                expected: Option<u64>,
+                fence: Option<u64>,
+            ) -> $crate::Result<u64> {
+                __ha_sidecar_with(|d| d.put(key, value, expected, fence))
+            }
+            fn delete(
+                key: String,
+                expected: Option<u64>,
+                fence: Option<u64>,
+            ) -> $crate::Result<()> {
+                __ha_sidecar_with(|d| d.delete(key, expected, fence))
+            }
+            fn list(prefix: String) -> $crate::Result<Vec<String>> {
+                __ha_sidecar_with(|d| d.list(prefix))
+            }
+        }
+
+        $crate::export!(__HaSidecarCasBackend);
+    };
+}

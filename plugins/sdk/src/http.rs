@@ -1,0 +1,231 @@
+//! A small blocking HTTP client over `wasi:http/outgoing-handler`, for stores
+//! reached over HTTP (granted with `capabilities.outgoing-http`; the host
+//! refuses endpoints the config does not list, and bounds every request by
+//! the deadline of the plugin call that made it).
+//!
+//! Two shapes: [`post`] reads a whole response; [`Stream`] reads a long
+//! response (a watch) piece by piece, each read bounded by a deadline, so a
+//! plugin call always returns by itself.
+
+use std::time::{Duration, Instant};
+
+use wasip2::clocks::monotonic_clock;
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{
+    ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
+};
+use wasip2::io::poll;
+use wasip2::io::streams::{InputStream, StreamError};
+
+/// A server to talk to: `http://host:port` or `https://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    https: bool,
+    authority: String,
+}
+
+impl Endpoint {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (https, rest) = if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!("{s:?} must start with http:// or https://"));
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains(['/', '?', '@']) {
+            return Err(format!(
+                "{s:?} must be scheme://host:port with no path, query or credentials"
+            ));
+        }
+        Ok(Self {
+            https,
+            authority: authority.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority)
+    }
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum Error {
+    /// The host refused the endpoint: it is not in the config's grant.
+    Denied(String),
+    /// Connection refused, reset, timed out, or any other transport failure.
+    Transport(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Denied(e) => write!(
+                f,
+                "the sidecar refused a request to {e}: the endpoint is not listed in capabilities.outgoing-http.endpoints"
+            ),
+            Error::Transport(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Sends `body` (JSON) with POST to `path` and waits for the response head,
+/// at most `timeout`.
+fn send(
+    endpoint: &Endpoint,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<IncomingResponse, Error> {
+    let transport =
+        |what: &str, e: String| Error::Transport(format!("{what} {endpoint}{path}: {e}"));
+    let headers = Fields::from_list(&[
+        ("content-type".into(), b"application/json".to_vec()),
+        ("content-length".into(), body.len().to_string().into_bytes()),
+    ])
+    .map_err(|e| transport("headers for", format!("{e:?}")))?;
+    let request = OutgoingRequest::new(headers);
+    let scheme = if endpoint.https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let set = request.set_method(&Method::Post).is_ok()
+        && request.set_scheme(Some(&scheme)).is_ok()
+        && request.set_authority(Some(&endpoint.authority)).is_ok()
+        && request.set_path_with_query(Some(path)).is_ok();
+    if !set {
+        return Err(transport("cannot address", "invalid request line".into()));
+    }
+    let options = RequestOptions::new();
+    let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    let _ = options.set_connect_timeout(Some(nanos));
+    let _ = options.set_first_byte_timeout(Some(nanos));
+    let _ = options.set_between_bytes_timeout(Some(nanos));
+    let outgoing = request
+        .body()
+        .map_err(|()| transport("no body for", String::new()))?;
+    let pending =
+        outgoing_handler::handle(request, Some(options)).map_err(|e| error(endpoint, path, e))?;
+    {
+        let out = outgoing
+            .write()
+            .map_err(|()| transport("no body stream for", String::new()))?;
+        // blocking-write-and-flush takes at most 4096 bytes at a time.
+        for chunk in body.chunks(4096) {
+            out.blocking_write_and_flush(chunk)
+                .map_err(|e| transport("writing to", format!("{e:?}")))?;
+        }
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|e| error(endpoint, path, e))?;
+    pending.subscribe().block();
+    match pending.get() {
+        Some(Ok(Ok(response))) => Ok(response),
+        Some(Ok(Err(e))) => Err(error(endpoint, path, e)),
+        Some(Err(())) | None => Err(transport(
+            "no response from",
+            "response already taken".into(),
+        )),
+    }
+}
+
+fn error(endpoint: &Endpoint, path: &str, e: ErrorCode) -> Error {
+    match e {
+        ErrorCode::HttpRequestDenied => Error::Denied(endpoint.to_string()),
+        other => Error::Transport(format!("{endpoint}{path}: {other:?}")),
+    }
+}
+
+/// A response body being read piece by piece.
+pub struct Stream {
+    pub status: u16,
+    // Field order is drop order: the stream is a child of the body, which is a
+    // child of the response; wasi traps if a parent goes first.
+    stream: InputStream,
+    _body: IncomingBody,
+    _response: IncomingResponse,
+}
+
+impl Stream {
+    pub fn open(
+        endpoint: &Endpoint,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let response = send(endpoint, path, body, timeout)?;
+        let status = response.status();
+        let incoming = response
+            .consume()
+            .map_err(|()| Error::Transport(format!("{endpoint}{path}: body already consumed")))?;
+        let stream = incoming
+            .stream()
+            .map_err(|()| Error::Transport(format!("{endpoint}{path}: no body stream")))?;
+        Ok(Self {
+            status,
+            stream,
+            _body: incoming,
+            _response: response,
+        })
+    }
+
+    /// The next bytes of the body: `Ok(Some)` with at least one byte,
+    /// `Ok(None)` at the end of the body or once `deadline` passes.
+    pub fn read(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, Error> {
+        loop {
+            match self.stream.read(64 * 1024) {
+                Ok(bytes) if !bytes.is_empty() => return Ok(Some(bytes)),
+                Ok(_) => {}
+                Err(StreamError::Closed) => return Ok(None),
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(Error::Transport(format!(
+                        "reading a response: {}",
+                        e.to_debug_string()
+                    )));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let ready = self.stream.subscribe();
+            let timer = monotonic_clock::subscribe_duration(
+                u64::try_from(left.as_nanos()).unwrap_or(u64::MAX),
+            );
+            poll::poll(&[&ready, &timer]);
+        }
+    }
+
+    /// The rest of the body, until its end or `deadline`.
+    pub fn read_to_end(&mut self, deadline: Instant) -> Result<Vec<u8>, Error> {
+        let mut all = Vec::new();
+        while let Some(bytes) = self.read(deadline)? {
+            all.extend_from_slice(&bytes);
+        }
+        Ok(all)
+    }
+}
+
+/// POSTs `body` and reads the whole response, all within `timeout`.
+pub fn post(
+    endpoint: &Endpoint,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), Error> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = Stream::open(endpoint, path, body, timeout)?;
+    let bytes = stream.read_to_end(deadline)?;
+    if Instant::now() >= deadline {
+        return Err(Error::Transport(format!(
+            "{endpoint}{path}: no complete response within {timeout:?}"
+        )));
+    }
+    Ok((stream.status, bytes))
+}
