@@ -53,6 +53,12 @@ ensure_zookeeper() {
     fi
 }
 
+# etcd for the etcd backend's integration tests: tests/support/etcd.rs runs
+# the package's binary directly (no systemd).
+ensure_etcd() {
+    ensure_debian_packages etcd-server
+}
+
 build_plugins() {
     echo "==> building plugins (wasm32-wasip2)"
     (cd plugins && cargo build --release --locked)

@@ -3,6 +3,7 @@
 # conformance suite and the integration tests with real sidecar processes.
 source "$(dirname "$0")/setup.sh"
 ensure_zookeeper
+ensure_etcd
 build_plugins
 echo "==> formatting"
 cargo fmt --all --check

@@ -1,0 +1,239 @@
+//! The etcd backend (`plugins/etcd`, built only on the SDK's compare-and-set
+//! election and outgoing HTTP) against a real etcd 3.4 (Debian package),
+//! started by the harness on free loopback ports.
+
+#[path = "support/etcd.rs"]
+mod etcd;
+mod support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use etcd::Etcd;
+use ha_sidecar::config::Config;
+use ha_sidecar::conformance::{self, Subject};
+use support::*;
+
+/// The lease in `TIMING`: a silent leader is replaced after this much
+/// observed silence.
+const LEASE: Duration = Duration::from_secs(2);
+
+/// A sidecar config on the etcd plugin: `endpoints` is what the plugin is
+/// told to use, `granted` what the host lets it reach.
+fn etcd_config(
+    cluster: &Cluster,
+    id: &str,
+    port: u16,
+    endpoints: &str,
+    granted: Option<&str>,
+) -> PathBuf {
+    let grant = granted
+        .map(|g| format!("capabilities:\n  outgoing-http: {{endpoints: ['{g}']}}\n"))
+        .unwrap_or_default();
+    let yaml = format!(
+        "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{endpoints: '{endpoints}', cluster-id: test}}\n{grant}{TIMING}",
+        plugin("ha_plugin_etcd").display(),
+        shared_cache_dir().display(),
+    );
+    cluster.write_config(id, &yaml)
+}
+
+fn start(cluster: &Cluster, id: &str, etcd: &Etcd) -> Sidecar {
+    let port = free_port();
+    let cfg = etcd_config(cluster, id, port, &etcd.endpoint(), Some(&etcd.endpoint()));
+    Sidecar::start(id, port, &cfg, &cluster.path().join(format!("{id}.log")))
+}
+
+fn three(cluster: &Cluster, etcd: &Etcd) -> Vec<Sidecar> {
+    ["e1", "e2", "e3"]
+        .iter()
+        .map(|id| start(cluster, id, etcd))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_backend_passes_the_conformance_suite() {
+    let server = Etcd::start();
+    let cluster = Cluster::new();
+    let cfg = etcd_config(
+        &cluster,
+        "conformance",
+        free_port(),
+        &server.endpoint(),
+        Some(&server.endpoint()),
+    );
+    let config = Config::load(&cfg).expect("a valid config");
+    let outcomes = conformance::run(&Subject::for_config(&config), None).await;
+    println!("{}", conformance::render(&outcomes));
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.name)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed checks: {failed:?}\n{}",
+        conformance::render(&outcomes)
+    );
+}
+
+#[test]
+fn one_leader_among_three_and_everyone_agrees() {
+    let server = Etcd::start();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server);
+    let leader = sole_leader(&sidecars, Duration::from_secs(20));
+    let term = sidecars[leader].term();
+    for s in &sidecars {
+        wait_for(
+            "everyone to agree on the leader",
+            Duration::from_secs(10),
+            || (s.leader()["term"].as_u64() == Some(term)).then_some(()),
+        );
+    }
+    // The leader renews every retry period, so its renewal record appears.
+    let keys = wait_for("the renewal record", Duration::from_secs(5), || {
+        let keys = server.keys("/ha-sidecar/test/election/");
+        (keys.len() == 2).then_some(keys)
+    });
+    assert_eq!(
+        keys,
+        [
+            "/ha-sidecar/test/election/leader",
+            "/ha-sidecar/test/election/renewal"
+        ],
+        "the election records are not where the plugin documents them"
+    );
+}
+
+#[test]
+fn kill_9_fails_over_after_the_lease_and_sigterm_at_once() {
+    let server = Etcd::start();
+    let cluster = Cluster::new();
+    let mut sidecars = three(&cluster, &server);
+    // SIGTERM: the leader resigns; a standby watching the record wakes at once.
+    let leader = sole_leader(&sidecars, Duration::from_secs(20));
+    let first = sidecars[leader].term();
+    let sent = Instant::now();
+    sidecars[leader].signal(libc::SIGTERM);
+    let mut old = sidecars.remove(leader);
+    let next = sole_leader(&sidecars, Duration::from_secs(10));
+    let graceful = sent.elapsed();
+    assert!(old.wait_exit(Duration::from_secs(15)).success());
+    let second = sidecars[next].term();
+    assert!(second > first, "token {second} after {first}");
+    // kill -9: the standbys time the silence by their own clocks.
+    let killed = Instant::now();
+    sidecars[next].kill9();
+    let rest: Vec<Sidecar> = sidecars
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != next)
+        .map(|(_, s)| s)
+        .collect();
+    let third = sole_leader(&rest, LEASE + Duration::from_secs(10));
+    let crash = killed.elapsed();
+    assert!(rest[third].term() > second);
+    println!("etcd takeover: SIGTERM {graceful:?}, kill -9 {crash:?} (lease {LEASE:?})");
+    assert!(
+        crash >= LEASE,
+        "took over {crash:?} after a kill -9, before a full lease of silence"
+    );
+}
+
+#[test]
+fn a_fenced_write_from_a_paused_and_deposed_leader_is_rejected() {
+    let server = Etcd::start();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server);
+    let a = sole_leader(&sidecars, Duration::from_secs(20));
+    let old = sidecars[a].term().to_string();
+    assert_eq!(
+        sidecars[a]
+            .put("jobs/j1/graph", b"v1", &[("x-ha-term", &old)])
+            .status,
+        200
+    );
+    // Freeze the leader until the others have replaced it, then let it run on.
+    sidecars[a].signal(libc::SIGSTOP);
+    let others: Vec<&Sidecar> = sidecars
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != a)
+        .map(|(_, s)| s)
+        .collect();
+    let b = wait_for(
+        "a new leader while the old one is paused",
+        LEASE + Duration::from_secs(10),
+        || others.iter().position(|s| s.leads()),
+    );
+    sidecars[a].signal(libc::SIGCONT);
+    assert!(
+        !sidecars[a].leads(),
+        "the resumed leader still claims leadership"
+    );
+    for s in &sidecars {
+        let r = s.put("jobs/j1/graph", b"stale", &[("x-ha-term", &old)]);
+        assert_eq!(r.status, 409, "{}: {}", s.id, r.text());
+    }
+    assert_eq!(others[b].get("/state/jobs/j1/graph").unwrap().body, b"v1");
+    let new = others[b].term().to_string();
+    assert_eq!(
+        others[b]
+            .put("jobs/j1/graph", b"v2", &[("x-ha-term", &new)])
+            .status,
+        200
+    );
+}
+
+#[test]
+fn outgoing_http_reaches_only_granted_endpoints() {
+    let server = Etcd::start();
+    let cluster = Cluster::new();
+    // No grant at all: the plugin imports wasi:http, so it is refused at load.
+    let port = free_port();
+    let cfg = etcd_config(&cluster, "nogrant", port, &server.endpoint(), None);
+    let (code, out) = run_cli(&["run", &cfg.to_string_lossy()]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("wasi:http/") && out.contains("capabilities.outgoing-http"),
+        "the refusal should name the interface and the missing grant: {out}"
+    );
+    // A grant for etcd, but the plugin told to use another server: every
+    // request to it is refused before a connection is made.
+    let decoy = TcpListener::bind("127.0.0.1:0").unwrap();
+    decoy.set_nonblocking(true).unwrap();
+    let decoy_url = format!("http://{}", decoy.local_addr().unwrap());
+    let port = free_port();
+    let cfg = etcd_config(
+        &cluster,
+        "elsewhere",
+        port,
+        &decoy_url,
+        Some(&server.endpoint()),
+    );
+    let s = Sidecar::start(
+        "elsewhere",
+        port,
+        &cfg,
+        &cluster.path().join("elsewhere.log"),
+    );
+    wait_for("the refusal to be logged", Duration::from_secs(10), || {
+        s.log_text()
+            .contains("refused an outgoing request")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!s.leads(), "elected without reaching any store");
+    assert!(
+        matches!(decoy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the ungranted server received a connection"
+    );
+    let log = s.log_text();
+    assert!(log.contains(&decoy_url.replace("http://", "")), "{log}");
+    assert!(
+        server.keys("/ha-sidecar/").is_empty(),
+        "something reached etcd"
+    );
+}
