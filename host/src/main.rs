@@ -155,6 +155,19 @@ fn inspect_plugin(path: &Path) -> anyhow::Result<()> {
         ),
         None => println!("contract: none (not an ha-sidecar backend plugin)"),
     }
+    let needed = info.capabilities();
+    println!(
+        "needs:    {}",
+        if needed.is_empty() {
+            "no capabilities".to_string()
+        } else {
+            needed
+                .iter()
+                .map(|c| format!("capabilities.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
     println!("exports:");
     for e in &info.exports {
         println!("  {e}");

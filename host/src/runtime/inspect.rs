@@ -137,6 +137,21 @@ impl Inspection {
         })
     }
 
+    /// The capabilities the config must grant for this plugin to load.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let mut needed: Vec<&'static str> = self
+            .imports
+            .iter()
+            .filter_map(|i| match classify(i) {
+                Need::Capability(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        needed
+    }
+
     /// Refuses a plugin built for another contract version, or one importing
     /// anything the config does not grant.
     pub fn check(&self, grants: &Grants) -> Result<(), Refusal> {

@@ -399,3 +399,154 @@ macro_rules! export_cas_backend {
         $crate::export!(__HaSidecarCasBackend);
     };
 }
+
+#[cfg(test)]
+mod tests {
+    //! The recipe against an in-memory store with a store-wide revision, so
+    //! that the SDK's own logic is shown apart from any real store (the etcd
+    //! plugin's tests run it against etcd).
+
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{Member, Timing};
+
+    thread_local! {
+        static MEMORY: RefCell<(u64, BTreeMap<String, Versioned>)> = RefCell::new((0, BTreeMap::new()));
+    }
+
+    struct Memory;
+
+    impl CasStore for Memory {
+        fn open(_: &Setup) -> Result<Self> {
+            Ok(Memory)
+        }
+        fn get(&mut self, key: &str) -> Result<Option<Versioned>> {
+            Ok(MEMORY.with(|m| m.borrow().1.get(key).cloned()))
+        }
+        fn write(
+            &mut self,
+            key: &str,
+            value: Option<&[u8]>,
+            expected: Option<u64>,
+            guard: Option<Guard<'_>>,
+        ) -> Result<u64> {
+            MEMORY.with(|m| {
+                let (rev, map) = &mut *m.borrow_mut();
+                if let Some(g) = guard
+                    && map.get(g.key).map(|v| v.version) != Some(g.version)
+                {
+                    return Err(Failure::NotLeader);
+                }
+                let current = map.get(key).cloned();
+                if let Some(e) = expected
+                    && current.as_ref().map_or(0, |v| v.version) != e
+                {
+                    return Err(Failure::Conflict(current));
+                }
+                *rev += 1;
+                match value {
+                    Some(v) => {
+                        map.insert(
+                            key.into(),
+                            Versioned {
+                                value: v.to_vec(),
+                                version: *rev,
+                            },
+                        );
+                    }
+                    None => {
+                        map.remove(key);
+                    }
+                }
+                Ok(*rev)
+            })
+        }
+        fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
+            Ok(MEMORY.with(|m| {
+                m.borrow()
+                    .1
+                    .keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            }))
+        }
+    }
+
+    fn driver(id: &str) -> Driver<Memory> {
+        Driver::configure(Setup {
+            me: Member {
+                id: id.into(),
+                address: format!("{id}:1"),
+            },
+            session: format!("session-{id}"),
+            timing: Timing {
+                lease_ms: 200,
+                renew_deadline_ms: 150,
+                retry_ms: 50,
+            },
+            settings: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_silent_leader_is_replaced_after_the_lease_and_fenced_out() {
+        let (mut a, mut b) = (driver("a"), driver("b"));
+        let ta = a
+            .campaign(0)
+            .unwrap()
+            .expect("a free election is won at once");
+        assert_eq!(
+            b.leader(None, 0).unwrap().map(|t| t.holder.id),
+            Some("a".into())
+        );
+        assert!(
+            a.put("k".into(), b"1".into(), Some(0), Some(ta.token))
+                .is_ok()
+        );
+        // While a renews, b never wins, however long it waits.
+        for _ in 0..6 {
+            assert!(b.campaign(60).unwrap().is_none());
+            a.keep(ta.clone()).unwrap();
+        }
+        // Once a is silent for a full lease, b takes over with a greater token.
+        let started = Instant::now();
+        let tb = loop {
+            if let Some(t) = b.campaign(50).unwrap() {
+                break t;
+            }
+        };
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(tb.token > ta.token);
+        assert!(matches!(a.keep(ta.clone()), Err(Failure::NotLeader)));
+        assert!(matches!(
+            a.put("k".into(), b"stale".into(), None, Some(ta.token)),
+            Err(Failure::NotLeader)
+        ));
+        assert_eq!(a.get("k".into()).unwrap().unwrap().value, b"1");
+        assert!(b.put("k".into(), b"2".into(), None, Some(tb.token)).is_ok());
+    }
+
+    #[test]
+    fn a_resignation_hands_over_at_once_and_versions_conflict() {
+        let (mut a, mut b) = (driver("a"), driver("b"));
+        let ta = a.campaign(0).unwrap().unwrap();
+        a.resign(ta.clone()).unwrap();
+        let tb = b
+            .campaign(0)
+            .unwrap()
+            .expect("a resigned record is free at once");
+        assert!(tb.token > ta.token);
+        assert!(matches!(a.resign(ta), Err(Failure::NotLeader)));
+        let v = b.put("x/1".into(), b"a".into(), Some(0), None).unwrap();
+        match b.put("x/1".into(), b"b".into(), Some(0), None) {
+            Err(Failure::Conflict(Some(cur))) => assert_eq!(cur.version, v),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(b.list("x/".into()).unwrap(), vec!["x/1".to_string()]);
+        assert!(b.delete("x/1".into(), Some(0), None).is_err());
+    }
+}
