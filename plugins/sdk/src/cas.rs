@@ -413,7 +413,7 @@ mod tests {
     use crate::{Member, Timing};
 
     thread_local! {
-        static MEMORY: RefCell<(u64, BTreeMap<String, Versioned>)> = RefCell::new((0, BTreeMap::new()));
+        static MEMORY: RefCell<(u64, BTreeMap<String, Versioned>)> = const { RefCell::new((0, BTreeMap::new())) };
     }
 
     struct Memory;
