@@ -910,6 +910,33 @@ mod tests {
     }
 
     #[test]
+    fn outgoing_http_endpoints_are_checked_one_by_one() {
+        let c = parse(&format!(
+            "{MIN}capabilities: {{outgoing-http: {{endpoints: ['http://127.0.0.1:2379', 'https://etcd.example']}}}}\n"
+        ))
+        .unwrap();
+        let granted = c.grants.outgoing_http.unwrap();
+        assert_eq!(granted[1].to_string(), "https://etcd.example:443");
+        let e = parse(&format!(
+            "{MIN}capabilities: {{outgoing-http: {{endpoints: ['http://ok:1', 'http://etcd:2379/v3']}}}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("capabilities.outgoing-http.endpoints[1]")
+                && e.contains("http://etcd:2379/v3")
+                && e.contains("without a path"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{MIN}capabilities: {{outgoing-http: {{endpoints: []}}}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lists no endpoint"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_key_and_value() {
         let e = parse(&format!("{MIN}http: {{listen: 'localhost'}}\n"))
             .unwrap_err()
