@@ -3,8 +3,6 @@
 
 mod support;
 
-use ha_sidecar::config::Config;
-use ha_sidecar::conformance::{self, Subject};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,19 +13,5 @@ async fn file_backend_passes_the_conformance_suite() {
         "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms",
         "timing: {lease: 1s, renew-deadline: 750ms, retry-period: 250ms",
     );
-    let config = Config::load(&cluster.write_config("conformance", &yaml)).expect("a valid config");
-    let subject = Subject::for_config(&config);
-    let outcomes = conformance::run(&subject, None).await;
-    println!("{}", conformance::render(&outcomes));
-    assert_eq!(outcomes.len(), conformance::checks().len());
-    let failed: Vec<_> = outcomes
-        .iter()
-        .filter(|o| o.result.is_err())
-        .map(|o| o.name)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "failed checks: {failed:?}\n{}",
-        conformance::render(&outcomes)
-    );
+    assert_conformance(&cluster.write_config("conformance", &yaml)).await;
 }

@@ -11,8 +11,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use etcd::Etcd;
-use ha_sidecar::config::Config;
-use ha_sidecar::conformance::{self, Subject};
 use support::*;
 
 /// The lease in `TIMING`: a silent leader is replaced after this much
@@ -63,19 +61,7 @@ async fn etcd_backend_passes_the_conformance_suite() {
         &server.endpoint(),
         Some(&server.endpoint()),
     );
-    let config = Config::load(&cfg).expect("a valid config");
-    let outcomes = conformance::run(&Subject::for_config(&config), None).await;
-    println!("{}", conformance::render(&outcomes));
-    let failed: Vec<_> = outcomes
-        .iter()
-        .filter(|o| o.result.is_err())
-        .map(|o| o.name)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "failed checks: {failed:?}\n{}",
-        conformance::render(&outcomes)
-    );
+    assert_conformance(&cfg).await;
 }
 
 #[test]

@@ -368,3 +368,21 @@ pub fn run_cli(args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
     )
 }
+
+/// Runs the conformance suite against the plugin, capabilities, settings and
+/// timing of the config at `path`, as `ha-sidecar plugin check` does, and
+/// fails with the table if any check fails.
+pub async fn assert_conformance(path: &Path) {
+    use ha_sidecar::conformance::{self, Subject};
+    let config = ha_sidecar::config::Config::load(path).expect("a valid config");
+    let outcomes = conformance::run(&Subject::for_config(&config), None).await;
+    let table = conformance::render(&outcomes);
+    println!("{table}");
+    assert_eq!(outcomes.len(), conformance::checks().len(), "{table}");
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.name)
+        .collect();
+    assert!(failed.is_empty(), "failed checks: {failed:?}\n{table}");
+}
