@@ -6,6 +6,7 @@
 //! directory of the config file, so a config works from any working directory.
 
 mod flink;
+mod kubernetes;
 mod units;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::capabilities::kubernetes::KubeSettings;
 use crate::capabilities::zookeeper::ZkSettings;
 
 pub use units::{Bytes, Dur, FlinkDur, parse_duration};
@@ -122,6 +124,7 @@ struct RawPlugin {
 struct RawCapabilities {
     filesystem: Option<RawFilesystem>,
     zookeeper: Option<RawZookeeper>,
+    kubernetes: Option<kubernetes::RawKubernetes>,
 }
 
 /// Flink's `high-availability.zookeeper.*` keys, without that prefix.
@@ -217,6 +220,7 @@ pub struct Grants {
     /// Host directory mounted into the plugin at `/data`.
     pub filesystem: Option<PathBuf>,
     pub zookeeper: Option<ZkSettings>,
+    pub kubernetes: Option<KubeSettings>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -439,9 +443,14 @@ impl Validator<'_> {
             Some(z) => Some(self.zookeeper(z, &timing)?),
             None => None,
         };
+        let kubernetes = match raw.capabilities.kubernetes {
+            Some(k) => Some(self.kubernetes(k, &timing)?),
+            None => None,
+        };
         let grants = Grants {
             filesystem: raw.capabilities.filesystem.map(|fs| self.resolve(&fs.dir)),
             zookeeper,
+            kubernetes,
         };
 
         let storage = self.storage(raw.storage)?;

@@ -24,6 +24,8 @@ pub struct HostState {
     role: &'static str,
     /// The sidecar's ZooKeeper session, when the capability is granted.
     pub zookeeper: Option<Arc<ZkSession>>,
+    /// The sidecar's Kubernetes client, when the capability is granted.
+    pub kubernetes: Option<Arc<crate::capabilities::kubernetes::KubeApi>>,
     /// When the plugin call in progress must be done: host calls made for it
     /// are bounded by this.
     pub call_deadline: Option<std::time::Instant>,
@@ -57,6 +59,7 @@ impl HostState {
             limits,
             role,
             zookeeper,
+            kubernetes: None,
             call_deadline: None,
         })
     }

@@ -22,6 +22,7 @@ pub use host::GUEST_DATA_DIR;
 pub use instance::{CallError, Instance, describe};
 pub use slot::Slot;
 
+use crate::capabilities::kubernetes::KubeApi;
 use crate::capabilities::zookeeper::ZkSession;
 use crate::config::{Grants, PluginConfig};
 use crate::metrics::Metrics;
@@ -32,7 +33,7 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "capabilities",
-        imports: { "ha:sidecar/zookeeper": async },
+        imports: { "ha:sidecar/zookeeper": async, "ha:sidecar/kubernetes": async },
         exports: { default: async },
     });
 }
@@ -59,6 +60,8 @@ pub enum LoadError {
     },
     #[error("plugin.path: refusing {path}: {source}")]
     Refused { path: PathBuf, source: Refusal },
+    #[error("{0}")]
+    Kubernetes(#[from] crate::capabilities::kubernetes::SetupError),
     #[error("plugin.path: cannot link {path}: {source:#}")]
     Link {
         path: PathBuf,
@@ -77,6 +80,8 @@ pub struct LoadedPlugin {
     call_timeout: Duration,
     data_dir: Option<PathBuf>,
     zookeeper: Option<Arc<ZkSession>>,
+    /// One client for every instance; connects on first use.
+    pub kubernetes: Option<Arc<KubeApi>>,
     metrics: Arc<Metrics>,
 }
 
@@ -144,6 +149,10 @@ impl LoadedPlugin {
                 path: path.clone(),
                 source: e.into(),
             })?;
+        let kubernetes = match &grants.kubernetes {
+            Some(settings) => Some(Arc::new(KubeApi::new(settings)?)),
+            None => None,
+        };
         engine::start_epoch_ticker(&engine);
 
         Ok(Arc::new(Self {
@@ -156,6 +165,7 @@ impl LoadedPlugin {
             call_timeout: cfg.call_timeout,
             data_dir: grants.filesystem.clone(),
             zookeeper,
+            kubernetes,
             metrics,
         }))
     }
@@ -166,13 +176,14 @@ impl LoadedPlugin {
         role: &'static str,
         setup: &Setup,
     ) -> Result<Instance, CallError> {
-        let state = HostState::new(
+        let mut state = HostState::new(
             role,
             self.memory_limit,
             self.data_dir.as_deref(),
             self.zookeeper.clone(),
         )
         .map_err(|e| CallError::NoInstance(format!("{e:#}")))?;
+        state.kubernetes = self.kubernetes.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
