@@ -2,9 +2,9 @@
 //! (`tests/support/kube_api.rs`), with real sidecar processes that reach it
 //! through `kube`, each with its own service-account token in a kubeconfig.
 
-mod support;
 #[path = "support/kube_api.rs"]
 mod kube_api;
+mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -63,8 +63,8 @@ fn leader_record(api: &KubeApiServer) -> Value {
 }
 
 fn holder_of(object: &Value) -> Option<String> {
-    let text = object["metadata"]["annotations"]["control-plane.alpha.kubernetes.io/leader"]
-        .as_str()?;
+    let text =
+        object["metadata"]["annotations"]["control-plane.alpha.kubernetes.io/leader"].as_str()?;
     let record: Value = serde_json::from_str(text).ok()?;
     record["holderIdentity"].as_str().map(str::to_string)
 }
@@ -86,44 +86,107 @@ fn api_request(
     } else {
         body.to_string().into_bytes()
     };
-    request_within(api.port, method, path, &headers, &body, Duration::from_secs(10))
-        .expect("the test API server answers")
+    request_within(
+        api.port,
+        method,
+        path,
+        &headers,
+        &body,
+        Duration::from_secs(10),
+    )
+    .expect("the test API server answers")
+}
+
+/// The body of a chunked response (the harness client reads raw HTTP/1.1).
+fn dechunk(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::new();
+    let mut rest = text.as_ref();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
 }
 
 #[test]
 fn the_test_api_server_answers_as_a_real_one_does() {
-    let api = KubeApiServer::start(&[("rw", Access::ReadWrite), ("ro", Access::ReadOnly)], &[NAMESPACE]);
+    let api = KubeApiServer::start(
+        &[("rw", Access::ReadWrite), ("ro", Access::ReadOnly)],
+        &[NAMESPACE],
+    );
     let cms = format!("/api/v1/namespaces/{NAMESPACE}/configmaps");
     let leases = format!("/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases");
     let rw = Some("rw");
 
     let r = api_request(&api, None, "GET", &format!("{cms}/x"), &Value::Null);
     assert_eq!(r.status, 401, "{}", r.text());
-    let r = api_request(&api, Some("stranger"), "GET", &format!("{cms}/x"), &Value::Null);
+    let r = api_request(
+        &api,
+        Some("stranger"),
+        "GET",
+        &format!("{cms}/x"),
+        &Value::Null,
+    );
     assert_eq!(r.status, 401);
 
     let r = api_request(&api, rw, "GET", &format!("{cms}/x"), &Value::Null);
-    assert_eq!((r.status, r.json()["reason"].as_str()), (404, Some("NotFound")));
-    let r = api_request(&api, rw, "GET", "/api/v1/namespaces/nowhere/configmaps/x", &Value::Null);
+    assert_eq!(
+        (r.status, r.json()["reason"].as_str()),
+        (404, Some("NotFound"))
+    );
+    let r = api_request(
+        &api,
+        rw,
+        "GET",
+        "/api/v1/namespaces/nowhere/configmaps/x",
+        &Value::Null,
+    );
     assert_eq!(r.status, 404);
-    assert!(r.text().contains("namespaces \\\"nowhere\\\" not found"), "{}", r.text());
+    assert!(
+        r.text().contains("namespaces \\\"nowhere\\\" not found"),
+        "{}",
+        r.text()
+    );
 
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1"}});
     let r = api_request(&api, rw, "POST", &cms, &cm);
     assert_eq!(r.status, 201, "{}", r.text());
-    let rv1 = r.json()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let rv1 = r.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = api_request(&api, rw, "POST", &cms, &cm);
-    assert_eq!((r.status, r.json()["reason"].as_str()), (409, Some("AlreadyExists")));
-    let r = api_request(&api, Some("ro"), "POST", &cms, &json!({"metadata": {"name": "y"}}));
-    assert_eq!((r.status, r.json()["reason"].as_str()), (403, Some("Forbidden")));
+    assert_eq!(
+        (r.status, r.json()["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+    let r = api_request(
+        &api,
+        Some("ro"),
+        "POST",
+        &cms,
+        &json!({"metadata": {"name": "y"}}),
+    );
+    assert_eq!(
+        (r.status, r.json()["reason"].as_str()),
+        (403, Some("Forbidden"))
+    );
 
     // A watch from rv1 sees the next change, as one JSON line.
     let port = api.port;
+    let watch_path = format!(
+        "/api/v1/namespaces/{NAMESPACE}/configmaps?watch=1&fieldSelector=metadata.name%3Dx&resourceVersion={rv1}&timeoutSeconds=1"
+    );
     let watcher = std::thread::spawn(move || {
         request_within(
             port,
             "GET",
-            &format!("/api/v1/namespaces/{NAMESPACE}/configmaps?watch=1&fieldSelector=metadata.name%3Dx&resourceVersion={rv1}&timeoutSeconds=1"),
+            &watch_path,
             &[("authorization", "Bearer rw")],
             b"",
             Duration::from_secs(10),
@@ -136,12 +199,15 @@ fn the_test_api_server_answers_as_a_real_one_does() {
     update["data"]["a"] = json!("2");
     let r = api_request(&api, rw, "PUT", &format!("{cms}/x"), &update);
     assert_eq!(r.status, 200, "{}", r.text());
-    let rv2 = r.json()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let rv2 = r.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(rv2.parse::<u64>().unwrap() > rv1.parse::<u64>().unwrap());
     let events = watcher.join().unwrap();
     assert_eq!(events.status, 200);
-    let lines: Vec<Value> = events
-        .text()
+    assert_eq!(events.header("transfer-encoding"), Some("chunked"));
+    let lines: Vec<Value> = dechunk(&events.body)
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
@@ -149,24 +215,53 @@ fn the_test_api_server_answers_as_a_real_one_does() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["type"], "MODIFIED");
     assert_eq!(lines[0]["object"]["data"]["a"], "2");
-    assert_eq!(lines[0]["object"]["metadata"]["resourceVersion"], rv2.as_str());
+    assert_eq!(
+        lines[0]["object"]["metadata"]["resourceVersion"],
+        rv2.as_str()
+    );
 
     // A stale resourceVersion is a 409 Conflict; without one, a ConfigMap update goes through.
     update["data"]["a"] = json!("3");
     let r = api_request(&api, rw, "PUT", &format!("{cms}/x"), &update);
-    assert_eq!((r.status, r.json()["reason"].as_str()), (409, Some("Conflict")));
+    assert_eq!(
+        (r.status, r.json()["reason"].as_str()),
+        (409, Some("Conflict"))
+    );
     assert!(r.text().contains("the object has been modified"));
-    update["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    update["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
     let r = api_request(&api, rw, "PUT", &format!("{cms}/x"), &update);
     assert_eq!(r.status, 200);
 
     // Keys and size are validated.
-    let r = api_request(&api, rw, "POST", &cms, &json!({"metadata": {"name": "bad"}, "data": {"a/b": "x"}}));
-    assert_eq!((r.status, r.json()["reason"].as_str()), (422, Some("Invalid")));
+    let r = api_request(
+        &api,
+        rw,
+        "POST",
+        &cms,
+        &json!({"metadata": {"name": "bad"}, "data": {"a/b": "x"}}),
+    );
+    assert_eq!(
+        (r.status, r.json()["reason"].as_str()),
+        (422, Some("Invalid"))
+    );
     let big = "x".repeat(600 << 10);
-    let r = api_request(&api, rw, "POST", &cms, &json!({"metadata": {"name": "big"}, "data": {"a": big, "b": big}}));
+    let r = api_request(
+        &api,
+        rw,
+        "POST",
+        &cms,
+        &json!({"metadata": {"name": "big"}, "data": {"a": big, "b": big}}),
+    );
     assert_eq!(r.status, 422);
-    assert!(r.text().contains("Too long: must have at most 1048576 bytes"), "{}", r.text());
+    assert!(
+        r.text()
+            .contains("Too long: must have at most 1048576 bytes"),
+        "{}",
+        r.text()
+    );
 
     // Leases: MicroTime with six digits, and no update without a resourceVersion.
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"},
@@ -179,14 +274,24 @@ fn the_test_api_server_answers_as_a_real_one_does() {
     assert_eq!(r.status, 201, "{}", r.text());
     let r = api_request(&api, rw, "PUT", &format!("{leases}/l"), &lease);
     assert_eq!(r.status, 422);
-    assert!(r.text().contains("must be specified for an update"), "{}", r.text());
+    assert!(
+        r.text().contains("must be specified for an update"),
+        "{}",
+        r.text()
+    );
 
     // Delete with a stale precondition, then for real.
     let pre = json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"resourceVersion": rv1}});
     let r = api_request(&api, rw, "DELETE", &format!("{cms}/x"), &pre);
-    assert_eq!((r.status, r.json()["reason"].as_str()), (409, Some("Conflict")));
+    assert_eq!(
+        (r.status, r.json()["reason"].as_str()),
+        (409, Some("Conflict"))
+    );
     let r = api_request(&api, rw, "DELETE", &format!("{cms}/x"), &Value::Null);
-    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("Success")));
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (200, Some("Success"))
+    );
     let r = api_request(&api, rw, "DELETE", &format!("{cms}/x"), &Value::Null);
     assert_eq!(r.status, 404);
 }
@@ -226,18 +331,27 @@ fn one_leader_among_three_in_flinks_configmap() {
     let leader = sole_leader(&sidecars, Duration::from_secs(20));
     let term = sidecars[leader].term();
     for s in &sidecars {
-        wait_for("everyone to agree on the leader", Duration::from_secs(10), || {
-            (s.leader()["term"].as_u64() == Some(term)).then_some(())
-        });
+        wait_for(
+            "everyone to agree on the leader",
+            Duration::from_secs(10),
+            || (s.leader()["term"].as_u64() == Some(term)).then_some(()),
+        );
     }
     let cm = api
         .object(NAMESPACE, "configmaps", CONFIG_MAP)
         .expect("Flink's cluster ConfigMap");
-    assert_eq!(cm["metadata"]["labels"]["configmap-type"], "high-availability");
+    assert_eq!(
+        cm["metadata"]["labels"]["configmap-type"],
+        "high-availability"
+    );
     let record = leader_record(&api);
     assert_eq!(record["leaderTransitions"].as_u64(), Some(term));
     let renew = record["renewTime"].as_str().unwrap();
-    assert_eq!(renew.len(), 27, "MicroTime with six fractional digits: {renew}");
+    assert_eq!(
+        renew.len(),
+        27,
+        "MicroTime with six fractional digits: {renew}"
+    );
     let id = &sidecars[leader].id;
     let dispatcher = cm["data"]["org.apache.flink.k8s.leader.dispatcher"]
         .as_str()
@@ -308,16 +422,22 @@ fn a_leader_cut_off_from_the_api_server_steps_down_before_anyone_can_take_over()
     let id = sidecars[leader].id.clone();
     assert_eq!(
         sidecars[leader]
-            .put("jobs/j1/graph", b"v1", &[("x-ha-term", &old_term.to_string())])
+            .put(
+                "jobs/j1/graph",
+                b"v1",
+                &[("x-ha-term", &old_term.to_string())]
+            )
             .status,
         200
     );
     // Its requests get no answer from now on: a partition, as the leader sees it.
     let cut = Instant::now();
     api.cut_off(&id);
-    wait_for("the cut-off leader to step down", Duration::from_secs(10), || {
-        (!sidecars[leader].leads()).then_some(())
-    });
+    wait_for(
+        "the cut-off leader to step down",
+        Duration::from_secs(10),
+        || (!sidecars[leader].leads()).then_some(()),
+    );
     let stepped_down = Instant::now();
     let others: Vec<&Sidecar> = sidecars
         .iter()
@@ -355,13 +475,19 @@ fn a_leader_cut_off_from_the_api_server_steps_down_before_anyone_can_take_over()
     );
     // Back on the network, the deposed leader's write under its old term is fenced off.
     api.restore(&id);
-    let r = sidecars[leader].put("jobs/j1/graph", b"stale", &[("x-ha-term", &old_term.to_string())]);
+    let r = sidecars[leader].put(
+        "jobs/j1/graph",
+        b"stale",
+        &[("x-ha-term", &old_term.to_string())],
+    );
     assert_eq!(r.status, 409, "{}", r.text());
     let new = others.iter().find(|s| s.leads()).unwrap();
     assert_eq!(new.get("/state/jobs/j1/graph").unwrap().body, b"v1");
-    wait_for("the old leader to see the new one", Duration::from_secs(10), || {
-        (sidecars[leader].leader()["term"].as_u64() == Some(new.term())).then_some(())
-    });
+    wait_for(
+        "the old leader to see the new one",
+        Duration::from_secs(10),
+        || (sidecars[leader].leader()["term"].as_u64() == Some(new.term())).then_some(()),
+    );
 }
 
 #[test]
@@ -377,7 +503,14 @@ fn a_fenced_write_from_a_deposed_leader_is_rejected() {
             .status,
         200
     );
-    let resigned = request(sidecars[a].port, "POST", "/leader/resign?holdoff=60s", &[], b"").unwrap();
+    let resigned = request(
+        sidecars[a].port,
+        "POST",
+        "/leader/resign?holdoff=60s",
+        &[],
+        b"",
+    )
+    .unwrap();
     assert_eq!(resigned.status, 200, "{}", resigned.text());
     let b = sole_leader(&sidecars, Duration::from_secs(10));
     for s in &sidecars {
@@ -399,7 +532,13 @@ fn kubernetes_settings_and_permissions_are_checked_with_clear_errors() {
     let api = KubeApiServer::start(&[("reader", Access::ReadOnly)], &[NAMESPACE]);
     let cluster = Cluster::new();
     // A request timeout that could outlast the renew deadline is refused.
-    let cfg = k8s_config(&cluster, &api, "reader", free_port(), ", request-timeout: 2s");
+    let cfg = k8s_config(
+        &cluster,
+        &api,
+        "reader",
+        free_port(),
+        ", request-timeout: 2s",
+    );
     let (code, out) = run_cli(&["validate", &cfg.to_string_lossy()]);
     assert_ne!(code, 0);
     assert!(
@@ -419,9 +558,13 @@ fn kubernetes_settings_and_permissions_are_checked_with_clear_errors() {
     let port = free_port();
     let cfg = k8s_config(&cluster, &api, "reader", port, "");
     let s = Sidecar::start("reader", port, &cfg, &cluster.path().join("reader.log"));
-    wait_for("the RBAC problem in the log", Duration::from_secs(20), || {
-        let log = s.log_text();
-        (log.contains("Forbidden") && log.contains("rbac.yaml")).then_some(())
-    });
+    wait_for(
+        "the RBAC problem in the log",
+        Duration::from_secs(20),
+        || {
+            let log = s.log_text();
+            (log.contains("Forbidden") && log.contains("rbac.yaml")).then_some(())
+        },
+    );
     assert!(!s.leads());
 }

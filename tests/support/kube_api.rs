@@ -312,6 +312,21 @@ impl Body for ApiBody {
             ApiBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
         }
     }
+
+    // A whole body goes out with its content-length, as the real server sends it.
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ApiBody::Full(f) => f.size_hint(),
+            ApiBody::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ApiBody::Full(f) => f.is_end_stream(),
+            ApiBody::Stream(_) => false,
+        }
+    }
 }
 
 fn json_reply(status: StatusCode, v: &Value) -> Reply {
@@ -352,8 +367,11 @@ fn invalid(kind: &Kind, name: &str, cause: String) -> Reply {
     status(
         StatusCode::UNPROCESSABLE_ENTITY,
         "Invalid",
-        format!("{}.{} \"{name}\" is invalid: {cause}", kind.kind, kind.group)
-            .replace(". \"", " \""),
+        format!(
+            "{}.{} \"{name}\" is invalid: {cause}",
+            kind.kind, kind.group
+        )
+        .replace(". \"", " \""),
         json!({"name": name, "group": kind.group, "kind": kind.kind}),
     )
 }
@@ -471,7 +489,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
             return status(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
-                format!("the server does not allow this method on the requested resource"),
+                "the server does not allow this method on the requested resource".to_string(),
                 json!({}),
             );
         }
@@ -502,8 +520,8 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
         Ok(b) => b.to_bytes(),
         Err(_) => return bad_request("cannot read the request body".into()),
     };
-    let parsed = || -> Result<Value, Reply> {
-        serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body is not JSON: {e}")))
+    let parsed = || -> Result<Value, String> {
+        serde_json::from_slice(&body).map_err(|e| format!("the body is not JSON: {e}"))
     };
     match verb {
         "watch" => watch(shared, kind, ns, &q, token),
@@ -511,11 +529,11 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
         "list" => list(shared, kind, &ns),
         "create" => match parsed() {
             Ok(obj) => create(shared, kind, &ns, obj, &token),
-            Err(r) => r,
+            Err(e) => bad_request(e),
         },
         "update" => match parsed() {
             Ok(obj) => replace(shared, kind, &ns, &name.unwrap_or_default(), obj, &token),
-            Err(r) => r,
+            Err(e) => bad_request(e),
         },
         _ => {
             let options = if body.is_empty() {
@@ -523,10 +541,17 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
             } else {
                 match parsed() {
                     Ok(v) => v,
-                    Err(r) => return r,
+                    Err(e) => return bad_request(e),
                 }
             };
-            delete(shared, kind, &ns, &name.unwrap_or_default(), &options, &token)
+            delete(
+                shared,
+                kind,
+                &ns,
+                &name.unwrap_or_default(),
+                &options,
+                &token,
+            )
         }
     }
 }
@@ -536,7 +561,13 @@ fn key(kind: &Kind, ns: &str, name: &str) -> (String, String, String) {
 }
 
 fn get(shared: &Shared, kind: &'static Kind, ns: &str, name: &str) -> Reply {
-    match shared.store.lock().unwrap().objects.get(&key(kind, ns, name)) {
+    match shared
+        .store
+        .lock()
+        .unwrap()
+        .objects
+        .get(&key(kind, ns, name))
+    {
         Some(obj) => json_reply(StatusCode::OK, obj),
         None => not_found(kind, name),
     }
@@ -653,17 +684,23 @@ fn now_rfc3339() -> String {
     )
 }
 
+/// Which object a change is to, and who makes it.
+struct Target<'a> {
+    kind: &'static Kind,
+    ns: &'a str,
+    name: &'a str,
+    by: &'a str,
+}
+
 /// Records a change: next revision, history, and a wake-up for watchers.
 fn commit(
     shared: &Shared,
     store: &mut Store,
-    kind: &'static Kind,
-    ns: &str,
-    name: &str,
+    t: &Target,
     change: &'static str,
     mut obj: Value,
-    by: &str,
 ) -> Value {
+    let Target { kind, ns, name, by } = *t;
     store.revision += 1;
     let rv = store.revision;
     obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
@@ -733,7 +770,13 @@ fn create(shared: &Shared, kind: &'static Kind, ns: &str, mut obj: Value, by: &s
     obj["metadata"]["namespace"] = json!(ns);
     obj["metadata"]["uid"] = json!(format!("{:032x}", store.revision + 1));
     obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
-    let stored = commit(shared, &mut store, kind, ns, &name, "ADDED", obj, by);
+    let t = Target {
+        kind,
+        ns,
+        name: &name,
+        by,
+    };
+    let stored = commit(shared, &mut store, &t, "ADDED", obj);
     json_reply(StatusCode::CREATED, &stored)
 }
 
@@ -793,7 +836,8 @@ fn replace(
     if obj == current {
         return json_reply(StatusCode::OK, &current); // no change, no new version
     }
-    let stored = commit(shared, &mut store, kind, ns, name, "MODIFIED", obj, by);
+    let t = Target { kind, ns, name, by };
+    let stored = commit(shared, &mut store, &t, "MODIFIED", obj);
     json_reply(StatusCode::OK, &stored)
 }
 
@@ -810,7 +854,9 @@ fn delete(
         return not_found(kind, name);
     };
     if let Some(rv) = options["preconditions"]["resourceVersion"].as_str() {
-        let actual = current["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        let actual = current["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("");
         if rv != actual {
             return status(
                 StatusCode::CONFLICT,
@@ -823,7 +869,8 @@ fn delete(
             );
         }
     }
-    commit(shared, &mut store, kind, ns, name, "DELETED", current.clone(), by);
+    let t = Target { kind, ns, name, by };
+    commit(shared, &mut store, &t, "DELETED", current.clone());
     json_reply(
         StatusCode::OK,
         &json!({
@@ -880,7 +927,10 @@ fn watch(
             let store = shared.store.lock().unwrap();
             match from {
                 Some(rv) => {
-                    let oldest = store.history.front().map_or(store.revision, |c| c.resource_version);
+                    let oldest = store
+                        .history
+                        .front()
+                        .map_or(store.revision, |c| c.resource_version);
                     if rv + 1 < oldest {
                         let expired = json!({
                             "kind": "Status", "apiVersion": "v1", "metadata": {},

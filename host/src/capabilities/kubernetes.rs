@@ -189,13 +189,11 @@ impl KubeApi {
                 .to_vec();
             Ok::<_, KubeError>((status, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(bound, exchange)
-            .await
-            .map_err(|_| {
-                KubeError::Unavailable(format!(
-                    "{method} {path}: no answer from the API server within {bound:?}"
-                ))
-            })??;
+        let (status, bytes) = tokio::time::timeout(bound, exchange).await.map_err(|_| {
+            KubeError::Unavailable(format!(
+                "{method} {path}: no answer from the API server within {bound:?}"
+            ))
+        })??;
         if status.is_success() {
             Ok(bytes)
         } else {
@@ -353,8 +351,9 @@ fn parse_event(line: &[u8]) -> Result<Option<WatchEvent>, KubeError> {
     if text.is_empty() {
         return Ok(None);
     }
-    let v: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| KubeError::Unavailable(format!("the watch sent a line that is not JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        KubeError::Unavailable(format!("the watch sent a line that is not JSON: {e}"))
+    })?;
     let change = v["type"].as_str().unwrap_or_default().to_string();
     match change.as_str() {
         "ADDED" | "MODIFIED" | "DELETED" => Ok(Some(WatchEvent {
@@ -440,7 +439,9 @@ mod tests {
     #[test]
     fn statuses_become_errors() {
         let body = br#"{"kind":"Status","reason":"AlreadyExists","message":"configmaps \"x\" already exists","code":409}"#;
-        assert!(matches!(status_error(409, body), KubeError::AlreadyExists(m) if m.contains("already exists")));
+        assert!(
+            matches!(status_error(409, body), KubeError::AlreadyExists(m) if m.contains("already exists"))
+        );
         assert!(matches!(
             status_error(409, br#"{"reason":"Conflict"}"#),
             KubeError::Conflict(_)
@@ -456,12 +457,17 @@ mod tests {
 
     #[test]
     fn watch_lines() {
-        let e = parse_event(br#"{"type":"MODIFIED","object":{"metadata":{"resourceVersion":"7"}}}"#)
-            .unwrap()
-            .unwrap();
+        let e =
+            parse_event(br#"{"type":"MODIFIED","object":{"metadata":{"resourceVersion":"7"}}}"#)
+                .unwrap()
+                .unwrap();
         assert_eq!(e.change, "MODIFIED");
         assert!(e.object.contains("\"7\""));
-        assert!(parse_event(br#"{"type":"BOOKMARK","object":{}}"#).unwrap().is_none());
+        assert!(
+            parse_event(br#"{"type":"BOOKMARK","object":{}}"#)
+                .unwrap()
+                .is_none()
+        );
         assert!(matches!(
             parse_event(br#"{"type":"ERROR","object":{"code":410,"reason":"Expired","message":"too old resource version"}}"#),
             Err(KubeError::Gone(_))

@@ -64,11 +64,8 @@ impl Validator<'_> {
         }
         // client-go bounds requests by half the renew deadline for the same
         // reason: a leader needs more than one try before it must step down.
-        let request_timeout = k
-            .request_timeout
-            .map_or(timing.renew_deadline / 2, |d| d.0);
-        if request_timeout < Duration::from_millis(10) || request_timeout >= timing.renew_deadline
-        {
+        let request_timeout = k.request_timeout.map_or(timing.renew_deadline / 2, |d| d.0);
+        if request_timeout < Duration::from_millis(10) || request_timeout >= timing.renew_deadline {
             return Err(self.err(
                 "capabilities.kubernetes.request-timeout",
                 Dur(request_timeout),
@@ -110,21 +107,34 @@ mod tests {
         let c = parse(dir.path(), "{}").unwrap();
         let k = c.grants.kubernetes.unwrap();
         assert_eq!(k.kubeconfig, None, "in-cluster by default");
-        assert_eq!(k.request_timeout, Duration::from_secs(5), "half the renew deadline");
+        assert_eq!(
+            k.request_timeout,
+            Duration::from_secs(5),
+            "half the renew deadline"
+        );
 
         std::fs::write(dir.path().join("kc"), "apiVersion: v1\nkind: Config\n").unwrap();
-        let k = parse(dir.path(), "{kubeconfig: kc, namespace: flink, request-timeout: 3s}")
-            .unwrap()
-            .grants
-            .kubernetes
-            .unwrap();
-        assert_eq!(k.kubeconfig.as_deref(), Some(dir.path().join("kc").as_path()));
+        let k = parse(
+            dir.path(),
+            "{kubeconfig: kc, namespace: flink, request-timeout: 3s}",
+        )
+        .unwrap()
+        .grants
+        .kubernetes
+        .unwrap();
+        assert_eq!(
+            k.kubeconfig.as_deref(),
+            Some(dir.path().join("kc").as_path())
+        );
         assert_eq!(k.namespace.as_deref(), Some("flink"));
 
         for (bad, key) in [
             ("{kubeconfig: nope}", "capabilities.kubernetes.kubeconfig"),
             ("{namespace: Flink_1}", "capabilities.kubernetes.namespace"),
-            ("{request-timeout: 10s}", "capabilities.kubernetes.request-timeout"),
+            (
+                "{request-timeout: 10s}",
+                "capabilities.kubernetes.request-timeout",
+            ),
             ("{context: other}", "capabilities.kubernetes.context"),
             ("{server: x}", "server"),
         ] {

@@ -48,7 +48,9 @@ pub struct ConfigMap {
 impl ConfigMap {
     fn parse(text: &str) -> Result<Self, Failure> {
         let json: Value = serde_json::from_str(text).map_err(|e| {
-            Failure::Unavailable(format!("the API server sent a ConfigMap that is not JSON: {e}"))
+            Failure::Unavailable(format!(
+                "the API server sent a ConfigMap that is not JSON: {e}"
+            ))
         })?;
         let resource_version = json["metadata"]["resourceVersion"]
             .as_str()

@@ -190,10 +190,17 @@ mod tests {
 
     #[test]
     fn entry_names_are_configmap_keys_and_distinct() {
-        let names: Vec<String> = ["a/b", "a_sb", "a:b", "a_b", "a__b", "jobs/j1/checkpoints/0000000000000000007"]
-            .iter()
-            .map(|k| entry_name(k))
-            .collect();
+        let names: Vec<String> = [
+            "a/b",
+            "a_sb",
+            "a:b",
+            "a_b",
+            "a__b",
+            "jobs/j1/checkpoints/0000000000000000007",
+        ]
+        .iter()
+        .map(|k| entry_name(k))
+        .collect();
         for n in &names {
             assert!(n.len() <= MAX_NAME);
             assert!(

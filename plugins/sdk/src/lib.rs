@@ -25,11 +25,11 @@ wit_bindgen::generate!({
 });
 
 pub use exports::ha::sidecar::backend::Guest as Backend;
+/// The `kubernetes` capability (granted with `capabilities.kubernetes`).
+pub use ha::sidecar::kubernetes;
 pub use ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
 /// The `zookeeper` capability (granted with `capabilities.zookeeper`).
 pub use ha::sidecar::zookeeper;
-/// The `kubernetes` capability (granted with `capabilities.kubernetes`).
-pub use ha::sidecar::kubernetes;
 
 /// Shorthand for the result type of every backend call.
 pub type Result<T> = std::result::Result<T, Failure>;
