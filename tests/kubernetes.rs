@@ -568,3 +568,34 @@ fn kubernetes_settings_and_permissions_are_checked_with_clear_errors() {
     );
     assert!(!s.leads());
 }
+
+#[test]
+fn a_write_past_the_configmap_size_limit_is_refused_and_changes_nothing() {
+    let api = server(&["k1"]);
+    let cluster = Cluster::new();
+    let s = start(&cluster, &api, "k1");
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    let term = s.term().to_string();
+    // Values at the default inline limit stay in the ConfigMap (base64: about 22 KB each).
+    let value = vec![7u8; 16 << 10];
+    let mut refused = None;
+    for i in 0..80 {
+        let r = s.put(&format!("big/{i}"), &value, &[("x-ha-term", &term)]);
+        if r.status != 200 {
+            refused = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = refused.expect("the ConfigMap filled up");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("1 MiB"), "{}", r.text());
+    assert_eq!(s.get(&format!("/state/big/{i}")).unwrap().status, 404);
+    assert_eq!(s.get("/state/big/0").unwrap().body, value);
+    // Deleting makes room again; leadership carried on throughout.
+    let r = request(s.port, "DELETE", "/state/big/0", &[("x-ha-term", &term)], b"").unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(s.put(&format!("big/{i}"), &value, &[("x-ha-term", &term)]).status, 200);
+    assert_eq!(s.term().to_string(), term);
+}
