@@ -594,8 +594,19 @@ fn a_write_past_the_configmap_size_limit_is_refused_and_changes_nothing() {
     assert_eq!(s.get(&format!("/state/big/{i}")).unwrap().status, 404);
     assert_eq!(s.get("/state/big/0").unwrap().body, value);
     // Deleting makes room again; leadership carried on throughout.
-    let r = request(s.port, "DELETE", "/state/big/0", &[("x-ha-term", &term)], b"").unwrap();
+    let r = request(
+        s.port,
+        "DELETE",
+        "/state/big/0",
+        &[("x-ha-term", &term)],
+        b"",
+    )
+    .unwrap();
     assert_eq!(r.status, 204, "{}", r.text());
-    assert_eq!(s.put(&format!("big/{i}"), &value, &[("x-ha-term", &term)]).status, 200);
+    assert_eq!(
+        s.put(&format!("big/{i}"), &value, &[("x-ha-term", &term)])
+            .status,
+        200
+    );
     assert_eq!(s.term().to_string(), term);
 }
