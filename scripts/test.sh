@@ -12,6 +12,6 @@ echo "==> lints"
 cargo clippy --release --locked --all-targets -- -D warnings
 (cd plugins && cargo clippy --release --locked --all-targets -- -D warnings)
 echo "==> plugin unit tests (native)"
-(cd plugins && cargo test --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" -p ha-sidecar-sdk -p ha-plugin-file -p ha-plugin-zookeeper)
+(cd plugins && cargo test --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" -p ha-sidecar-sdk -p ha-plugin-file -p ha-plugin-zookeeper -p ha-plugin-kubernetes)
 echo "==> host unit, conformance and integration tests"
 cargo test --release --locked --workspace --no-fail-fast

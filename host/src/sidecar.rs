@@ -144,6 +144,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map(|(i, _)| i.to_string())
         .unwrap_or_default();
     tracing::info!(path = %config.plugin.path.display(), sha256 = %plugin.sha256, %contract, from = ?plugin.source, "plugin loaded");
+    if let Some(k) = &plugin.kubernetes {
+        tracing::info!(server = %k.server(), namespace = k.namespace(), "Kubernetes API granted to the plugin");
+    }
 
     let setup = setup(&config);
     let p = &config.plugin;

@@ -6,6 +6,7 @@
 //! directory of the config file, so a config works from any working directory.
 
 mod flink;
+mod kubernetes;
 mod units;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::capabilities::kubernetes::KubeSettings;
 use crate::capabilities::outgoing_http::Endpoint;
 use crate::capabilities::zookeeper::ZkSettings;
 
@@ -124,6 +126,7 @@ struct RawPlugin {
 struct RawCapabilities {
     filesystem: Option<RawFilesystem>,
     zookeeper: Option<RawZookeeper>,
+    kubernetes: Option<kubernetes::RawKubernetes>,
     outgoing_http: Option<RawOutgoingHttp>,
 }
 
@@ -228,6 +231,7 @@ pub struct Grants {
     pub zookeeper: Option<ZkSettings>,
     /// Servers the plugin may send HTTP requests to; any other is refused.
     pub outgoing_http: Option<Arc<[Endpoint]>>,
+    pub kubernetes: Option<KubeSettings>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -454,10 +458,15 @@ impl Validator<'_> {
             Some(h) => Some(self.outgoing_http(h)?),
             None => None,
         };
+        let kubernetes = match raw.capabilities.kubernetes {
+            Some(k) => Some(self.kubernetes(k, &timing)?),
+            None => None,
+        };
         let grants = Grants {
             filesystem: raw.capabilities.filesystem.map(|fs| self.resolve(&fs.dir)),
             zookeeper,
             outgoing_http,
+            kubernetes,
         };
 
         let storage = self.storage(raw.storage)?;

@@ -30,6 +30,8 @@ pub struct HostState {
     /// Which endpoints outgoing HTTP may reach (none granted: the plugin
     /// cannot import wasi:http at all, see `inspect.rs`).
     outgoing_http: OutgoingHttp,
+    /// The sidecar's Kubernetes client, when the capability is granted.
+    pub kubernetes: Option<Arc<crate::capabilities::kubernetes::KubeApi>>,
     /// When the plugin call in progress must be done: host calls made for it
     /// are bounded by this.
     pub call_deadline: Option<std::time::Instant>,
@@ -66,6 +68,7 @@ impl HostState {
             zookeeper,
             http: WasiHttpCtx::new(),
             outgoing_http: OutgoingHttp::new(outgoing_http.unwrap_or_else(|| Arc::new([])), role),
+            kubernetes: None,
             call_deadline: None,
         })
     }

@@ -98,6 +98,7 @@ fn classify(interface: &str) -> Need {
     match package {
         "ha:sidecar" if matches!(bare, "ha:sidecar/log" | "ha:sidecar/types") => Need::Always,
         "ha:sidecar" if bare == "ha:sidecar/zookeeper" => Need::Capability("zookeeper"),
+        "ha:sidecar" if bare == "ha:sidecar/kubernetes" => Need::Capability("kubernetes"),
         "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" => Need::Always,
         "wasi:filesystem" => Need::Capability("filesystem"),
         "wasi:sockets" => Need::Never(
@@ -206,6 +207,7 @@ impl Grants {
             "filesystem" => self.filesystem.is_some(),
             "zookeeper" => self.zookeeper.is_some(),
             "outgoing-http" => self.outgoing_http.is_some(),
+            "kubernetes" => self.kubernetes.is_some(),
             _ => false,
         }
     }

@@ -22,6 +22,7 @@ pub use host::GUEST_DATA_DIR;
 pub use instance::{CallError, Instance, describe};
 pub use slot::Slot;
 
+use crate::capabilities::kubernetes::KubeApi;
 use crate::capabilities::outgoing_http::Endpoint;
 use crate::capabilities::zookeeper::ZkSession;
 use crate::config::{Grants, PluginConfig};
@@ -33,7 +34,7 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "capabilities",
-        imports: { "ha:sidecar/zookeeper": async },
+        imports: { "ha:sidecar/zookeeper": async, "ha:sidecar/kubernetes": async },
         exports: { default: async },
     });
 }
@@ -60,6 +61,8 @@ pub enum LoadError {
     },
     #[error("plugin.path: refusing {path}: {source}")]
     Refused { path: PathBuf, source: Refusal },
+    #[error("{0}")]
+    Kubernetes(#[from] crate::capabilities::kubernetes::SetupError),
     #[error("plugin.path: cannot link {path}: {source:#}")]
     Link {
         path: PathBuf,
@@ -79,6 +82,8 @@ pub struct LoadedPlugin {
     data_dir: Option<PathBuf>,
     zookeeper: Option<Arc<ZkSession>>,
     outgoing_http: Option<Arc<[Endpoint]>>,
+    /// One client for every instance; connects on first use.
+    pub kubernetes: Option<Arc<KubeApi>>,
     metrics: Arc<Metrics>,
 }
 
@@ -147,6 +152,10 @@ impl LoadedPlugin {
                 path: path.clone(),
                 source: e.into(),
             })?;
+        let kubernetes = match &grants.kubernetes {
+            Some(settings) => Some(Arc::new(KubeApi::new(settings)?)),
+            None => None,
+        };
         engine::start_epoch_ticker(&engine);
 
         Ok(Arc::new(Self {
@@ -160,6 +169,7 @@ impl LoadedPlugin {
             data_dir: grants.filesystem.clone(),
             zookeeper,
             outgoing_http: grants.outgoing_http.clone(),
+            kubernetes,
             metrics,
         }))
     }
@@ -170,7 +180,7 @@ impl LoadedPlugin {
         role: &'static str,
         setup: &Setup,
     ) -> Result<Instance, CallError> {
-        let state = HostState::new(
+        let mut state = HostState::new(
             role,
             self.memory_limit,
             self.data_dir.as_deref(),
@@ -178,6 +188,7 @@ impl LoadedPlugin {
             self.outgoing_http.clone(),
         )
         .map_err(|e| CallError::NoInstance(format!("{e:#}")))?;
+        state.kubernetes = self.kubernetes.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();

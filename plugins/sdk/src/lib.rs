@@ -27,6 +27,8 @@ wit_bindgen::generate!({
 });
 
 pub use exports::ha::sidecar::backend::Guest as Backend;
+/// The `kubernetes` capability (granted with `capabilities.kubernetes`).
+pub use ha::sidecar::kubernetes;
 pub use ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
 /// The `zookeeper` capability (granted with `capabilities.zookeeper`).
 pub use ha::sidecar::zookeeper;

@@ -1,0 +1,145 @@
+//! The Kubernetes backend: the leader record on Flink's ConfigMap
+//! `<cluster-id>-cluster-config-map` (annotation
+//! `control-plane.alpha.kubernetes.io/leader`, leader keys
+//! `org.apache.flink.k8s.leader.<component>`), renewed and taken over with
+//! resourceVersion compare-and-set, and the state in the same ConfigMap so
+//! that fenced writes are atomic with the leadership check. All through the
+//! host's `kubernetes` capability.
+//!
+//! Why a ConfigMap and not a Lease: a Lease holds only the lock fields, so
+//! the state would live in another object and a fenced write could not be
+//! checked atomically against the record; Flink's own tools (the operator,
+//! people reading `kubectl get cm`) also look for this ConfigMap.
+//!
+//! Settings: `cluster-id` (Flink's `kubernetes.cluster-id`, default
+//! `default`), `components` (leader keys to publish the address under,
+//! default `dispatcher,resourcemanager,restserver`).
+
+mod lease;
+mod object;
+mod record;
+mod store;
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use ha_sidecar_sdk::settings::Settings;
+use ha_sidecar_sdk::{Backend, Result, Setup, Term, Versioned, invalid, keys};
+
+use lease::Lease;
+use object::Object;
+
+/// Flink's limit on `kubernetes.cluster-id` (Constants.MAXIMUM_CHARACTERS_OF_CLUSTER_ID).
+const MAX_CLUSTER_ID: usize = 45;
+
+struct Plugin {
+    object: Object,
+    lease: Lease,
+}
+
+thread_local! {
+    static PLUGIN: RefCell<Option<Plugin>> = const { RefCell::new(None) };
+}
+
+fn with<T>(f: impl FnOnce(&mut Plugin) -> Result<T>) -> Result<T> {
+    PLUGIN.with(|p| match p.borrow_mut().as_mut() {
+        Some(plugin) => f(plugin),
+        None => Err(invalid("configure was not called")),
+    })
+}
+
+fn configure(setup: Setup) -> Result<Plugin> {
+    let s = Settings::new("kubernetes", setup.settings, &["cluster-id", "components"])?;
+    let cluster_id = s.string_or("cluster-id", "default");
+    // The ConfigMap's name must be a DNS subdomain, so unlike Flink we
+    // cannot accept upper case or '_'.
+    let ok = !cluster_id.is_empty()
+        && cluster_id.len() <= MAX_CLUSTER_ID
+        && cluster_id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+        && cluster_id.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        return Err(invalid(format!(
+            "plugin.settings.cluster-id: {cluster_id:?} must be 1 to {MAX_CLUSTER_ID} lower case letters, digits, '-' and '.', starting with a letter or digit (it names the ConfigMap <cluster-id>-cluster-config-map)"
+        )));
+    }
+    let components: Vec<String> = s
+        .string_or("components", "dispatcher,resourcemanager,restserver")
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if let Some(bad) = components.iter().find(|c| {
+        !c.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    }) {
+        return Err(invalid(format!(
+            "plugin.settings.components: {bad:?} is not a component name (A-Z a-z 0-9 - _ .)"
+        )));
+    }
+    let lease = Duration::from_millis(setup.timing.lease_ms.into());
+    Ok(Plugin {
+        object: Object::new(&cluster_id),
+        lease: Lease::new(setup.me, setup.session, lease, components),
+    })
+}
+
+struct KubernetesBackend;
+
+impl Backend for KubernetesBackend {
+    fn configure(setup: Setup) -> Result<()> {
+        let plugin = configure(setup)?;
+        PLUGIN.with(|p| *p.borrow_mut() = Some(plugin));
+        Ok(())
+    }
+
+    fn campaign(wait_ms: u32) -> Result<Option<Term>> {
+        with(|p| {
+            p.lease
+                .campaign(&p.object, Duration::from_millis(wait_ms.into()))
+        })
+    }
+
+    fn keep(term: Term) -> Result<()> {
+        with(|p| p.lease.keep(&p.object, &term))
+    }
+
+    fn resign(term: Term) -> Result<()> {
+        with(|p| p.lease.resign(&p.object, &term))
+    }
+
+    fn leader(known: Option<u64>, wait_ms: u32) -> Result<Option<Term>> {
+        with(|p| {
+            p.lease
+                .leader(&p.object, known, Duration::from_millis(wait_ms.into()))
+        })
+    }
+
+    fn get(key: String) -> Result<Option<Versioned>> {
+        keys::validate(&key)?;
+        with(|p| store::get(&p.object, &key))
+    }
+
+    fn put(key: String, value: Vec<u8>, expected: Option<u64>, fence: Option<u64>) -> Result<u64> {
+        keys::validate(&key)?;
+        with(|p| store::write(&p.object, &key, Some(&value), expected, fence))
+    }
+
+    fn delete(key: String, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
+        keys::validate(&key)?;
+        if expected == Some(0) {
+            return Err(invalid(
+                "delete with expected version 0 (\"only if absent\") cannot succeed",
+            ));
+        }
+        with(|p| store::write(&p.object, &key, None, expected, fence).map(drop))
+    }
+
+    fn list(prefix: String) -> Result<Vec<String>> {
+        keys::validate_prefix(&prefix)?;
+        with(|p| store::list(&p.object, &prefix))
+    }
+}
+
+ha_sidecar_sdk::export!(KubernetesBackend);

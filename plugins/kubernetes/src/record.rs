@@ -1,0 +1,246 @@
+//! What the ConfigMap says about its leader, in Flink's format.
+//!
+//! - The annotation `control-plane.alpha.kubernetes.io/leader` holds the
+//!   record fabric8's ConfigMapLock writes for Flink (reference/flink-ha.md
+//!   §3.2): `holderIdentity` (here: the sidecar's per-run session), the lease
+//!   in seconds with nine decimals, `acquireTime` and `renewTime` as
+//!   MicroTime (UTC, six fractional digits), and `leaderTransitions`, which
+//!   is our fencing token: it grows by one with every acquisition.
+//! - `ha-sidecar/leader` holds what Flink's record has no room for: the
+//!   member id and address, and a renewal counter, so that every renewal
+//!   changes the record even if the holder's clock stands still.
+//! - The data keys `org.apache.flink.k8s.leader.<component>` hold
+//!   `<leader session UUID>,<address>` as Flink writes them (§3.3).
+//!
+//! Times written here are for people; expiry is judged by the reader's own
+//! clock (see `lease.rs`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::object::ConfigMap;
+
+pub const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
+pub const HOLDER_ANNOTATION: &str = "ha-sidecar/leader";
+pub const LEADER_KEY_PREFIX: &str = "org.apache.flink.k8s.leader.";
+
+/// fabric8's LeaderElectionRecord, field for field.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderRecord {
+    /// Empty once the holder released the lease.
+    pub holder_identity: String,
+    /// Seconds (a Java Duration as fabric8 writes it, e.g. 15.000000000).
+    pub lease_duration: serde_json::Number,
+    pub acquire_time: String,
+    pub renew_time: String,
+    pub leader_transitions: u64,
+}
+
+impl LeaderRecord {
+    pub fn lease(&self) -> Duration {
+        self.lease_duration
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(Duration::ZERO, Duration::from_secs_f64)
+    }
+}
+
+/// Our annotation beside Flink's record.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Holder {
+    pub id: String,
+    pub address: String,
+    /// Unix ms when the term began, by the holder's clock.
+    pub since_ms: u64,
+    pub renewals: u64,
+}
+
+/// The leader part of a ConfigMap: parsed, and as raw text for change detection.
+pub struct Leadership {
+    pub record: LeaderRecord,
+    pub holder: Holder,
+    /// Both annotations as read: any change to either is a sign of life.
+    pub raw: String,
+}
+
+impl Leadership {
+    pub fn read(cm: &ConfigMap) -> Option<Self> {
+        let text = cm.annotation(LEADER_ANNOTATION)?;
+        let holder_text = cm.annotation(HOLDER_ANNOTATION).unwrap_or("");
+        // A record we cannot parse is someone else's: it counts as held,
+        // with an unknown token, until it stays unchanged for a lease.
+        let record = serde_json::from_str(text).unwrap_or(LeaderRecord {
+            holder_identity: "(unreadable)".into(),
+            lease_duration: 0.into(),
+            acquire_time: String::new(),
+            renew_time: String::new(),
+            leader_transitions: 0,
+        });
+        Some(Self {
+            record,
+            holder: serde_json::from_str(holder_text).unwrap_or_default(),
+            raw: format!("{text}\n{holder_text}"),
+        })
+    }
+
+    pub fn is_released(&self) -> bool {
+        self.record.holder_identity.is_empty()
+    }
+
+    /// Writes both annotations and the leader keys into `cm`.
+    pub fn write(&self, cm: &mut ConfigMap, components: &[String]) {
+        cm.set_annotation(
+            LEADER_ANNOTATION,
+            Some(serde_json::to_string(&self.record).expect("serializes")),
+        );
+        cm.set_annotation(
+            HOLDER_ANNOTATION,
+            Some(serde_json::to_string(&self.holder).expect("serializes")),
+        );
+        let value = (!self.is_released()).then(|| {
+            format!(
+                "{},{}",
+                leader_session_uuid(&self.record.holder_identity, self.record.leader_transitions),
+                self.holder.address
+            )
+        });
+        for c in components {
+            cm.set_datum(&format!("{LEADER_KEY_PREFIX}{c}"), value.clone());
+        }
+    }
+}
+
+/// fabric8's rendering of a lease as a Java Duration in seconds.
+pub fn lease_seconds(d: Duration) -> serde_json::Number {
+    let text = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
+    text.parse().unwrap_or_else(|_| d.as_secs().into())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Now as Kubernetes MicroTime: `2026-11-21T05:25:45.459640Z` (exactly six
+/// fractional digits; the API server refuses other forms in Lease fields).
+pub fn micro_time_now() -> String {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    micro_time(since)
+}
+
+pub fn micro_time(since_epoch: Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since_epoch.subsec_micros()
+    )
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (proleptic
+/// Gregorian), by counting 400-year eras of 146,097 days.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year, from March 1
+    let mp = (5 * doy + 2) / 153; // month, March = 0
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A leader session id per term, shaped like Flink's `UUID.randomUUID()`:
+/// the holder's random session (128 bits of hex) with the token mixed into
+/// its low bits, version 4 and the IETF variant.
+pub fn leader_session_uuid(session_hex: &str, token: u64) -> String {
+    let hex: String = session_hex
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect();
+    let most = u64::from_str_radix(hex.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+    let least = u64::from_str_radix(hex.get(16..32).unwrap_or("0"), 16).unwrap_or(0) ^ token;
+    let most = (most & !0xf000) | 0x4000;
+    let least = (least & !(0xc << 60)) | (0x8 << 60);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        most >> 32,
+        (most >> 16) & 0xffff,
+        most & 0xffff,
+        least >> 48,
+        least & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_time_has_six_fractional_digits() {
+        assert_eq!(
+            micro_time(Duration::new(0, 1_000)),
+            "1970-01-01T00:00:00.000001Z"
+        );
+        // 2024-02-29 (a leap day) 12:34:56.789012
+        assert_eq!(
+            micro_time(Duration::new(1_709_210_096, 789_012_345)),
+            "2024-02-29T12:34:56.789012Z"
+        );
+        assert_eq!(
+            micro_time(Duration::new(4_102_444_799, 0)),
+            "2099-12-31T23:59:59.000000Z"
+        );
+    }
+
+    #[test]
+    fn lease_is_written_as_fabric8_does() {
+        assert_eq!(
+            lease_seconds(Duration::from_secs(15)).to_string(),
+            "15.0",
+            "serde_json normalizes the number; fabric8 reads either"
+        );
+        assert_eq!(
+            LeaderRecord {
+                holder_identity: "x".into(),
+                lease_duration: lease_seconds(Duration::from_millis(2500)),
+                acquire_time: String::new(),
+                renew_time: String::new(),
+                leader_transitions: 1,
+            }
+            .lease(),
+            Duration::from_millis(2500)
+        );
+    }
+
+    #[test]
+    fn flinks_record_parses() {
+        let text = r#"{"holderIdentity":"623e","leaseDuration":15.000000000,"acquireTime":"2020-10-20T04:06:31.431000Z","renewTime":"2020-10-22T08:51:36.843000Z","leaderTransitions":37981}"#;
+        let r: LeaderRecord = serde_json::from_str(text).unwrap();
+        assert_eq!(r.leader_transitions, 37981);
+        assert_eq!(r.lease(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn session_uuids_look_like_random_uuids_and_differ_per_term() {
+        let a = leader_session_uuid("0123456789abcdef0123456789abcdef", 1);
+        let b = leader_session_uuid("0123456789abcdef0123456789abcdef", 2);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+}
