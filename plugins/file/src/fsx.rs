@@ -62,7 +62,14 @@ fn sync_dir(entry: &Path) {
 pub fn names(dir: &Path) -> io::Result<Vec<String>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
-        if let Some(name) = entry?.file_name().to_str() {
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Removed while we listed (a pruned term record): WASI's readdir
+            // looks at each entry after reading its name, and finds it gone.
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(name) = entry.file_name().to_str() {
             out.push(name.to_string());
         }
     }
