@@ -162,6 +162,7 @@ pub fn run(spec: &LoadSpec, mut on_measuring: impl FnMut()) -> LoadResult {
     result.expect("the load generator printed no result")
 }
 
+const ERROR_CHARS: usize = 160;
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
@@ -198,9 +199,16 @@ struct Tally {
 }
 
 impl Tally {
+    /// Keeps the first error, on one line and short enough for a table cell.
     fn error(&mut self, e: String) {
         self.errors += 1;
-        self.first_error.get_or_insert(e);
+        self.first_error.get_or_insert_with(|| {
+            let line = e.split_whitespace().collect::<Vec<_>>().join(" ");
+            match line.char_indices().nth(ERROR_CHARS) {
+                Some((cut, _)) => format!("{}...", &line[..cut]),
+                None => line,
+            }
+        });
     }
 }
 

@@ -179,12 +179,12 @@ fn markdown_table(header: &[String; 7], rows: &[[String; 7]]) -> String {
     let mut widths = [3usize; 7];
     for row in std::iter::once(header).chain(rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell_text(cell).chars().count());
         }
     }
     let line = |cells: &[String; 7]| {
         let mut l = String::from("|");
-        for (cell, w) in cells.iter().zip(widths) {
+        for (cell, w) in cells.iter().map(|c| cell_text(c)).zip(widths) {
             let _ = write!(l, " {cell}{} |", " ".repeat(w - cell.chars().count()));
         }
         l.push('\n');
@@ -200,6 +200,14 @@ fn markdown_table(header: &[String; 7], rows: &[[String; 7]]) -> String {
         out.push_str(&line(row));
     }
     out
+}
+
+/// A cell's text kept to one table cell: no line breaks, pipes escaped.
+fn cell_text(cell: &str) -> String {
+    cell.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
 }
 
 /// Durations, sorted once, with nearest-rank percentiles (with 20 samples the

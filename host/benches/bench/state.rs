@@ -105,10 +105,14 @@ fn row(
             backend,
         )
         .value(format!(
-            "{} / {}; {} req/s",
+            "{} / {}; {} req/s{}",
             human(one.p50()),
             human(one.p99()),
-            thousands(many.rate())
+            thousands(many.rate()),
+            match one.errors + many.errors {
+                0 => String::new(),
+                n => format!(" ({n} requests failed)"),
+            }
         ))
         .samples(format!("{} + {}", one.requests, many.requests))
         .compare(format!("{native}{errors}"))
