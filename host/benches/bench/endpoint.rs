@@ -135,18 +135,8 @@ pub fn run(report: &mut Report, backend: &dyn Backend, load: &Load) {
     }
 
     if let Some(idle) = idle_rss {
-        report.add(
-            Row::new(
-                Section::Overhead,
-                "sidecar RSS, leading, idle",
-                backend.name(),
-            )
-            .value(mib(idle))
-            .target("< 30 MiB", idle < 30 * 1024)
-            .samples(1)
-            .compare("plugin loaded from a warm compile cache")
-            .figure("rss_mib", idle as f64 / 1024.0),
-        );
+        let note = "plugin loaded from a warm compile cache".to_string();
+        rss_row(report, backend, "sidecar RSS, leading, idle", idle, note);
     }
     if loaded_rss > 0 {
         let split = procfs::status_kib(pid, "RssAnon:")
@@ -154,19 +144,24 @@ pub fn run(report: &mut Report, backend: &dyn Backend, load: &Load) {
             .map_or(String::new(), |(a, f)| {
                 format!("; now anon {}, file {}", mib(a), mib(f))
             });
-        report.add(
-            Row::new(
-                Section::Overhead,
-                "sidecar RSS, under the endpoint load",
-                backend.name(),
-            )
-            .value(mib(loaded_rss))
-            .target("< 30 MiB", loaded_rss < 30 * 1024)
-            .samples(1)
-            .compare(format!(
-                "largest seen at the start and end of each measured window{split}"
-            ))
-            .figure("rss_mib", loaded_rss as f64 / 1024.0),
+        let note = format!("largest seen at the start and end of each measured window{split}");
+        rss_row(
+            report,
+            backend,
+            "sidecar RSS, under the endpoint load",
+            loaded_rss,
+            note,
         );
     }
+}
+
+fn rss_row(report: &mut Report, backend: &dyn Backend, metric: &str, kib: u64, note: String) {
+    report.add(
+        Row::new(Section::Overhead, metric, backend.name())
+            .value(mib(kib))
+            .target("< 30 MiB", kib < 30 * 1024)
+            .samples(1)
+            .compare(note)
+            .figure("rss_mib", kib as f64 / 1024.0),
+    );
 }
