@@ -137,6 +137,14 @@ impl Etcd {
             .collect()
     }
 
+    /// A plain client of the JSON gateway, for what the tests and the
+    /// benchmark do to etcd directly.
+    pub fn client(&self) -> EtcdClient {
+        EtcdClient {
+            port: self.client_port,
+        }
+    }
+
     /// SIGSTOP: the server keeps its connections but answers nothing.
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
@@ -150,6 +158,32 @@ impl Etcd {
         let pid = self.child.as_ref().expect("etcd is running").id();
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(pid as libc::pid_t, sig) };
+    }
+}
+
+/// `/v3/kv/put` and `/v3/kv/range`, one connection per request.
+pub struct EtcdClient {
+    port: u16,
+}
+
+impl EtcdClient {
+    pub fn put(&self, key: &str, value: &[u8]) {
+        let body = format!(
+            "{{\"key\":\"{}\",\"value\":\"{}\"}}",
+            b64(key.as_bytes()),
+            b64(value)
+        );
+        http_post(self.port, "/v3/kv/put", &body)
+            .unwrap_or_else(|| panic!("etcd put {key} failed"));
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let body = format!("{{\"key\":\"{}\"}}", b64(key.as_bytes()));
+        let text = http_post(self.port, "/v3/kv/range", &body)
+            .unwrap_or_else(|| panic!("etcd range {key} failed"));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("etcd answers JSON");
+        let kv = v["kvs"].as_array()?.first()?.clone();
+        Some(unb64(kv["value"].as_str().unwrap_or("")))
     }
 }
 
