@@ -25,8 +25,12 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The binary under test; `HA_SIDECAR_BIN` points the tests at another
+/// build (a soak keeps its own copy while the tree is rebuilt).
 pub fn sidecar_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ha-sidecar"))
+    std::env::var_os("HA_SIDECAR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ha-sidecar")))
 }
 
 /// A built plugin, e.g. `plugin("ha_plugin_file")`.
