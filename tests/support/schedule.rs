@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::overlap::{self, History};
+use super::overlap::{self, Event, History, Kind};
 use super::workload::{self, FinalState, Workload};
 use super::{Cluster, Sidecar, free_port, request_within, wait_for};
 
@@ -245,6 +245,14 @@ struct Nemesis<'a> {
     faults: BTreeMap<String, u32>,
     problems: Vec<String>,
     refused_starts: u32,
+    paused_leaders: Vec<PausedLeader>,
+}
+
+/// A leader SIGSTOPped while it held `term`, and when it was let go on.
+struct PausedLeader {
+    node: usize,
+    term: u64,
+    resumed: Option<Instant>,
 }
 
 pub fn run(backend: &mut dyn Backend, settings: &Settings) -> Summary {
@@ -304,6 +312,7 @@ pub fn run(backend: &mut dyn Backend, settings: &Settings) -> Summary {
         faults: BTreeMap::new(),
         problems: Vec::new(),
         refused_starts: 0,
+        paused_leaders: Vec::new(),
     };
     let end = Instant::now() + settings.duration;
     let mut next_fault = Instant::now() + nemesis.deck_rng.millis(1000, 2000);
@@ -343,13 +352,16 @@ pub fn run(backend: &mut dyn Backend, settings: &Settings) -> Summary {
 
     // ---- checks ----
     let bound = overlap::safety_bound(RENEW_DEADLINE, nemesis.backend.takeover_after());
-    let verdict = overlap::check(&history.snapshot(), bound);
+    let events = history.snapshot();
+    let verdict = overlap::check(&events, bound);
     problems.extend(verdict.problems());
     let figures = match &end_state {
         Some(s) => outcome.check(s, &mut problems),
         None => workload::Figures::default(),
     };
     let fired = count_in_logs(&cluster, &nodes, "fault injection:");
+    let (deposed_while_paused, stale) = paused_leaders(&nemesis.paused_leaders, &events);
+    problems.extend(stale.iter().take(10).cloned());
     let summary = Summary {
         faults: nemesis.faults.clone(),
         plugin_faults_fired: fired,
@@ -390,6 +402,11 @@ pub fn run(backend: &mut dyn Backend, settings: &Settings) -> Summary {
     println!(
         "acknowledged writes      {} ({} log appends, {} register writes); lost {}",
         summary.acknowledged, figures.appends, figures.register_writes, summary.lost
+    );
+    println!(
+        "paused leaders           {} deposed while stopped, {} of them claimed or wrote for the old term after SIGCONT",
+        deposed_while_paused,
+        stale.len()
     );
     println!(
         "deposed writes accepted  {} (acknowledged after a newer term was seen {}, landed after a newer term's write {})",
@@ -467,9 +484,17 @@ impl Nemesis<'_> {
         let up: Vec<usize> = (0..nodes.len())
             .filter(|&i| matches!(nodes[i].phase, Phase::Up))
             .collect();
-        let leader = up.iter().copied().find(|&i| leads_now(nodes[i].port));
-        // Mostly the leader: that is where faults matter.
-        let on_leader = self.rng.below(4) != 0 || kind == "resign";
+        let (leader, leader_term) = up
+            .iter()
+            .find_map(|&i| leading_term(nodes[i].port).map(|t| (Some(i), Some(t))))
+            .unwrap_or((None, None));
+        // Mostly the leader: that is where faults matter. The first fault,
+        // a pause, always: its write in flight resumes after a successor
+        // took over, the case fencing exists for.
+        let on_leader = self.rng.below(4) != 0 || kind == "resign" || self.faults.is_empty();
+        if self.faults.is_empty() && leader.is_none() {
+            return false;
+        }
         let target = match leader {
             Some(l) if on_leader => l,
             _ if kind == "resign" => return false,
@@ -506,16 +531,28 @@ impl Nemesis<'_> {
                     sleep(Duration::from_micros(200));
                 }
                 sidecar.signal(libc::SIGSTOP);
+                if let (Some(term), true) = (leader_term, role == "leader") {
+                    self.paused_leaders.push(PausedLeader {
+                        node: target,
+                        term,
+                        resumed: None,
+                    });
+                }
                 let during = if workload.writing(target) {
                     ", a write in flight"
                 } else {
                     ""
                 };
-                let pause = self.rng.millis(
-                    200,
-                    (self.backend.takeover_after() + Duration::from_millis(1500)).as_millis()
-                        as u64,
-                );
+                // Mostly long enough for a successor to take over (what fencing
+                // is for), sometimes too short for that (the leader must keep
+                // leading, or step down cleanly).
+                let long = self.backend.takeover_after() + self.rng.millis(500, 2000);
+                let short = self.rng.millis(200, RENEW_DEADLINE.as_millis() as u64);
+                let pause = if self.rng.below(3) == 0 && !self.faults.is_empty() {
+                    short
+                } else {
+                    long
+                };
                 node.phase = Phase::Paused {
                     until: Instant::now() + pause,
                 };
@@ -584,21 +621,26 @@ impl Nemesis<'_> {
     }
 
     fn tick_all(&mut self, nodes: &mut [Node]) {
-        for node in nodes.iter_mut() {
-            self.tick(node);
+        for (index, node) in nodes.iter_mut().enumerate() {
+            self.tick(index, node);
         }
         for what in self.backend.tick() {
             self.say(what);
         }
     }
 
-    /// Moves a node along: resumes it, notices its exit, restarts it.
-    fn tick(&mut self, node: &mut Node) {
+    /// Moves node `index` along: resumes it, notices its exit, restarts it.
+    fn tick(&mut self, index: usize, node: &mut Node) {
         let now = Instant::now();
         match node.phase {
             Phase::Up => {}
             Phase::Paused { until } if now >= until => {
                 node.sidecar.as_ref().unwrap().signal(libc::SIGCONT);
+                for p in self.paused_leaders.iter_mut() {
+                    if p.node == index && p.resumed.is_none() {
+                        p.resumed = Some(Instant::now());
+                    }
+                }
                 node.phase = Phase::Up;
                 self.say(format!("SIGCONT {}", node.id));
             }
@@ -713,7 +755,7 @@ impl Nemesis<'_> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let mut all_up = true;
-            for node in nodes.iter_mut() {
+            for (index, node) in nodes.iter_mut().enumerate() {
                 match node.phase {
                     Phase::Up => continue,
                     Phase::Paused { .. } => {
@@ -729,7 +771,7 @@ impl Nemesis<'_> {
                     Phase::Stopping { .. } | Phase::Starting { .. } => {}
                 }
                 all_up = false;
-                self.tick(node);
+                self.tick(index, node);
             }
             if all_up {
                 return;
@@ -751,7 +793,12 @@ fn leader_among(nodes: &[Node]) -> Option<usize> {
 }
 
 fn leads_now(port: u16) -> bool {
-    request_within(
+    leading_term(port).is_some()
+}
+
+/// The term this sidecar says it leads with right now, if it does.
+fn leading_term(port: u16) -> Option<u64> {
+    let r = request_within(
         port,
         "GET",
         "/leader/self",
@@ -759,7 +806,43 @@ fn leads_now(port: u16) -> bool {
         b"",
         Duration::from_millis(200),
     )
-    .is_ok_and(|r| r.status == 200)
+    .ok()?;
+    (r.status == 200).then(|| r.json()["term"].as_u64())?
+}
+
+/// Leaders paused until a newer term was proven current (a claim or an
+/// acknowledged write answered before their SIGCONT), and which of those
+/// claimed or acknowledged a write for their old term in a request sent
+/// after the SIGCONT: a paused leader must not act as leader when it resumes.
+fn paused_leaders(paused: &[PausedLeader], events: &[Event]) -> (usize, Vec<String>) {
+    let mut deposed = 0;
+    let mut stale = Vec::new();
+    for p in paused {
+        let Some(resumed) = p.resumed else { continue };
+        let newer = events
+            .iter()
+            .any(|e| e.kind != Kind::NotLeading && e.term > p.term && e.end < resumed);
+        if !newer {
+            continue;
+        }
+        deposed += 1;
+        if let Some(e) = events.iter().find(|e| {
+            e.node == p.node && e.kind != Kind::NotLeading && e.term == p.term && e.start > resumed
+        }) {
+            stale.push(format!(
+                "s{} {} term {} {:?} after its SIGCONT, though a newer term led while it was stopped",
+                p.node + 1,
+                if e.kind == Kind::Ack {
+                    "acknowledged a write of"
+                } else {
+                    "claimed"
+                },
+                p.term,
+                e.start - resumed
+            ));
+        }
+    }
+    (deposed, stale)
 }
 
 /// The final data, read through the leader; every other sidecar must read
