@@ -182,11 +182,9 @@ struct App {
     seq: u64,
 }
 
-/// Why an app stops writing for its term.
-enum Stop {
-    /// Ask again who leads (fenced, refused, no answer...).
-    Again,
-}
+/// A write or read was refused or unanswered (already counted): the app
+/// stops writing for its term and asks again who leads.
+struct AskAgain;
 
 impl App {
     fn name(&self) -> String {
@@ -215,7 +213,7 @@ impl App {
     }
 
     /// Writes for `term` until a write is refused or unanswered.
-    fn lead(&mut self, term: u64) -> Result<(), Stop> {
+    fn lead(&mut self, term: u64) -> Result<(), AskAgain> {
         let mut segment = self.current_segment()?;
         let (mut value, mut etag) = self.read_segment(&segment)?;
         let fence = term.to_string();
@@ -284,7 +282,7 @@ impl App {
         term: u64,
         start: Instant,
         end: Instant,
-    ) -> Result<u64, Stop> {
+    ) -> Result<u64, AskAgain> {
         let held = end - start > HELD;
         match r {
             Ok(r) if r.status == 200 => {
@@ -295,7 +293,7 @@ impl App {
                     self.stats
                         .unexpected
                         .push(format!("PUT 200 without a version ETag: {:?}", r.headers));
-                    return Err(Stop::Again);
+                    return Err(AskAgain);
                 };
                 self.stats.held.0 += u64::from(held);
                 self.history.record(Event {
@@ -320,11 +318,11 @@ impl App {
                         .unexpected
                         .push(format!("PUT: {} {}", r.status, r.text())),
                 }
-                Err(Stop::Again)
+                Err(AskAgain)
             }
             Err(_) => {
                 self.stats.no_answer += 1;
-                Err(Stop::Again)
+                Err(AskAgain)
             }
         }
     }
@@ -338,7 +336,7 @@ impl App {
     }
 
     /// The newest log segment (the first if there is none yet).
-    fn current_segment(&mut self) -> Result<String, Stop> {
+    fn current_segment(&mut self) -> Result<String, AskAgain> {
         let path = format!("/state?prefix={LOG_PREFIX}");
         match request_within(self.port, "GET", &path, &[], b"", STATE_TIMEOUT) {
             Ok(r) if r.status == 200 => {
@@ -356,14 +354,14 @@ impl App {
         }
     }
 
-    fn read_segment(&mut self, segment: &str) -> Result<(Vec<u8>, Option<String>), Stop> {
+    fn read_segment(&mut self, segment: &str) -> Result<(Vec<u8>, Option<String>), AskAgain> {
         let path = format!("/state/{segment}");
         match request_within(self.port, "GET", &path, &[], b"", STATE_TIMEOUT) {
             Ok(r) if r.status == 200 => match r.header("etag") {
                 Some(e) => Ok((r.body.clone(), Some(e.to_string()))),
                 None => {
                     self.stats.unexpected.push("GET 200 without an ETag".into());
-                    Err(Stop::Again)
+                    Err(AskAgain)
                 }
             },
             Ok(r) if r.status == 404 => Ok((Vec::new(), None)),
@@ -371,7 +369,7 @@ impl App {
         }
     }
 
-    fn refused<T>(&mut self, what: &str, r: std::io::Result<Response>) -> Result<T, Stop> {
+    fn refused<T>(&mut self, what: &str, r: std::io::Result<Response>) -> Result<T, AskAgain> {
         match r {
             Ok(r) if r.status == 503 => self.count_503(&r),
             Ok(r) => self
@@ -380,7 +378,7 @@ impl App {
                 .push(format!("{what}: {} {}", r.status, r.text())),
             Err(_) => self.stats.no_answer += 1,
         }
-        Err(Stop::Again)
+        Err(AskAgain)
     }
 }
 
