@@ -386,7 +386,13 @@ pub fn run(backend: &mut dyn Backend, settings: &Settings) -> Summary {
         t0.elapsed()
     );
     println!("faults injected          {total}: {}", by_kind.join(", "));
-    println!("plugin faults fired      {fired} (a trigger waits for its call)");
+    let armed: u32 = summary
+        .faults
+        .iter()
+        .filter(|(k, _)| k.starts_with("plugin "))
+        .map(|(_, n)| n)
+        .sum();
+    println!("plugin faults fired      {fired} of {armed} armed (a trigger waits for its call)");
     println!(
         "leadership changes       {} ({} terms claimed, {} claim intervals)",
         summary.leadership_changes,
