@@ -98,6 +98,17 @@ pub struct Event {
     pub end: Instant,
 }
 
+impl Event {
+    /// What the sidecar did for the event's term, for messages.
+    pub fn action(&self) -> &'static str {
+        match self.kind {
+            Kind::Claim => "claimed",
+            Kind::NotLeading => "disclaimed",
+            Kind::Ack => "acknowledged a write fenced by",
+        }
+    }
+}
+
 /// Every event of a run, from any thread.
 #[derive(Default)]
 pub struct History {
@@ -328,11 +339,7 @@ pub fn order_violations(events: &[Event]) -> (Vec<String>, Vec<String>) {
         format!(
             "s{} {} term {} in a request sent {:?} after term {newer} was seen current",
             e.node + 1,
-            if e.kind == Kind::Ack {
-                "acknowledged a write fenced by"
-            } else {
-                "claimed"
-            },
+            e.action(),
             e.term,
             e.start - at
         )

@@ -838,11 +838,7 @@ fn paused_leaders(paused: &[PausedLeader], events: &[Event]) -> (usize, Vec<Stri
             stale.push(format!(
                 "s{} {} term {} {:?} after its SIGCONT, though a newer term led while it was stopped",
                 p.node + 1,
-                if e.kind == Kind::Ack {
-                    "acknowledged a write of"
-                } else {
-                    "claimed"
-                },
+                e.action(),
                 p.term,
                 e.start - resumed
             ));
