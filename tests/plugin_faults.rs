@@ -1,5 +1,6 @@
-//! A plugin that traps, spins forever or hangs in a host call: the sidecar
-//! stays up, steps down, throws the instance away and recovers with a fresh one.
+//! A plugin that traps, spins forever, hangs in a host call or blows its
+//! memory limit: the sidecar stays up, steps down, throws the instance away
+//! and recovers with a fresh one.
 
 mod support;
 
@@ -81,4 +82,9 @@ fn a_plugin_that_spins_forever_is_interrupted() {
 #[test]
 fn a_plugin_that_hangs_in_a_host_call_is_abandoned() {
     survives("hang", "timeout");
+}
+
+#[test]
+fn a_plugin_that_blows_its_memory_limit_is_restarted() {
+    survives("oom", "trap");
 }

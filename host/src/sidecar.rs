@@ -120,14 +120,6 @@ fn setup(config: &Config) -> Setup {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::default());
-    if let Some(dir) = &config.grants.filesystem {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "capabilities.filesystem.dir: cannot create {}",
-                dir.display()
-            )
-        })?;
-    }
     let zookeeper = match &config.grants.zookeeper {
         Some(settings) => Some(ZkSession::connect(settings.clone()).await?),
         None => None,
@@ -146,6 +138,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(path = %config.plugin.path.display(), sha256 = %plugin.sha256, %contract, from = ?plugin.source, "plugin loaded");
     if let Some(k) = &plugin.kubernetes {
         tracing::info!(server = %k.server(), namespace = k.namespace(), "Kubernetes API granted to the plugin");
+    }
+    // Only now: a refused plugin leaves no trace on disk.
+    if let Some(dir) = &config.grants.filesystem {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "capabilities.filesystem.dir: cannot create {}",
+                dir.display()
+            )
+        })?;
     }
 
     let setup = setup(&config);

@@ -69,9 +69,22 @@ pub fn check_key(key: &str) -> Result<(), String> {
     check_alphabet(key, "key")
 }
 
+/// A prefix may end in the middle of a segment, but the segments it names
+/// whole are held to the key rules: otherwise `a//b` or `../x` reaches a
+/// backend that maps prefixes onto paths (ZooKeeper) and comes back as a
+/// misleading "unavailable, retry" instead of a bad request.
 pub fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.len() > 200 {
         return Err("prefix longer than 200 bytes".into());
+    }
+    if let Some((whole, _)) = prefix.rsplit_once('/')
+        && whole
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(format!(
+            "prefix {prefix:?} has an empty, '.' or '..' segment"
+        ));
     }
     check_alphabet(prefix, "prefix")
 }
@@ -85,5 +98,20 @@ fn check_alphabet(s: &str, what: &str) -> Result<(), String> {
             "{what} {s:?} contains {c:?}; allowed are A-Z a-z 0-9 . _ : - and /"
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_may_end_mid_segment_but_whole_segments_follow_the_key_rules() {
+        for ok in ["", "jobs/", "jobs/j1/check", "a", "..", "a/..x", "a/."] {
+            assert!(check_prefix(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["a//b", "/abs", "../x", "./", "a/../", "a/./b", "jobs/ x"] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 }

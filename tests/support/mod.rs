@@ -7,6 +7,11 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod overlap;
+pub mod proxy;
+pub mod schedule;
+pub mod workload;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,8 +25,12 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The binary under test; `HA_SIDECAR_BIN` points the tests at another
+/// build (a soak keeps its own copy while the tree is rebuilt).
 pub fn sidecar_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ha-sidecar"))
+    std::env::var_os("HA_SIDECAR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ha-sidecar")))
 }
 
 /// A built plugin, e.g. `plugin("ha_plugin_file")`.
@@ -242,6 +251,23 @@ impl Sidecar {
 
     /// Like `start`, with extra environment (e.g. `HA_SIDECAR_FAILPOINT`).
     pub fn start_env(id: &str, port: u16, config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+        let mut s = Self::spawn(id, port, config, log, env);
+        wait_for(
+            &format!("{id} to serve HTTP"),
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = s.exited() {
+                    panic!("{id} exited during start ({status}):\n{}", s.log_text());
+                }
+                s.get("/healthz").ok().map(|_| ())
+            },
+        );
+        s
+    }
+
+    /// Starts the process without waiting for it to serve (a fault
+    /// schedule cannot block on a start that may be refused).
+    pub fn spawn(id: &str, port: u16, config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -255,23 +281,19 @@ impl Sidecar {
             .stderr(out)
             .spawn()
             .expect("spawn ha-sidecar");
-        let mut s = Sidecar {
+        Sidecar {
             id: id.into(),
             port,
             log: log.into(),
             child: Some(child),
-        };
-        wait_for(
-            &format!("{id} to serve HTTP"),
-            Duration::from_secs(30),
-            || {
-                if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                    panic!("{id} exited during start ({status}):\n{}", s.log_text());
-                }
-                s.get("/healthz").ok().map(|_| ())
-            },
-        );
-        s
+        }
+    }
+
+    /// The exit status, once the process has exited by itself.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn get(&self, path: &str) -> std::io::Result<Response> {

@@ -303,6 +303,17 @@ impl Ensemble {
         }
     }
 
+    /// Restarts member `i` without waiting for it to serve: a fault schedule
+    /// cannot block on a JVM's start (see [`Ensemble::mode`] to follow it).
+    pub fn launch(&mut self, i: usize) {
+        self.servers[i].spawn();
+    }
+
+    /// Whether member `i`'s JVM runs (paused or not).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.servers[i].child.is_some()
+    }
+
     /// Freezes member `i` (SIGSTOP): its connections stay open but it
     /// answers nothing, like a long GC pause. A paused leader loses its role
     /// once followers miss it for `syncLimit` (2 s).

@@ -267,6 +267,12 @@ impl Config {
         let de = serde_yaml::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // serde_yaml names the key in some messages itself: say it once.
+            let message = match message.strip_prefix(&format!("{key}: ")) {
+                Some(rest) => rest.to_string(),
+                None => message,
+            };
             ConfigError::Parse {
                 path: path.into(),
                 key: if key == "." {
@@ -274,7 +280,7 @@ impl Config {
                 } else {
                     key
                 },
-                message: e.into_inner().to_string(),
+                message,
             }
         })?;
         let base = path

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderMap, IF_MATCH, IF_NONE_MATCH};
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
@@ -106,17 +106,25 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
 /// The request body, at most `http.max-body` bytes.
 pub async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, Reply> {
     let max = shared.config.max_body;
+    let too_large = || {
+        reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than http.max-body ({max} bytes)"),
+        )
+    };
+    // A declared length over the limit is refused before reading a byte,
+    // rather than after waiting for the first max-body bytes to arrive.
+    if req.body().size_hint().lower() > max {
+        return Err(too_large());
+    }
     match Limited::new(req.into_body(), max as usize).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than http.max-body ({max} bytes)"),
-            ))
+            Err(too_large())
         }
         Err(e) => Err(reply::error(
             StatusCode::BAD_REQUEST,

@@ -85,6 +85,14 @@ pub fn load_or_compile(
     Ok((component, Source::Compiled))
 }
 
+/// Removes the entry `load_or_compile` just stored for a plugin that was
+/// then refused, so that a refused start leaves the cache as it found it.
+pub fn forget(engine: &Engine, wasm_sha256: &str, dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_file(dir.join(format!("{}.cwasm", cache_key(engine, wasm_sha256))));
+    }
+}
+
 fn store(component: &Component, dir: &Path, path: &PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let bytes = component.serialize()?;

@@ -127,12 +127,16 @@ impl LoadedPlugin {
                 },
             )?;
         let inspection = inspect::inspect(&engine, &component);
-        inspection
-            .check(grants)
-            .map_err(|source| LoadError::Refused {
+        inspection.check(grants).map_err(|refusal| {
+            // A refused plugin leaves nothing behind: not even compiled code.
+            if source == cache::Source::Compiled {
+                cache::forget(&engine, &sha256, cfg.cache_dir.as_deref());
+            }
+            LoadError::Refused {
                 path: path.clone(),
-                source,
-            })?;
+                source: refusal,
+            }
+        })?;
 
         let mut linker = Linker::<HostState>::new(&engine);
         let link = |linker: &mut Linker<HostState>| -> anyhow::Result<()> {
