@@ -396,7 +396,10 @@ macro_rules! export_cas_backend {
             }
         }
 
-        $crate::export!(__HaSidecarCasBackend);
+        // Through the name the plugin gave this SDK, not `$crate`: a test
+        // build that puts a fault-injecting SDK under that name (see
+        // `plugins/fixtures/faults`) then wraps this backend too.
+        ha_sidecar_sdk::export!(__HaSidecarCasBackend);
     };
 }
 
