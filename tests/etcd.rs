@@ -159,18 +159,7 @@ fn a_fenced_write_from_a_paused_and_deposed_leader_is_rejected() {
         !sidecars[a].leads(),
         "the resumed leader still claims leadership"
     );
-    for s in &sidecars {
-        let r = s.put("jobs/j1/graph", b"stale", &[("x-ha-term", &old)]);
-        assert_eq!(r.status, 409, "{}: {}", s.id, r.text());
-    }
-    assert_eq!(others[b].get("/state/jobs/j1/graph").unwrap().body, b"v1");
-    let new = others[b].term().to_string();
-    assert_eq!(
-        others[b]
-            .put("jobs/j1/graph", b"v2", &[("x-ha-term", &new)])
-            .status,
-        200
-    );
+    assert_deposed_write_rejected(&sidecars, others[b], &old);
 }
 
 #[test]

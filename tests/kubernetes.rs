@@ -513,18 +513,7 @@ fn a_fenced_write_from_a_deposed_leader_is_rejected() {
     .unwrap();
     assert_eq!(resigned.status, 200, "{}", resigned.text());
     let b = sole_leader(&sidecars, Duration::from_secs(10));
-    for s in &sidecars {
-        let r = s.put("jobs/j1/graph", b"stale", &[("x-ha-term", &old)]);
-        assert_eq!(r.status, 409, "{}: {}", s.id, r.text());
-    }
-    assert_eq!(sidecars[b].get("/state/jobs/j1/graph").unwrap().body, b"v1");
-    let new = sidecars[b].term().to_string();
-    assert_eq!(
-        sidecars[b]
-            .put("jobs/j1/graph", b"v2", &[("x-ha-term", &new)])
-            .status,
-        200
-    );
+    assert_deposed_write_rejected(&sidecars, &sidecars[b], &old);
 }
 
 #[test]

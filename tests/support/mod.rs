@@ -408,3 +408,21 @@ pub async fn assert_conformance(path: &Path) {
         .collect();
     assert!(failed.is_empty(), "failed checks: {failed:?}\n{table}");
 }
+
+/// After `new_leader` took over from the holder of `old_term`, which wrote
+/// `v1` to `jobs/j1/graph`: a write fenced by the old term is refused (409)
+/// through every sidecar and changes nothing, and the new term writes.
+pub fn assert_deposed_write_rejected(sidecars: &[Sidecar], new_leader: &Sidecar, old_term: &str) {
+    for s in sidecars {
+        let r = s.put("jobs/j1/graph", b"stale", &[("x-ha-term", old_term)]);
+        assert_eq!(r.status, 409, "{}: {}", s.id, r.text());
+    }
+    assert_eq!(
+        new_leader.get("/state/jobs/j1/graph").unwrap().body,
+        b"v1",
+        "the refused write changed the value"
+    );
+    let new = new_leader.term().to_string();
+    let r = new_leader.put("jobs/j1/graph", b"v2", &[("x-ha-term", &new)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
