@@ -20,18 +20,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use etcd::Etcd;
-use support::proxy::{Mode, Proxy};
+use support::cuts::{self, Cuts};
+use support::proxy::Proxy;
 use support::schedule::{self, Backend, Rng, Settings};
 use support::*;
 
 struct EtcdBackend {
     server: Etcd,
-    /// `proxies[sidecar]`: the only way each sidecar reaches etcd.
-    proxies: Vec<Proxy>,
+    /// Each sidecar's one proxy to etcd, its only way there.
+    cuts: Cuts,
     /// When a pause of etcd ends.
     paused: Option<Instant>,
-    /// Per sidecar: when its cut heals.
-    cuts: Vec<Option<Instant>>,
 }
 
 impl EtcdBackend {
@@ -43,17 +42,12 @@ impl EtcdBackend {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("the endpoint ends with a port");
+        let proxies = (0..sidecars).map(|_| vec![Proxy::start(port)]).collect();
         EtcdBackend {
-            proxies: (0..sidecars).map(|_| Proxy::start(port)).collect(),
+            cuts: Cuts::new(proxies, "etcd"),
             server,
             paused: None,
-            cuts: vec![None; sidecars],
         }
-    }
-
-    fn cut(&mut self, node: usize, mode: Mode, until: Instant) {
-        self.proxies[node].set(mode);
-        self.cuts[node] = (mode != Mode::Pass).then_some(until);
     }
 }
 
@@ -63,7 +57,7 @@ impl Backend for EtcdBackend {
     }
 
     fn config(&self, node: usize, id: &str, port: u16, data: &Path) -> String {
-        let endpoint = format!("http://127.0.0.1:{}", self.proxies[node].port());
+        let endpoint = format!("http://127.0.0.1:{}", self.cuts.proxies[node][0].port());
         format!(
             "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  memory-limit: 32MiB\n  restart-backoff-max: 1s\n  settings: {{endpoints: '{endpoint}', cluster-id: chaos, request-timeout-ms: '1000'}}\ncapabilities:\n  filesystem: {{dir: '{}'}}\n  outgoing-http: {{endpoints: ['{endpoint}']}}\n{TIMING}{}",
             plugin("fixture_faults_etcd").display(),
@@ -78,7 +72,7 @@ impl Backend for EtcdBackend {
     }
 
     fn kinds(&self) -> &'static [&'static str] {
-        &["etcd pause", "cut blackhole", "cut reset"]
+        &["etcd pause", cuts::KINDS[0], cuts::KINDS[1]]
     }
 
     fn inject(&mut self, kind: &str, target: usize, rng: &mut Rng) -> Option<String> {
@@ -93,35 +87,13 @@ impl Backend for EtcdBackend {
                 self.paused = Some(now + outage);
                 Some(format!("etcd paused for {outage:?}"))
             }
-            "cut blackhole" | "cut reset" => {
-                if self.cuts[target].is_some() {
-                    return None;
-                }
-                let mode = if kind == "cut blackhole" {
-                    Mode::Blackhole
-                } else {
-                    Mode::Reset
-                };
-                let outage = rng.millis(500, 4000);
-                self.cut(target, mode, now + outage);
-                Some(format!(
-                    "s{} cut off from etcd ({mode:?}) for {outage:?}",
-                    target + 1
-                ))
-            }
-            other => panic!("not an etcd fault: {other}"),
+            cut => self.cuts.inject(cut, target, rng),
         }
     }
 
     fn tick(&mut self) -> Vec<String> {
         let now = Instant::now();
-        let mut said = Vec::new();
-        for node in 0..self.cuts.len() {
-            if self.cuts[node].is_some_and(|until| now >= until) {
-                self.cut(node, Mode::Pass, now);
-                said.push(format!("s{} reconnected to etcd", node + 1));
-            }
-        }
+        let mut said = self.cuts.tick();
         if self.paused.is_some_and(|until| now >= until) {
             self.server.resume();
             self.paused = None;
@@ -131,10 +103,7 @@ impl Backend for EtcdBackend {
     }
 
     fn heal(&mut self) -> Vec<String> {
-        let now = Instant::now();
-        for node in 0..self.cuts.len() {
-            self.cut(node, Mode::Pass, now);
-        }
+        self.cuts.heal();
         if self.paused.take().is_some() {
             self.server.resume();
         }

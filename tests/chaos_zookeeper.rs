@@ -21,7 +21,8 @@ mod zk;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::proxy::{Mode, Proxy};
+use support::cuts::{self, Cuts};
+use support::proxy::Proxy;
 use support::schedule::{self, Backend, Rng, Settings};
 use support::*;
 use zk::{Ensemble, ZooKeeper};
@@ -44,10 +45,8 @@ enum Member {
 struct ZkBackend {
     ensemble: Ensemble,
     /// `proxies[sidecar][member]`: the only way each sidecar reaches each member.
-    proxies: Vec<Vec<Proxy>>,
+    cuts: Cuts,
     members: Vec<Member>,
-    /// Per sidecar: when its cut heals.
-    cuts: Vec<Option<Instant>>,
     last_look: Instant,
 }
 
@@ -64,9 +63,8 @@ impl ZkBackend {
         let members = vec![Member::Up; ensemble.len()];
         ZkBackend {
             ensemble,
-            proxies,
+            cuts: Cuts::new(proxies, "ZooKeeper"),
             members,
-            cuts: vec![None; sidecars],
             last_look: Instant::now(),
         }
     }
@@ -79,13 +77,6 @@ impl ZkBackend {
     fn zk_leader(&self) -> Option<usize> {
         (0..self.ensemble.len()).find(|&m| self.ensemble.mode(m) == Some(zk::Mode::Leader))
     }
-
-    fn cut(&mut self, node: usize, mode: Mode, until: Instant) {
-        for p in &self.proxies[node] {
-            p.set(mode);
-        }
-        self.cuts[node] = (mode != Mode::Pass).then_some(until);
-    }
 }
 
 impl Backend for ZkBackend {
@@ -94,7 +85,7 @@ impl Backend for ZkBackend {
     }
 
     fn config(&self, node: usize, id: &str, port: u16, data: &Path) -> String {
-        let quorum: Vec<String> = self.proxies[node]
+        let quorum: Vec<String> = self.cuts.proxies[node]
             .iter()
             .map(|p| format!("127.0.0.1:{}", p.port()))
             .collect();
@@ -118,8 +109,8 @@ impl Backend for ZkBackend {
             "zk member kill",
             "zk member pause",
             "zk quorum loss",
-            "cut blackhole",
-            "cut reset",
+            cuts::KINDS[0],
+            cuts::KINDS[1],
         ]
     }
 
@@ -170,35 +161,13 @@ impl Backend for ZkBackend {
                     "quorum lost: every ZooKeeper member but {spared} killed for {outage:?}"
                 ))
             }
-            "cut blackhole" | "cut reset" => {
-                if self.cuts[target].is_some() {
-                    return None;
-                }
-                let mode = if kind == "cut blackhole" {
-                    Mode::Blackhole
-                } else {
-                    Mode::Reset
-                };
-                let outage = rng.millis(500, 4000);
-                self.cut(target, mode, now + outage);
-                Some(format!(
-                    "s{} cut off from ZooKeeper ({mode:?}) for {outage:?}",
-                    target + 1
-                ))
-            }
-            other => panic!("not a ZooKeeper fault: {other}"),
+            cut => self.cuts.inject(cut, target, rng),
         }
     }
 
     fn tick(&mut self) -> Vec<String> {
         let now = Instant::now();
-        let mut said = Vec::new();
-        for node in 0..self.cuts.len() {
-            if self.cuts[node].is_some_and(|until| now >= until) {
-                self.cut(node, Mode::Pass, now);
-                said.push(format!("s{} reconnected to ZooKeeper", node + 1));
-            }
-        }
+        let mut said = self.cuts.tick();
         // `srvr` is a round trip: look at starting members a few times a second.
         let look = now - self.last_look > Duration::from_millis(200);
         for m in 0..self.members.len() {
@@ -229,10 +198,7 @@ impl Backend for ZkBackend {
     }
 
     fn heal(&mut self) -> Vec<String> {
-        let now = Instant::now();
-        for node in 0..self.cuts.len() {
-            self.cut(node, Mode::Pass, now);
-        }
+        self.cuts.heal();
         for m in 0..self.members.len() {
             match self.members[m] {
                 Member::Down(_) => self.ensemble.launch(m),

@@ -8,7 +8,7 @@ mod support;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd::Etcd;
 use support::*;
@@ -69,15 +69,7 @@ fn one_leader_among_three_and_everyone_agrees() {
     let server = Etcd::start();
     let cluster = Cluster::new();
     let sidecars = three(&cluster, &server);
-    let leader = sole_leader(&sidecars, Duration::from_secs(20));
-    let term = sidecars[leader].term();
-    for s in &sidecars {
-        wait_for(
-            "everyone to agree on the leader",
-            Duration::from_secs(10),
-            || (s.leader()["term"].as_u64() == Some(term)).then_some(()),
-        );
-    }
+    agreed_leader(&sidecars);
     // The leader renews every retry period, so its renewal record appears.
     let keys = wait_for("the renewal record", Duration::from_secs(5), || {
         let keys = server.keys("/ha-sidecar/test/election/");
@@ -97,30 +89,10 @@ fn one_leader_among_three_and_everyone_agrees() {
 fn kill_9_fails_over_after_the_lease_and_sigterm_at_once() {
     let server = Etcd::start();
     let cluster = Cluster::new();
-    let mut sidecars = three(&cluster, &server);
-    // SIGTERM: the leader resigns; a standby watching the record wakes at once.
-    let leader = sole_leader(&sidecars, Duration::from_secs(20));
-    let first = sidecars[leader].term();
-    let sent = Instant::now();
-    sidecars[leader].signal(libc::SIGTERM);
-    let mut old = sidecars.remove(leader);
-    let next = sole_leader(&sidecars, Duration::from_secs(10));
-    let graceful = sent.elapsed();
-    assert!(old.wait_exit(Duration::from_secs(15)).success());
-    let second = sidecars[next].term();
-    assert!(second > first, "token {second} after {first}");
-    // kill -9: the standbys time the silence by their own clocks.
-    let killed = Instant::now();
-    sidecars[next].kill9();
-    let rest: Vec<Sidecar> = sidecars
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| *i != next)
-        .map(|(_, s)| s)
-        .collect();
-    let third = sole_leader(&rest, LEASE + Duration::from_secs(10));
-    let crash = killed.elapsed();
-    assert!(rest[third].term() > second);
+    // SIGTERM: the leader resigns and a standby watching the record wakes at
+    // once; kill -9: the standbys time the silence by their own clocks.
+    let Takeovers { graceful, crash } =
+        sigterm_then_kill9(three(&cluster, &server), LEASE + Duration::from_secs(10));
     println!("etcd takeover: SIGTERM {graceful:?}, kill -9 {crash:?} (lease {LEASE:?})");
     assert!(
         crash >= LEASE,

@@ -9,8 +9,6 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ha_sidecar::config::Config;
-use ha_sidecar::conformance::{self, Subject};
 use kube_api::{Access, KubeApiServer};
 use serde_json::{Value, json};
 use support::*;
@@ -307,20 +305,7 @@ async fn kubernetes_backend_passes_the_conformance_suite() {
             "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms",
             "timing: {lease: 1s, renew-deadline: 750ms, retry-period: 250ms",
         );
-    let config = Config::load(&cluster.write_config("conformance", &yaml)).expect("a valid config");
-    let subject = Subject::for_config(&config);
-    let outcomes = conformance::run(&subject, None).await;
-    println!("{}", conformance::render(&outcomes));
-    let failed: Vec<_> = outcomes
-        .iter()
-        .filter(|o| o.result.is_err())
-        .map(|o| o.name)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "failed checks: {failed:?}\n{}",
-        conformance::render(&outcomes)
-    );
+    assert_conformance(&cluster.write_config("conformance", &yaml)).await;
 }
 
 #[test]
@@ -328,15 +313,8 @@ fn one_leader_among_three_in_flinks_configmap() {
     let api = server(&["k1", "k2", "k3"]);
     let cluster = Cluster::new();
     let sidecars = three(&cluster, &api);
-    let leader = sole_leader(&sidecars, Duration::from_secs(20));
+    let leader = agreed_leader(&sidecars);
     let term = sidecars[leader].term();
-    for s in &sidecars {
-        wait_for(
-            "everyone to agree on the leader",
-            Duration::from_secs(10),
-            || (s.leader()["term"].as_u64() == Some(term)).then_some(()),
-        );
-    }
     let cm = api
         .object(NAMESPACE, "configmaps", CONFIG_MAP)
         .expect("Flink's cluster ConfigMap");
@@ -370,29 +348,10 @@ fn one_leader_among_three_in_flinks_configmap() {
 fn kill_9_fails_over_after_the_lease_and_sigterm_within_a_retry_period() {
     let api = server(&["k1", "k2", "k3"]);
     let cluster = Cluster::new();
-    let mut sidecars = three(&cluster, &api);
-    // SIGTERM: the leader empties the holder; a watching standby takes over.
-    let leader = sole_leader(&sidecars, Duration::from_secs(20));
-    let sent = Instant::now();
-    sidecars[leader].signal(libc::SIGTERM);
-    let mut old = sidecars.remove(leader);
-    sole_leader(&sidecars, Duration::from_secs(10));
-    let graceful = sent.elapsed();
-    assert!(old.wait_exit(Duration::from_secs(15)).success());
-    // kill -9: nothing is released; a standby waits out a lease of silence.
-    let leader = sole_leader(&sidecars, Duration::from_secs(10));
-    let term = sidecars[leader].term();
-    let killed = Instant::now();
-    sidecars[leader].kill9();
-    let rest: Vec<_> = sidecars
-        .drain(..)
-        .enumerate()
-        .filter(|(i, _)| *i != leader)
-        .map(|(_, s)| s)
-        .collect();
-    let new = sole_leader(&rest, LEASE + Duration::from_secs(10));
-    let crash = killed.elapsed();
-    assert!(rest[new].term() > term, "the token must grow");
+    // SIGTERM: the leader empties the holder and a watching standby takes
+    // over; kill -9: nothing is released, a standby waits out a lease of silence.
+    let Takeovers { graceful, crash } =
+        sigterm_then_kill9(three(&cluster, &api), LEASE + Duration::from_secs(10));
     println!(
         "Kubernetes takeover: SIGTERM {graceful:?}, kill -9 {crash:?} (lease {LEASE:?}, retry {RETRY:?})"
     );

@@ -65,15 +65,7 @@ fn one_leader_among_three_with_flinks_layout() {
     let server = ZooKeeper::standalone();
     let cluster = Cluster::new();
     let sidecars = three(&cluster, &server.quorum());
-    let leader = sole_leader(&sidecars, Duration::from_secs(20));
-    let term = sidecars[leader].term();
-    for s in &sidecars {
-        wait_for(
-            "everyone to agree on the leader",
-            Duration::from_secs(10),
-            || (s.leader()["term"].as_u64() == Some(term)).then_some(()),
-        );
-    }
+    agreed_leader(&sidecars);
     // The tree Flink's tools expect: latch nodes and connection_info.
     let dump = server.four_letter("dump").unwrap();
     assert!(
@@ -90,27 +82,12 @@ fn one_leader_among_three_with_flinks_layout() {
 fn kill_9_fails_over_after_the_session_timeout_and_sigterm_at_once() {
     let server = ZooKeeper::standalone();
     let cluster = Cluster::new();
-    let mut sidecars = three(&cluster, &server.quorum());
-    // SIGTERM: the leader deletes its latch node and closes its session.
-    let leader = sole_leader(&sidecars, Duration::from_secs(20));
-    let sent = Instant::now();
-    sidecars[leader].signal(libc::SIGTERM);
-    let mut old = sidecars.remove(leader);
-    sole_leader(&sidecars, Duration::from_secs(10));
-    let graceful = sent.elapsed();
-    assert!(old.wait_exit(Duration::from_secs(15)).success());
+    // SIGTERM: the leader deletes its latch node and closes its session;
     // kill -9: the latch node goes when the server expires the session.
-    let leader = sole_leader(&sidecars, Duration::from_secs(10));
-    let killed = Instant::now();
-    sidecars[leader].kill9();
-    let rest: Vec<_> = sidecars
-        .drain(..)
-        .enumerate()
-        .filter(|(i, _)| *i != leader)
-        .map(|(_, s)| s)
-        .collect();
-    sole_leader(&rest, SESSION + Duration::from_secs(10));
-    let crash = killed.elapsed();
+    let Takeovers { graceful, crash } = sigterm_then_kill9(
+        three(&cluster, &server.quorum()),
+        SESSION + Duration::from_secs(10),
+    );
     println!(
         "ZooKeeper takeover: SIGTERM {graceful:?}, kill -9 {crash:?} (session {SESSION:?}, tick {:?})",
         zk::TICK

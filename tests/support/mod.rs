@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod cuts;
 pub mod overlap;
 pub mod proxy;
 pub mod schedule;
@@ -425,4 +426,49 @@ pub fn assert_deposed_write_rejected(sidecars: &[Sidecar], new_leader: &Sidecar,
     let new = new_leader.term().to_string();
     let r = new_leader.put("jobs/j1/graph", b"v2", &[("x-ha-term", &new)]);
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// The single leader, once every sidecar also reports its term.
+pub fn agreed_leader(sidecars: &[Sidecar]) -> usize {
+    let leader = sole_leader(sidecars, Duration::from_secs(20));
+    let term = sidecars[leader].term();
+    for s in sidecars {
+        wait_for(
+            "everyone to agree on the leader",
+            Duration::from_secs(10),
+            || (s.leader()["term"].as_u64() == Some(term)).then_some(()),
+        );
+    }
+    leader
+}
+
+/// How long the two kinds of takeover took among `sidecars`.
+pub struct Takeovers {
+    /// From SIGTERM of the leader to a standby leading.
+    pub graceful: Duration,
+    /// From kill -9 of the next leader to the last sidecar leading.
+    pub crash: Duration,
+}
+
+/// SIGTERMs the leader, then kill -9s its successor, and times both
+/// takeovers; `crash_wait` bounds the wait for the second. Each new leader
+/// must hold a greater token, and the SIGTERMed one must exit cleanly.
+pub fn sigterm_then_kill9(mut sidecars: Vec<Sidecar>, crash_wait: Duration) -> Takeovers {
+    let leader = sole_leader(&sidecars, Duration::from_secs(20));
+    let first = sidecars[leader].term();
+    let sent = Instant::now();
+    sidecars[leader].signal(libc::SIGTERM);
+    let mut old = sidecars.remove(leader);
+    let next = sole_leader(&sidecars, Duration::from_secs(10));
+    let graceful = sent.elapsed();
+    assert!(old.wait_exit(Duration::from_secs(15)).success());
+    let second = sidecars[next].term();
+    assert!(second > first, "token {second} after {first}");
+    let killed = Instant::now();
+    sidecars.remove(next).kill9();
+    let last = sole_leader(&sidecars, crash_wait);
+    let crash = killed.elapsed();
+    let third = sidecars[last].term();
+    assert!(third > second, "token {third} after {second}");
+    Takeovers { graceful, crash }
 }
