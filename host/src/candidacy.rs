@@ -129,6 +129,11 @@ impl Candidacies {
         }
     }
 
+    /// Whether a client holds a candidacy open now.
+    pub fn any_open(&self) -> bool {
+        self.open.lock().expect("candidacy lock").is_some()
+    }
+
     pub fn is_open(&self, id: &str) -> bool {
         matches!(self.open.lock().expect("candidacy lock").as_ref(), Some(o) if o.id == id)
     }

@@ -4,6 +4,8 @@
 //! reads them back to check continuity, so the wording and the parser live side
 //! by side and cannot drift apart.
 
+pub mod process;
+
 /// The one job of the demo, with a Flink-style id (32 hex digits).
 pub const JOB_ID: &str = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
 

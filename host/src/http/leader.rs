@@ -26,6 +26,10 @@ pub(super) fn term_json(shared: &Shared, v: &View) -> Value {
             "candidacy".into(),
             json!(shared.config.election.candidacy.as_str()),
         );
+        o.insert(
+            "candidacy_open".into(),
+            json!(shared.candidacies.any_open()),
+        );
     }
     j
 }

@@ -1,0 +1,112 @@
+//! Real Flink 2.3 on the sidecar: three stock JobManagers, each beside a
+//! client-candidacy sidecar, one TaskManager beside an observer, and a job that
+//! counts forever with a checkpoint every second. The scenario of Flink's own
+//! `test_ha_datastream.sh`, adapted: three times `kill -9` the leading
+//! JobManager (its sidecar stays), then a machine loss (JobManager and
+//! sidecar), then SIGTERM; each time the job must run again under the new
+//! leader, recovered from its latest checkpoint, with no value lost or counted
+//! twice, never two leaders at once, and `flink list` must work through the
+//! sidecar; cancelling the job must delete its HA data.
+//!
+//! The scenario is the `flink-demo` binary's (the README's first command runs
+//! it too); this test runs it on the file backend and on a real three-member
+//! ZooKeeper ensemble and checks its evidence. It needs `FLINK_HOME` (a Flink
+//! 2.3.0 distribution, installed by `scripts/setup.sh`), the plugin jar and
+//! the job jar (`scripts/test.sh` builds them) and fails loudly without them.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+use support::repo_root;
+use support::zk::ZooKeeper;
+
+/// Two Flink clusters at once would not fit two cores: one at a time.
+static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+
+fn demo(backend: &str, name: &str) -> Value {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let root = repo_root();
+    let home = std::env::var_os("FLINK_HOME").expect(
+        "FLINK_HOME is not set: the Flink tests need a Flink 2.3.0 distribution (scripts/test.sh installs it with ensure_flink)",
+    );
+    let binary = root.join("target/release/flink-demo");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with cargo build --release -p demo (scripts/test.sh does)",
+        binary.display()
+    );
+    let run: PathBuf =
+        std::env::temp_dir().join(format!("ha-sidecar-flink-{name}-{}", std::process::id()));
+    let report = run.with_extension("json");
+    let status = Command::new(&binary)
+        .current_dir(&root)
+        .env("FLINK_HOME", home)
+        .args(["--backend", backend, "--run-dir"])
+        .arg(&run)
+        .arg("--report")
+        .arg(&report)
+        .status()
+        .expect("cannot run flink-demo");
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+        panic!(
+            "flink-demo ({status}) wrote no report {}: {e}; logs in {}",
+            report.display(),
+            run.display()
+        )
+    });
+    let r: Value = serde_json::from_str(&text).expect("the report is JSON");
+    assert_eq!(
+        r["overlaps"],
+        Value::Array(vec![]),
+        "two leaders at once: {text}"
+    );
+    assert_eq!(
+        r["count_problems"],
+        Value::Array(vec![]),
+        "the count did not continue: {text}"
+    );
+    let faults = r["faults"].as_array().expect("faults");
+    assert_eq!(
+        faults.len(),
+        5,
+        "three crashes, a machine loss, a SIGTERM: {text}"
+    );
+    assert!(
+        r["recoveries_in_output"].as_u64().unwrap_or(0) >= faults.len() as u64,
+        "every failover restored the job from a checkpoint: {text}"
+    );
+    for f in faults {
+        assert_ne!(f["from"], f["to"], "a standby took over: {f}");
+        let (before, after) = (f["last_before"].as_u64(), f["first_after"].as_u64());
+        assert!(
+            matches!((before, after), (Some(b), Some(a)) if a <= b + 1),
+            "the job resumed from a checkpoint at or before the last printed count: {f}"
+        );
+    }
+    assert_eq!(r["list_ok"], true, "flink list through the sidecar: {text}");
+    assert_eq!(
+        r["cleaned"], true,
+        "cancelling the job deleted its HA data: {text}"
+    );
+    assert_eq!(r["ok"], true, "{text}");
+    assert!(status.success(), "flink-demo exited with {status}: {text}");
+    let _ = std::fs::remove_dir_all(&run);
+    r
+}
+
+#[test]
+fn real_flink_fails_over_on_the_file_backend() {
+    let r = demo("file", "file");
+    eprintln!("file backend: {}", r["faults"]);
+}
+
+#[test]
+fn real_flink_fails_over_on_a_zookeeper_ensemble() {
+    let zk = ZooKeeper::ensemble(3);
+    let r = demo(&format!("zookeeper={}", zk.quorum()), "zookeeper");
+    eprintln!("ZooKeeper backend: {}", r["faults"]);
+}
