@@ -16,6 +16,7 @@ for jar in /usr/share/java/junit4.jar /usr/share/java/hamcrest.jar; do
     fi
 done
 "$HERE/build.sh"
+rm -f "$HERE/build/test.log"
 BUILD="$HERE/build"
 rm -rf "$BUILD/test-classes"
 mkdir -p "$BUILD/test-classes"
@@ -29,6 +30,6 @@ else
     mapfile -t classes < <(cd "$HERE/src/test/java" && find . -name '*Test.java' | sed 's|^\./||; s|\.java$||; s|/|.|g' | sort)
 fi
 echo "==> Flink plugin tests: ${classes[*]} (plugin log: $BUILD/test.log)"
-java -cp "$BUILD/test-classes:$CP" -Drepo.root="$ROOT" -Dtest.log="$BUILD/test.log" \
+java -cp "$BUILD/test-classes:$CP" -Drepo.root="$ROOT" ${TEST_JAVA_OPTS:-} -Dtest.log="$BUILD/test.log" \
     -Dlog4j.configurationFile=log4j2-test.properties \
     org.junit.runner.JUnitCore "${classes[@]}"

@@ -18,10 +18,20 @@ import org.apache.flink.runtime.leaderretrieval.DefaultLeaderRetrievalService;
 import org.apache.flink.runtime.leaderretrieval.LeaderRetrievalService;
 import org.apache.flink.runtime.persistence.filesystem.FileSystemStateStorageHelper;
 
+import org.apache.flink.runtime.leaderelection.LeaderElectionDriver;
+import org.apache.flink.runtime.leaderelection.LeaderInformation;
+import org.apache.flink.runtime.leaderelection.LeaderInformationRegister;
+import org.apache.flink.runtime.leaderelection.LeadershipLostException;
+import org.apache.flink.util.FlinkException;
+
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Optional;
+import java.util.UUID;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 
 /**
  * Flink's HA services on the sidecar (the shape of Flink's {@code
@@ -96,31 +106,74 @@ final class SidecarHaServices extends AbstractHaServices {
     protected void internalClose() {}
 
     /**
-     * The whole cluster is done: every key under {@code flink/} and all component information.
-     * Flink calls this after it closed the election driver, so this JVM no longer holds a term:
-     * the state is deleted unfenced (as Flink's ZooKeeper and Kubernetes HA delete their nodes
-     * and ConfigMaps), the component information with the last term this JVM held.
+     * The whole cluster is done: every key under {@code flink/} and all component information,
+     * fenced like every other write. Flink calls this after it closed the election driver (so
+     * this JVM's candidacy and term are over, and the sidecar refuses writes from a sidecar that
+     * does not lead): then this JVM campaigns once more, bounded by the request timeout, and
+     * deletes under the term it gets.
      */
     @Override
     protected void internalCleanup() throws Exception {
-        long term = leadership.current().map(g -> g.term).orElse(-1L);
+        Optional<Leadership.Grant> held = leadership.current();
+        if (held.isPresent()) {
+            deleteEverything(held.get().term);
+            return;
+        }
+        Leadership cleaner = new Leadership();
+        CountDownLatch granted = new CountDownLatch(1);
+        LeaderElectionDriver.Listener listener =
+                new LeaderElectionDriver.Listener() {
+                    @Override
+                    public void onGrantLeadership(UUID session) {
+                        granted.countDown();
+                    }
+
+                    @Override
+                    public void onRevokeLeadership() {}
+
+                    @Override
+                    public void onLeaderInformationChange(String componentId, LeaderInformation info) {}
+
+                    @Override
+                    public void onLeaderInformationChange(LeaderInformationRegister register) {}
+
+                    @Override
+                    public void onError(Throwable t) {
+                        logger.warn("Campaigning to clean up the cluster's HA data: {}", t.getMessage());
+                    }
+                };
+        logger.info("Campaigning on {} for a term to clean up the cluster's HA data with", client.describe());
+        try (SidecarLeaderElectionDriver driver = SidecarLeaderElectionDriver.create(client, listener, cleaner)) {
+            if (!granted.await(client.timeout().toMillis(), TimeUnit.MILLISECONDS)) {
+                throw new FlinkException(
+                        "cannot clean up the cluster's HA data: "
+                                + client.describe()
+                                + " did not lead within "
+                                + client.timeout().toMillis()
+                                + " ms (another JobManager leads?); the keys under "
+                                + Keys.ROOT
+                                + " remain");
+            }
+            deleteEverything(cleaner.fencingTerm("the cluster's HA data"));
+        }
+    }
+
+    private void deleteEverything(long term) throws Exception {
         deleteAll(Keys.ROOT, term);
-        long componentTerm = term >= 0 ? term : leadership.lastTerm();
         SidecarClient.Response r = client.send("GET", "/leader/components", Collections.emptyMap(), null);
         if (r.status != 200) {
             throw new java.io.IOException("listing the component leader information on " + client.describe() + ": " + r);
         }
-        List<String> failed = new ArrayList<>();
+        List<String> fenced = new ArrayList<>();
         for (Iterator<String> it = r.json().path("components").fieldNames(); it.hasNext(); ) {
             String component = it.next();
-            if (componentTerm < 0 || !deleteComponent(component, componentTerm)) {
-                failed.add(component);
+            if (!deleteComponent(component, term)) {
+                fenced.add(component);
             }
         }
-        if (!failed.isEmpty()) {
-            logger.warn(
-                    "Could not delete the leader information of {} on {}: this JobManager no longer holds the term it was published under; the sidecar hides it once a new leader is elected",
-                    failed, client.describe());
+        if (!fenced.isEmpty()) {
+            throw new LeadershipLostException(
+                    "deleting the leader information of " + fenced + " on " + client.describe() + " was fenced: term " + term + " no longer leads");
         }
     }
 

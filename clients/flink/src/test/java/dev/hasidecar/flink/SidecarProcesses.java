@@ -73,6 +73,11 @@ final class SidecarProcesses implements AutoCloseable {
 
     /** A sidecar with {@code election.candidacy} set to {@code candidacy} (client, never, always). */
     Sidecar start(String id, String candidacy) throws Exception {
+        return start(id, candidacy, TIMING);
+    }
+
+    /** As {@link #start(String, String)}, with a {@code timing:} line of its own. */
+    Sidecar start(String id, String candidacy, String timing) throws Exception {
         int port = freePort();
         String yaml =
                 "member: {id: " + id + ", address: 'http://" + id + ".example:8081'}\n"
@@ -82,7 +87,7 @@ final class SidecarProcesses implements AutoCloseable {
                         + "  cache-dir: '" + repoRoot().resolve("target/test-compile-cache") + "'\n"
                         + "  settings: {cluster-id: test, poll-interval-ms: 20}\n"
                         + "capabilities: {filesystem: {dir: '" + dir.resolve("data") + "'}}\n"
-                        + TIMING
+                        + timing
                         + "election: {candidacy: " + candidacy
                         + (candidacy.equals("client") ? ", candidacy-ttl: 3s" : "")
                         + "}\n";
