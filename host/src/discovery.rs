@@ -32,6 +32,22 @@ pub struct View {
     pub leading: bool,
 }
 
+/// The leader session UUID of a term: Flink's RPC fencing token, new for
+/// every term and the same on every sidecar, because it is derived from what
+/// every sidecar learns about the term (its token and holder), not drawn at
+/// random by one of them.
+pub fn session_uuid(term: &Term) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"ha-sidecar leader session\0");
+    h.update(term.token.to_be_bytes());
+    h.update(term.holder.id.as_bytes());
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 pub fn view(local: &Local, discovered: &Discovered) -> View {
     match local.leading() {
         Some(t) => View {

@@ -11,6 +11,9 @@
 //!   steps down first and finds out afterwards.
 //! - On resign and on shutdown the sidecar steps down locally first, then
 //!   releases the term in the backend, so a standby can take over at once.
+//! - With `election.candidacy: client` the loop campaigns only while a client
+//!   holds a candidacy open (see `candidacy`), and a leader whose candidacy
+//!   ends steps down and releases at once; with `never` it never campaigns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -19,8 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 
+use crate::candidacy::OpenId;
 use crate::capabilities::zookeeper::Health;
-use crate::config::Timing;
+use crate::config::{Candidacy, Timing};
 use crate::metrics::Metrics;
 use crate::runtime::{CallError, Failure, Slot, Term};
 
@@ -30,6 +34,10 @@ pub enum Phase {
     Leader,
     /// Resigned on request; not campaigning until the holdoff ends.
     HoldingOff,
+    /// `election.candidacy: client` with no candidacy open: not campaigning.
+    Idle,
+    /// `election.candidacy: never`.
+    Observer,
     Stopped,
 }
 
@@ -39,6 +47,8 @@ pub struct Local {
     pub phase: Phase,
     term: Option<Term>,
     valid_until: Option<Instant>,
+    /// The client candidacy this leadership was won for (client mode).
+    candidacy: Option<String>,
 }
 
 impl Local {
@@ -47,7 +57,14 @@ impl Local {
             phase,
             term: None,
             valid_until: None,
+            candidacy: None,
         }
+    }
+
+    /// The term this sidecar holds right now for the client candidacy `id`.
+    pub fn leading_for(&self, id: &str) -> Option<&Term> {
+        self.leading()
+            .filter(|_| self.candidacy.as_deref() == Some(id))
     }
 
     /// When the current leadership lapses unless renewed.
@@ -117,6 +134,9 @@ pub struct Election {
     /// Session backends (ZooKeeper) report here when the session can no
     /// longer back leadership; the leader steps down at once.
     pub session: Option<watch::Receiver<Health>>,
+    pub candidacy: Candidacy,
+    /// The open client candidacy (client mode; always none otherwise).
+    pub open: watch::Receiver<OpenId>,
 }
 
 /// Resolves when the session backing leadership is lost; never without one.
@@ -136,8 +156,12 @@ async fn session_lost(session: &mut Option<watch::Receiver<Health>>) -> String {
     }
 }
 
-pub fn initial() -> Local {
-    Local::follower(Phase::Candidate)
+pub fn initial(candidacy: Candidacy) -> Local {
+    Local::follower(match candidacy {
+        Candidacy::Always => Phase::Candidate,
+        Candidacy::Client => Phase::Idle,
+        Candidacy::Never => Phase::Observer,
+    })
 }
 
 /// How long one `campaign` call may wait for the leader to go: long enough to
@@ -149,6 +173,8 @@ fn campaign_wait(t: &Timing) -> Duration {
 
 enum Exit {
     Lost(String),
+    /// The client candidacy it led for ended: release at once.
+    CandidacyClosed,
     Resign {
         holdoff: Duration,
         reply: oneshot::Sender<Result<Term, ResignError>>,
@@ -164,6 +190,23 @@ impl Election {
                 break;
             }
             self.refuse_pending_commands();
+            let candidacy = match self.candidacy {
+                Candidacy::Always => None,
+                Candidacy::Never => {
+                    self.idle(Phase::Observer).await;
+                    continue;
+                }
+                Candidacy::Client => {
+                    let open = self.open.borrow_and_update().clone();
+                    match open {
+                        Some(id) => Some(id),
+                        None => {
+                            self.idle(Phase::Idle).await;
+                            continue;
+                        }
+                    }
+                }
+            };
             let instance = match self.slot.instance().await {
                 Ok(i) => i,
                 Err(_) => {
@@ -176,7 +219,7 @@ impl Election {
             };
             let started = Instant::now();
             match instance.campaign(campaign_wait(&self.timing)).await {
-                Ok(Some(term)) => self.lead(term, started).await,
+                Ok(Some(term)) => self.lead(term, started, candidacy).await,
                 Ok(None) => {}
                 Err(CallError::Failure(f)) => {
                     tracing::warn!(error = %CallError::Failure(f), "campaign failed; retrying");
@@ -188,16 +231,35 @@ impl Election {
         self.local.send_replace(Local::follower(Phase::Stopped));
     }
 
-    async fn lead(&mut self, term: Term, started: Instant) {
+    /// Not campaigning (an observer, or no client candidacy open): wakes for
+    /// a candidacy, shutdown, or every second to report progress.
+    async fn idle(&mut self, phase: Phase) {
+        self.local.send_if_modified(|l| {
+            let changed = l.phase != phase && l.term.is_none();
+            if changed {
+                l.phase = phase;
+            }
+            changed
+        });
+        tokio::select! {
+            _ = self.open.changed() => {}
+            _ = self.shutdown.wait_for(|s| *s) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+
+    async fn lead(&mut self, term: Term, started: Instant, candidacy: Option<String>) {
         let t = self.timing;
         let mut valid_until = started + t.renew_deadline;
-        self.publish_leader(&term, valid_until);
+        self.publish_leader(&term, valid_until, candidacy.clone());
         let mut last_keep = started;
+        let mut open = self.open.clone();
         let exit = loop {
             self.progress.touch();
             tokio::select! {
                 biased;
                 _ = self.shutdown.wait_for(|s| *s) => break Exit::Shutdown,
+                _ = open.wait_for(|o| *o != candidacy), if candidacy.is_some() => break Exit::CandidacyClosed,
                 why = session_lost(&mut self.session) => break Exit::Lost(why),
                 Some(Command::Resign { holdoff, reply }) = self.commands.recv() => break Exit::Resign { holdoff, reply },
                 _ = sleep_until(valid_until.into()) => break Exit::Lost("could not renew within the renew deadline".into()),
@@ -246,6 +308,16 @@ impl Election {
         match exit {
             Exit::Lost(reason) => {
                 step_down(&self.local, &self.metrics, Phase::Candidate, &term, &reason)
+            }
+            Exit::CandidacyClosed => {
+                step_down(
+                    &self.local,
+                    &self.metrics,
+                    Phase::Idle,
+                    &term,
+                    "the client's candidacy ended",
+                );
+                let _ = self.release(&term).await;
             }
             Exit::Shutdown => {
                 step_down(
@@ -296,11 +368,12 @@ impl Election {
         }
     }
 
-    fn publish_leader(&self, term: &Term, valid_until: Instant) {
+    fn publish_leader(&self, term: &Term, valid_until: Instant, candidacy: Option<String>) {
         self.local.send_replace(Local {
             phase: Phase::Leader,
             term: Some(term.clone()),
             valid_until: Some(valid_until),
+            candidacy,
         });
         self.metrics.leader.store(1, Relaxed);
         self.metrics.term.store(term.token, Relaxed);

@@ -7,9 +7,13 @@
 //! - `discovery`: who leads, as the backend says, kept in memory;
 //! - `state`: fenced, versioned state requests;
 //! - `http`: the localhost API; `metrics`: Prometheus text;
+//! - `candidacy`: a client-owned candidacy (Flink's JobManager opens it);
+//! - `components`: per-component leader information (Flink's dispatcher, JobMasters, ...);
 //! - `sidecar`: starts and stops all of the above.
 
+pub mod candidacy;
 pub mod capabilities;
+pub mod components;
 pub mod config;
 pub mod conformance;
 pub mod discovery;

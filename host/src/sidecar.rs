@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::candidacy::Candidacies;
 use crate::capabilities::zookeeper::ZkSession;
+use crate::components::Components;
 use crate::config::Config;
 use crate::discovery::{self, Discovered, View};
 use crate::jobs::{Cleanup, JobStore, LeaderDuties, Lifecycle};
@@ -27,6 +29,8 @@ pub struct Shared {
     pub jobs: Arc<JobStore>,
     pub lifecycle: Arc<Lifecycle>,
     pub progress: Arc<Progress>,
+    pub candidacies: Arc<Candidacies>,
+    pub components: Arc<Components>,
     local: watch::Receiver<Local>,
     discovered: watch::Receiver<Discovered>,
     commands: mpsc::Sender<Command>,
@@ -39,15 +43,33 @@ impl Shared {
         discovery::view(&self.local.borrow(), &self.discovered.borrow())
     }
 
-    /// Returns once the leader's token differs from `known`, or after `wait`.
-    pub async fn wait_for_change(&self, known: Option<u64>, wait: Duration) {
+    /// This sidecar's own leadership, for the candidacy stream.
+    pub fn local(&self) -> watch::Receiver<Local> {
+        self.local.clone()
+    }
+
+    /// Wakes on every change of who leads as this sidecar sees it.
+    pub fn discovered(&self) -> watch::Receiver<Discovered> {
+        self.discovered.clone()
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Returns once the leader's token differs from `known`, or (with
+    /// `leading`) this sidecar's own leadership differs from it, or after
+    /// `wait`. A client that caches "I lead" learns of a local step-down here
+    /// at once, not a lease later when a new term appears.
+    pub async fn wait_for_change(&self, known: Option<u64>, leading: Option<bool>, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
         let mut local = self.local.clone();
         let mut discovered = self.discovered.clone();
         // A sidecar shutting down answers long polls at once.
         let mut shutdown = self.shutdown.clone();
         loop {
-            if self.view().term.map(|t| t.token) != known {
+            let v = self.view();
+            if v.term.map(|t| t.token) != known || leading.is_some_and(|l| l != v.leading) {
                 return;
             }
             // Our own leadership can lapse by time alone (a renewal moves the
@@ -175,7 +197,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.listen))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (local_tx, local_rx) = watch::channel(leadership::initial());
+    let (local_tx, local_rx) = watch::channel(leadership::initial(config.election.candidacy));
+    let candidacies = Arc::new(Candidacies::new(config.election.candidacy_ttl));
+    tokio::spawn({
+        let c = candidacies.clone();
+        let shutdown = shutdown_rx.clone();
+        async move { c.expire(shutdown).await }
+    });
     let (discovered_tx, discovered_rx) = watch::channel(Discovered::default());
     let (commands_tx, commands_rx) = mpsc::channel(8);
     let progress = Arc::new(Progress::new());
@@ -215,7 +243,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .run(),
     );
 
+    let components = Arc::new(Components::new(values.clone(), config.timing.retry_period));
     let shared = Arc::new(Shared {
+        candidacies: candidacies.clone(),
+        components,
         values,
         jobs,
         lifecycle,
@@ -246,6 +277,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             metrics,
             progress,
             session: zookeeper.as_ref().map(|z| z.health()),
+            candidacy: config.election.candidacy,
+            open: candidacies.watch(),
         }
         .run(),
     );

@@ -5,6 +5,7 @@
 //! value, the reason and what to do. Relative paths are resolved against the
 //! directory of the config file, so a config works from any working directory.
 
+mod election;
 mod flink;
 mod kubernetes;
 mod units;
@@ -21,6 +22,7 @@ use crate::capabilities::kubernetes::KubeSettings;
 use crate::capabilities::outgoing_http::Endpoint;
 use crate::capabilities::zookeeper::ZkSettings;
 
+pub use election::{Candidacy, ElectionConfig};
 pub use units::{Bytes, Dur, FlinkDur, parse_duration};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,8 @@ struct RawConfig {
     capabilities: RawCapabilities,
     #[serde(default)]
     timing: RawTiming,
+    #[serde(default)]
+    election: election::RawElection,
     #[serde(default)]
     storage: RawStorage,
     #[serde(default)]
@@ -186,6 +190,7 @@ pub struct Config {
     pub plugin: PluginConfig,
     pub grants: Grants,
     pub timing: Timing,
+    pub election: ElectionConfig,
     pub storage: StorageConfig,
     pub jobs: JobsConfig,
 }
@@ -475,10 +480,12 @@ impl Validator<'_> {
             kubernetes,
         };
 
+        let election = self.election(raw.election)?;
         let storage = self.storage(raw.storage)?;
         let jobs = self.jobs(raw.jobs)?;
 
         Ok(Config {
+            election,
             storage,
             jobs,
             source: self.path.into(),

@@ -1,6 +1,6 @@
 //! Leader discovery: who leads, am I leader, wake me when that changes, resign.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use hyper::StatusCode;
 use serde_json::{Value, json};
@@ -8,20 +8,67 @@ use serde_json::{Value, json};
 use super::query_pairs;
 use super::reply::{self, Reply};
 use crate::config::parse_duration;
-use crate::discovery::View;
+use crate::discovery::{View, session_uuid};
 use crate::leadership::ResignError;
 use crate::runtime::Term;
 use crate::sidecar::Shared;
 
-fn term_json(shared: &Shared, v: &View) -> Value {
-    let t = v.term.as_ref();
+pub(super) fn term_json(shared: &Shared, v: &View) -> Value {
+    let until = if v.leading {
+        shared.local().borrow().valid_until()
+    } else {
+        None
+    };
+    let mut j = leadership_json(v.term.as_ref(), v.leading, until);
+    if let Some(o) = j.as_object_mut() {
+        o.insert("member".into(), json!(shared.config.member_id));
+        o.insert(
+            "candidacy".into(),
+            json!(shared.config.election.candidacy.as_str()),
+        );
+    }
+    j
+}
+
+/// Who leads, under which term and session, and whether (and until when)
+/// this sidecar does: what `GET /leader` and the candidacy stream share.
+pub(super) fn leadership_json(term: Option<&Term>, leading: bool, until: Option<Instant>) -> Value {
+    let (valid_for_ms, valid_until_ns) = match until.filter(|_| leading) {
+        Some(u) => {
+            let left = u.saturating_duration_since(Instant::now());
+            (
+                Some(left.as_millis() as u64),
+                Some(monotonic_now_ns().saturating_add(left.as_nanos() as u64)),
+            )
+        }
+        None => (None, None),
+    };
     json!({
-        "leader": t.map(|t| json!({ "id": t.holder.id, "address": t.holder.address })),
-        "term": t.map(|t| t.token),
-        "since": t.filter(|t| t.since_ms > 0).map(since),
-        "leading": v.leading,
-        "member": shared.config.member_id,
+        "leader": term.map(|t| json!({ "id": t.holder.id, "address": t.holder.address })),
+        "term": term.map(|t| t.token),
+        "session": term.map(|t| session_uuid(t).to_string()),
+        "since": term.filter(|t| t.since_ms > 0).map(since),
+        "leading": leading,
+        "valid_for_ms": valid_for_ms,
+        "valid_until_monotonic_ns": valid_until_ns,
     })
+}
+
+/// Now on the machine's `CLOCK_MONOTONIC`, the clock a client beside the
+/// sidecar (Java's `System.nanoTime()` on Linux) compares deadlines with.
+fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 fn since(t: &Term) -> String {
@@ -34,12 +81,14 @@ pub fn elector_compat(shared: &Shared) -> Reply {
     reply::json(StatusCode::OK, &json!({ "name": name }))
 }
 
-/// `GET /leader[?wait=30s&known=<token>|none]`: with `wait`, holds the request
-/// until the leader's term differs from `known` (default: the current one) or
-/// the wait ends; either way it answers with the view at that moment.
+/// `GET /leader[?wait=30s&known=<token>|none&leading=true|false]`: with
+/// `wait`, holds the request until the leader's term differs from `known`
+/// (default: the current one), or this sidecar's own leadership differs from
+/// `leading`, or the wait ends; either way it answers with the view then.
 pub async fn get(shared: &Shared, query: Option<&str>) -> Reply {
     let mut wait = None;
     let mut known = None;
+    let mut leading = None;
     for (k, v) in query_pairs(query) {
         match k.as_str() {
             "wait" => match parse_duration(&v) {
@@ -65,11 +114,22 @@ pub async fn get(shared: &Shared, query: Option<&str>) -> Reply {
                     }
                 },
             },
+            "leading" => match v.as_str() {
+                "true" => leading = Some(true),
+                "false" => leading = Some(false),
+                other => {
+                    return reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("leading: {other:?} must be true or false"),
+                    );
+                }
+            },
             other => {
                 return reply::error(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    format!("unknown query parameter {other:?} (accepted: wait, known)"),
+                    format!("unknown query parameter {other:?} (accepted: wait, known, leading)"),
                 );
             }
         }
@@ -77,7 +137,7 @@ pub async fn get(shared: &Shared, query: Option<&str>) -> Reply {
     if let Some(wait) = wait {
         let known = known.unwrap_or_else(|| shared.view().term.map(|t| t.token));
         shared
-            .wait_for_change(known, wait.min(shared.config.max_wait))
+            .wait_for_change(known, leading, wait.min(shared.config.max_wait))
             .await;
     }
     reply::json(StatusCode::OK, &term_json(shared, &shared.view()))

@@ -2,6 +2,8 @@
 //! A handler never panics on input and every failure is a JSON reply; a
 //! connection that misbehaves ends that connection only.
 
+mod candidacy;
+mod components;
 mod jobs;
 mod leader;
 mod ops;
@@ -85,10 +87,12 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 /// a multi-step job operation half done). Requests served from memory, such
 /// as long polls, run in place and may be dropped freely.
 async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
+    let path = req.uri().path();
     let in_memory = matches!(
-        req.uri().path(),
-        "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics"
-    );
+        path,
+        "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics" | "/candidacy"
+    ) || path.starts_with("/candidacy/")
+        || (req.method() == Method::GET && path.starts_with("/leader/components"));
     if in_memory {
         return route(&shared, req).await;
     }
@@ -102,7 +106,7 @@ async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     }
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
@@ -110,6 +114,15 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (Method::GET, "/leader") => leader::get(shared, req.uri().query()).await,
         (Method::GET, "/leader/self") => leader::is_self(shared),
         (Method::POST, "/leader/resign") => leader::resign(shared, req.uri().query()).await,
+        (Method::GET, "/leader/components") => components::list(shared),
+        (_, p) if p.starts_with("/leader/components/") => components::handle(shared, req).await,
+        (Method::POST, "/candidacy") => candidacy::open(shared),
+        (Method::PUT, p) if p.starts_with("/candidacy/") => {
+            candidacy::renew(shared, &p["/candidacy/".len()..])
+        }
+        (Method::DELETE, p) if p.starts_with("/candidacy/") => {
+            candidacy::close(shared, &p["/candidacy/".len()..]).await
+        }
         (Method::GET, "/healthz") => ops::healthz(shared),
         (Method::GET, "/readyz") => ops::readyz(shared),
         (Method::GET, "/metrics") => ops::metrics(shared),
@@ -121,7 +134,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         (
             _,
             "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics" | "/state"
-            | "/jobs" | "/recovery",
+            | "/jobs" | "/recovery" | "/candidacy" | "/leader/components",
         ) => reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -1,17 +1,56 @@
 //! Responses: JSON with a stable `error` code and a human message for every
 //! failure, so scripts can branch on the code and people can read the message.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
+use hyper::body::Frame;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
-pub type Body = Full<Bytes>;
+/// A whole body, or a stream of lines that a task writes while the client reads.
+pub type Body = Either<Full<Bytes>, Lines>;
 pub type Reply = Response<Body>;
 
+fn whole(bytes: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(bytes.into()))
+}
+
+/// A streamed body: each message of the channel is one chunk. When hyper
+/// drops the body (the client's connection is gone) the sender's next
+/// `send` fails, which is how the writer learns the client left.
+pub struct Lines {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for Lines {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A `200` whose body is what is sent on the returned channel, until it is dropped.
+pub fn stream(content_type: &'static str) -> (Reply, mpsc::Sender<Bytes>) {
+    let (tx, rx) = mpsc::channel(16);
+    let mut r = Response::new(Either::Right(Lines { rx }));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    (r, tx)
+}
+
 pub fn json(status: StatusCode, value: &Value) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(value.to_string() + "\n")));
+    let mut r = Response::new(whole(value.to_string() + "\n"));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -19,7 +58,7 @@ pub fn json(status: StatusCode, value: &Value) -> Reply {
 }
 
 pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(whole(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -27,7 +66,7 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Rep
 }
 
 pub fn bytes(status: StatusCode, body: Vec<u8>) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(whole(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -37,7 +76,7 @@ pub fn bytes(status: StatusCode, body: Vec<u8>) -> Reply {
 }
 
 pub fn empty(status: StatusCode) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(whole(Bytes::new()));
     *r.status_mut() = status;
     r
 }

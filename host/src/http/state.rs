@@ -51,6 +51,16 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     if let Err(e) = check_key(&key) {
         return reply::error(StatusCode::BAD_REQUEST, "invalid_key", e);
     }
+    if key.starts_with(crate::components::PREFIX) {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+            format!(
+                "keys under {:?} are reserved for component leader information: use /leader/components/{{component}}",
+                crate::components::PREFIX
+            ),
+        );
+    }
     let pre = match Preconditions::parse(req.headers()) {
         Ok(p) => p,
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", e),
