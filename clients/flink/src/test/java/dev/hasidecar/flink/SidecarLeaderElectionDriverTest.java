@@ -206,6 +206,42 @@ public class SidecarLeaderElectionDriverTest {
         b.listener.assertClean();
     }
 
+    /**
+     * A JobManager JVM killed with SIGKILL while its sidecar lives: the kernel closes its
+     * connection, the sidecar resigns, and the standby leads long before any lease or TTL ran
+     * out (the bound asserted is the candidacy TTL, 3 s, which a sidecar that kept the
+     * leadership for the dead JVM would exceed).
+     */
+    @Test
+    public void aKilledJobManagerJvmHandsOverWithoutWaitingForTheTtl() throws Exception {
+        SidecarProcesses.Sidecar s1 = sidecars.start("s1", "client");
+        String javaBin = java.nio.file.Paths.get(System.getProperty("java.home"), "bin", "java").toString();
+        Process child =
+                new ProcessBuilder(javaBin, "-cp", System.getProperty("java.class.path"), CandidateMain.class.getName(), s1.url().toString())
+                        .redirectErrorStream(true)
+                        .start();
+        try {
+            java.io.BufferedReader out = new java.io.BufferedReader(new java.io.InputStreamReader(child.getInputStream(), java.nio.charset.StandardCharsets.UTF_8));
+            String line;
+            while ((line = out.readLine()) != null && !line.startsWith("granted ")) {
+                // the child's log lines
+            }
+            assertTrue("the child JVM did not lead", line != null);
+            Candidate standby = candidate("s2");
+            standby.listener.assertQuiet(Duration.ofMillis(500));
+            long killed = System.nanoTime();
+            child.destroyForcibly();
+            child.waitFor();
+            standby.listener.next("grant", LONG);
+            long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - killed);
+            System.err.println("kill -9 of the leading JobManager JVM -> the standby granted: " + tookMs + " ms");
+            assertTrue("the standby waited " + tookMs + " ms: the sidecar kept the dead JVM's leadership", tookMs < 3000);
+            standby.listener.assertClean();
+        } finally {
+            child.destroyForcibly();
+        }
+    }
+
     @Test
     public void anObserverOrAnAlwaysSidecarRefusesTheCandidacyAndSaysWhatToSet() throws Exception {
         for (String mode : new String[] {"never", "always"}) {
