@@ -59,6 +59,34 @@ ensure_etcd() {
     ensure_debian_packages etcd-server
 }
 
+# Flink 2.3.0 for the Flink HA services plugin (clients/flink): the two PyPI
+# wheels hold a complete distribution under pyflink/ (lib/flink-dist-2.3.0.jar
+# has every class the plugin compiles against). Unpacked once into
+# .cache/flink-2.3.0; exports FLINK_HOME.
+ensure_flink() {
+    local version=2.3.0
+    export FLINK_HOME="$ROOT/.cache/flink-$version"
+    [ -f "$FLINK_HOME/lib/flink-dist-$version.jar" ] && return 0
+    if ! command -v pip >/dev/null 2>&1 || ! command -v unzip >/dev/null 2>&1; then
+        echo "error: installing Flink $version needs \`pip\` and \`unzip\` on PATH" >&2
+        exit 1
+    fi
+    echo "==> installing Flink $version from PyPI into $FLINK_HOME"
+    local tmp
+    tmp="$(mktemp -d)"
+    pip download --no-deps --only-binary :all: --quiet --dest "$tmp" \
+        "apache-flink==$version" "apache-flink-libraries==$version"
+    local wheel
+    for wheel in "$tmp"/*.whl; do
+        unzip -q -o "$wheel" 'pyflink/*' -d "$tmp/unpacked"
+    done
+    chmod +x "$tmp/unpacked/pyflink/bin/"*
+    mkdir -p "$(dirname "$FLINK_HOME")"
+    rm -rf "$FLINK_HOME"
+    mv "$tmp/unpacked/pyflink" "$FLINK_HOME"
+    rm -rf "$tmp"
+}
+
 build_plugins() {
     echo "==> building plugins (wasm32-wasip2)"
     (cd plugins && cargo build --release --locked)

@@ -15,3 +15,8 @@ echo "==> plugin unit tests (native)"
 (cd plugins && cargo test --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" -p ha-sidecar-sdk -p ha-plugin-file -p ha-plugin-zookeeper -p ha-plugin-kubernetes)
 echo "==> host unit, conformance and integration tests"
 cargo test --release --locked --workspace --no-fail-fast
+echo "==> Flink HA services plugin (clients/flink) against the release sidecar"
+ensure_debian_packages junit4
+ensure_flink
+cargo build --release --locked --bin ha-sidecar
+clients/flink/test.sh

@@ -1,0 +1,22 @@
+package dev.hasidecar.flink;
+
+import java.net.URI;
+import java.time.Duration;
+
+/**
+ * A JobManager stand-in for the tests: a JVM that opens a candidacy through the plugin's driver
+ * on the sidecar at {@code args[0]} and prints "granted <session>" when it leads, then idles
+ * until it is killed.
+ */
+public final class CandidateMain {
+    private CandidateMain() {}
+
+    public static void main(String[] args) throws Exception {
+        SidecarClient client = new SidecarClient(URI.create(args[0]), Duration.ofSeconds(5));
+        RecordingListener listener = new RecordingListener("child");
+        SidecarLeaderElectionDriver.create(client, listener, new Leadership());
+        System.out.println("granted " + listener.next("grant", Duration.ofSeconds(60)).session);
+        System.out.flush();
+        Thread.sleep(Long.MAX_VALUE);
+    }
+}
