@@ -67,19 +67,24 @@ ensure_flink() {
     local version=2.3.0
     export FLINK_HOME="$ROOT/.cache/flink-$version"
     [ -f "$FLINK_HOME/lib/flink-dist-$version.jar" ] && return 0
-    if ! command -v pip >/dev/null 2>&1 || ! command -v unzip >/dev/null 2>&1; then
-        echo "error: installing Flink $version needs \`pip\` and \`unzip\` on PATH" >&2
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "error: installing Flink $version needs python3 (with pip) on PATH" >&2
         exit 1
     fi
     echo "==> installing Flink $version from PyPI into $FLINK_HOME"
     local tmp
     tmp="$(mktemp -d)"
-    pip download --no-deps --only-binary :all: --quiet --dest "$tmp" \
+    python3 -m pip download --no-deps --only-binary :all: --quiet --dest "$tmp" \
         "apache-flink==$version" "apache-flink-libraries==$version"
     local wheel
-    for wheel in "$tmp"/*.whl; do
-        unzip -q -o "$wheel" 'pyflink/*' -d "$tmp/unpacked"
-    done
+    # A wheel is a zip; python3 unpacks it where unzip may be missing.
+    python3 - "$tmp" <<'PY'
+import pathlib, sys, zipfile
+tmp = pathlib.Path(sys.argv[1])
+for wheel in tmp.glob("*.whl"):
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(tmp / "unpacked", [n for n in z.namelist() if n.startswith("pyflink/")])
+PY
     chmod +x "$tmp/unpacked/pyflink/bin/"*
     mkdir -p "$(dirname "$FLINK_HOME")"
     rm -rf "$FLINK_HOME"

@@ -4,6 +4,8 @@
 source "$(dirname "$0")/setup.sh"
 ensure_zookeeper
 ensure_etcd
+ensure_debian_packages junit4
+ensure_flink
 build_plugins
 echo "==> formatting"
 cargo fmt --all --check
@@ -13,10 +15,11 @@ cargo clippy --release --locked --all-targets -- -D warnings
 (cd plugins && cargo clippy --release --locked --all-targets -- -D warnings)
 echo "==> plugin unit tests (native)"
 (cd plugins && cargo test --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" -p ha-sidecar-sdk -p ha-plugin-file -p ha-plugin-zookeeper -p ha-plugin-kubernetes)
-echo "==> host unit, conformance and integration tests"
+echo "==> building the Flink HA services plugin, the counting job and the Flink demo"
+clients/flink/build.sh
+examples/flink/job/build.sh
+cargo build --release --locked -p ha-sidecar -p demo
+echo "==> host unit, conformance and integration tests (real Flink included)"
 cargo test --release --locked --workspace --no-fail-fast
-echo "==> Flink HA services plugin (clients/flink) against the release sidecar"
-ensure_debian_packages junit4
-ensure_flink
-cargo build --release --locked --bin ha-sidecar
+echo "==> Flink HA services plugin unit tests (clients/flink) against the release sidecar"
 clients/flink/test.sh

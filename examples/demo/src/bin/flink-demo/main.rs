@@ -185,18 +185,8 @@ impl Cluster {
         (leading.len() == 1).then(|| leading[0])
     }
 
-    /// A standby is ready once its JobManager holds its candidacy open.
     fn candidacy_open(&self, i: usize) -> bool {
-        self.probe
-            .get(&format!(
-                "http://127.0.0.1:{}/leader",
-                self.sidecars[i].port
-            ))
-            .call()
-            .ok()
-            .and_then(|r| r.into_json::<serde_json::Value>().ok())
-            .and_then(|v| v.get("candidacy_open")?.as_bool())
-            .unwrap_or(false)
+        candidacy_open(&self.probe, self.sidecars[i].port)
     }
 
     fn tm_lines(&self) -> Vec<(u64, u64)> {
@@ -259,11 +249,21 @@ fn run(args: Args) -> anyhow::Result<bool> {
         rpc_port: ports[3 * JOBMANAGERS + 2],
     };
     let flink = Flink::prepare(&home, &root.plugin_jar, &run)?;
+    let probe = ureq::AgentBuilder::new()
+        .timeout(Duration::from_millis(1000))
+        .build();
     let started = Instant::now();
-    let jobmanagers = roles
-        .iter()
-        .map(|r| flink.jobmanager(r))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // One JVM at a time: several starting at once on two cores can miss
+    // Flink's fixed 10 s actor-system start timeout.
+    let mut jobmanagers = Vec::new();
+    for (i, role) in roles.iter().enumerate() {
+        jobmanagers.push(flink.jobmanager(role)?);
+        wait_for(
+            &format!("{} to open its candidacy", role.name),
+            START_TIMEOUT,
+            || candidacy_open(&probe, sidecars[i].port).then_some(()),
+        )?;
+    }
     let taskmanager = flink.taskmanager(&observer)?;
     let mut c = Cluster {
         flink,
@@ -274,9 +274,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         taskmanager,
         observer,
         rest: Rest::new(),
-        probe: ureq::AgentBuilder::new()
-            .timeout(Duration::from_millis(300))
-            .build(),
+        probe,
     };
     let sampler = Sampler::start(
         c.sidecars
@@ -461,6 +459,17 @@ fn run(args: Args) -> anyhow::Result<bool> {
     println!("==> {}", if ok { "demo passed" } else { "demo FAILED" });
     drop(c);
     Ok(ok)
+}
+
+/// A JobManager stands by once it holds its sidecar's candidacy open.
+fn candidacy_open(probe: &ureq::Agent, port: u16) -> bool {
+    probe
+        .get(&format!("http://127.0.0.1:{port}/leader"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_json::<serde_json::Value>().ok())
+        .and_then(|v| v.get("candidacy_open")?.as_bool())
+        .unwrap_or(false)
 }
 
 /// Fails the leader the way `fault` says and measures the recovery.
