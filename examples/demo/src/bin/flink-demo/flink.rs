@@ -214,6 +214,35 @@ impl Process {
     }
 }
 
+impl Process {
+    /// The ids of the checkpoints Flink restored the job from, in the order
+    /// its log says `Restoring job <job> from Checkpoint <id>`.
+    pub fn restored_checkpoints(&self, job: &str) -> Vec<u64> {
+        let needle = format!("Restoring job {job} from Checkpoint ");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.log_dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|f| {
+            f.extension().is_some_and(|e| e == "log")
+                && !f
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("console-"))
+        });
+        files.sort();
+        let mut ids = Vec::new();
+        for f in files {
+            for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
+                if let Some(rest) = line.split(&needle).nth(1)
+                    && let Some(id) = rest.split_whitespace().next().and_then(|n| n.parse().ok())
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
+    }
+}
+
 /// A REST client for the JobManagers: short timeouts, a dead one fails fast.
 pub struct Rest {
     agent: ureq::Agent,
@@ -249,6 +278,13 @@ impl Rest {
     pub fn completed_checkpoints(&self, port: u16, job: &str) -> Option<u64> {
         self.get(port, &format!("/jobs/{job}/checkpoints"))?
             .pointer("/counts/completed")?
+            .as_u64()
+    }
+
+    /// The id of the latest completed checkpoint this JobManager knows of.
+    pub fn latest_checkpoint(&self, port: u16, job: &str) -> Option<u64> {
+        self.get(port, &format!("/jobs/{job}/checkpoints"))?
+            .pointer("/latest/completed/id")?
             .as_u64()
     }
 

@@ -152,6 +152,10 @@ struct Outcome {
     checkpointed: Duration,
     /// How many output lines there were when the fault struck.
     lines_at_fault: usize,
+    /// The latest completed checkpoint the old leader reported before the fault.
+    latest_before: Option<u64>,
+    /// The checkpoint the new leader restored the job from (its log says so).
+    restored: Option<u64>,
 }
 
 struct Cluster {
@@ -370,6 +374,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     );
     println!("|---|---|---|---|---|---|---|");
     let mut report_faults = Vec::new();
+    let mut recovery_problems = Vec::new();
     for o in &outcomes {
         let k = restarts
             .iter()
@@ -380,14 +385,25 @@ fn run(args: Args) -> anyhow::Result<bool> {
             None => (None, None),
         };
         let show = |v: Option<(u64, u64)>| v.map_or("-".to_string(), |(_, n)| n.to_string());
+        let id = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
+        if o.restored.is_none() || o.restored < o.latest_before {
+            recovery_problems.push(format!(
+                "{}: the new leader restored checkpoint {} although {} had completed",
+                o.fault.name(),
+                id(o.restored),
+                id(o.latest_before)
+            ));
+        }
         println!(
-            "| {} | {} → {} | {} ms | {:.2} s | {:.2} s | {} | {} |",
+            "| {} | {} → {} | {} ms | {:.2} s | {:.2} s | {} → {} | {} | {} |",
             o.fault.name(),
             c.roles[o.from].name,
             c.roles[o.to].name,
             o.takeover.as_millis(),
             o.running.as_secs_f64(),
             o.checkpointed.as_secs_f64(),
+            id(o.latest_before),
+            id(o.restored),
             show(before),
             show(after),
         );
@@ -398,6 +414,8 @@ fn run(args: Args) -> anyhow::Result<bool> {
             "takeover_ms": o.takeover.as_millis() as u64,
             "running_ms": o.running.as_millis() as u64,
             "checkpointed_ms": o.checkpointed.as_millis() as u64,
+            "latest_checkpoint_before": o.latest_before,
+            "restored_checkpoint": o.restored,
             "last_before": before.map(|(_, n)| n),
             "first_after": after.map(|(_, n)| n),
         }));
@@ -446,6 +464,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             "count_max": max,
             "count_problems": problems,
             "recoveries_in_output": restarts.len(),
+            "recovery_problems": recovery_problems,
             "leadership_samples": samples.len(),
             "overlaps": overlaps,
             "list_ok": list_ok,
@@ -485,6 +504,12 @@ fn inject(c: &mut Cluster, fault: Fault, job: &str) -> anyhow::Result<Outcome> {
     })?;
     let from = wait_for("a leader", RECOVERY_TIMEOUT, || c.leader())?;
     let lines_at_fault = c.tm_lines().len();
+    let latest_before = c.rest.latest_checkpoint(c.roles[from].rest_port, job);
+    let restores_before: Vec<usize> = c
+        .jobmanagers
+        .iter()
+        .map(|j| j.restored_checkpoints(job).len())
+        .collect();
     let t0 = Instant::now();
     match fault {
         Fault::Crash => c.jobmanagers[from].kill()?,
@@ -516,6 +541,10 @@ fn inject(c: &mut Cluster, fault: Fault, job: &str) -> anyhow::Result<Outcome> {
         || (c.rest.completed_checkpoints(port, job)? >= base + 2).then_some(()),
     )?;
     let checkpointed = t0.elapsed();
+    let restored = c.jobmanagers[to]
+        .restored_checkpoints(job)
+        .get(restores_before[to])
+        .copied();
     println!(
         "    {}: {} → {}: new leader after {} ms, job RUNNING after {:.2} s, two checkpoints after {:.2} s",
         fault.name(),
@@ -537,5 +566,7 @@ fn inject(c: &mut Cluster, fault: Fault, job: &str) -> anyhow::Result<Outcome> {
         running,
         checkpointed,
         lines_at_fault,
+        latest_before,
+        restored,
     })
 }
