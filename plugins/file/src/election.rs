@@ -139,8 +139,14 @@ impl Election {
     }
 
     pub fn vacancy(&mut self, layout: &Layout) -> Result<Vacancy> {
-        let Some(latest) = self.latest(layout)? else {
-            return Ok(Vacancy::Never);
+        let latest = self.latest(layout)?;
+        Ok(self.judge(latest))
+    }
+
+    /// Whether the term of a record read by `latest` is over.
+    pub fn judge(&mut self, latest: Option<Latest>) -> Vacancy {
+        let Some(latest) = latest else {
+            return Vacancy::Never;
         };
         let over = match &latest.record {
             Some(r) if r.released => true,
@@ -148,11 +154,11 @@ impl Election {
             Some(r) if r.session == self.session => true,
             _ => self.expired(&latest),
         };
-        Ok(if over {
+        if over {
             Vacancy::After(latest)
         } else {
             Vacancy::Held
-        })
+        }
     }
 
     /// The current leader for discovery: none when released or expired.
@@ -288,4 +294,314 @@ impl Election {
 fn write_record(tmp: &Path, record: &TermRecord) -> Result<()> {
     let bytes = serde_json::to_vec(record).map_err(|e| unavailable("encode term record", e))?;
     fsx::write_durable(tmp, &bytes).map_err(|e| unavailable("write term record", e))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The election against a real directory, with the leader renewing in a
+    //! thread the way the host does (every retry period, valid until the start
+    //! of its last successful renewal plus the renew deadline), and a
+    //! candidate driven step by step so that a test can pause it anywhere.
+
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+    use std::thread::{JoinHandle, sleep};
+
+    use super::*;
+
+    const LEASE: Duration = Duration::from_millis(300);
+    /// The host's renew deadline, shorter than the lease (as the config demands).
+    const RENEW_DEADLINE: Duration = Duration::from_millis(225);
+    const RETRY: Duration = Duration::from_millis(50);
+
+    /// A fresh directory, removed at the end of the test.
+    struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Self {
+            static SEQ: AtomicU64 = AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "ha-plugin-file-{name}-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            fsx::ensure_dir(&path.join("election/tmp")).unwrap();
+            Dir(path)
+        }
+        fn layout(&self) -> Layout {
+            Layout {
+                root: self.0.clone(),
+            }
+        }
+        /// Writes a term record as another program (or an older version of
+        /// this one) would have left it.
+        fn plant(&self, token: u64, json: &str) {
+            std::fs::write(self.layout().term_record(token), json).unwrap();
+        }
+        fn tokens(&self) -> Vec<u64> {
+            let mut t: Vec<u64> = fsx::names(&self.layout().election())
+                .unwrap()
+                .iter()
+                .filter_map(|n| parse_term_record_name(n))
+                .collect();
+            t.sort_unstable();
+            t
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn candidate(id: &str) -> Election {
+        Election::new(
+            Member {
+                id: id.into(),
+                address: format!("http://{id}:1"),
+            },
+            format!("session-{id}"),
+            LEASE,
+            RETRY,
+        )
+    }
+
+    /// One step of a campaign on a record already read: judge it, and
+    /// create the next term if it is over.
+    fn step(e: &mut Election, layout: &Layout, read: Option<Latest>) -> Option<TermRecord> {
+        let (token, previous) = match e.judge(read) {
+            Vacancy::Never => (1, None),
+            Vacancy::After(latest) => (latest.token + 1, Some(latest)),
+            Vacancy::Held => return None,
+        };
+        e.try_acquire(layout, token, previous.as_ref()).unwrap()
+    }
+
+    /// Campaigns every retry period until it wins or `within` has passed.
+    fn campaign(e: &mut Election, layout: &Layout, within: Duration) -> Option<TermRecord> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            let read = e.latest(layout).unwrap();
+            if let Some(record) = step(e, layout, read) {
+                return Some(record);
+            }
+            sleep(RETRY);
+        }
+        None
+    }
+
+    /// What the renewing leader's host would say about itself.
+    #[derive(Default)]
+    struct Host {
+        /// The start of the last successful `keep` (or of the campaign).
+        last_ok: Option<Instant>,
+        /// When a `keep` failed, and how.
+        failed: Option<(Instant, String)>,
+    }
+
+    impl Host {
+        fn valid_until(&self) -> Instant {
+            self.last_ok.expect("the leader won its term") + RENEW_DEADLINE
+        }
+    }
+
+    struct Leader {
+        host: Arc<Mutex<Host>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Leader {
+        /// Wins the first term as `id` and renews it every retry period
+        /// until a renewal fails or the leader is stopped.
+        fn start(dir: &Dir, id: &str) -> (Leader, u64) {
+            let layout = dir.layout();
+            let mut e = candidate(id);
+            let started = Instant::now();
+            let record = campaign(&mut e, &layout, LEASE).expect("a free election is won at once");
+            let host = Arc::new(Mutex::new(Host {
+                last_ok: Some(started),
+                failed: None,
+            }));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (h, s, token) = (host.clone(), stop.clone(), record.token);
+            let thread = std::thread::spawn(move || {
+                while !s.load(Relaxed) {
+                    sleep(RETRY);
+                    let started = Instant::now();
+                    match e.keep(&layout, token) {
+                        Ok(()) => h.lock().unwrap().last_ok = Some(started),
+                        Err(f) => {
+                            h.lock().unwrap().failed = Some((Instant::now(), format!("{f:?}")));
+                            return;
+                        }
+                    }
+                }
+            });
+            (
+                Leader {
+                    host,
+                    stop,
+                    thread: Some(thread),
+                },
+                record.token,
+            )
+        }
+
+        fn stop(&mut self) {
+            self.stop.store(true, Relaxed);
+            if let Some(t) = self.thread.take() {
+                t.join().expect("the leader thread panicked");
+            }
+        }
+    }
+
+    impl Drop for Leader {
+        fn drop(&mut self) {
+            self.stop.store(true, Relaxed);
+        }
+    }
+
+    /// The natural path of issue 12: a standby stopped (SIGSTOP) after it
+    /// read the latest record and before it judged it. Its pause must not
+    /// make the live leader's record look expired, and nothing it does on
+    /// resuming may hand it a term while the leader still validly leads.
+    #[test]
+    fn a_standby_paused_between_reading_and_judging_never_wins_from_a_live_leader() {
+        let dir = Dir::new("paused");
+        let layout = dir.layout();
+        let (mut leader, token) = Leader::start(&dir, "a");
+        let mut b = candidate("b");
+        for round in 0..8 {
+            // An ordinary poll: the record is (re)observed.
+            let read = b.latest(&layout).unwrap();
+            let won = step(&mut b, &layout, read).map(|r| (r, "an ordinary poll"));
+            // A poll paused between the read and the judgement.
+            let won = won.or_else(|| {
+                let read = b.latest(&layout).unwrap();
+                sleep(LEASE + Duration::from_millis(100));
+                step(&mut b, &layout, read).map(|r| (r, "a paused poll"))
+            });
+            if let Some((record, how)) = won {
+                let host = leader.host.lock().unwrap();
+                let left = host.valid_until().saturating_duration_since(Instant::now());
+                panic!(
+                    "round {round}: b won term {} in {how} while a renewed term {token} (a's host leads {left:?} longer; a's renewal failed: {:?})",
+                    record.token, host.failed
+                );
+            }
+        }
+        let failed = leader.host.lock().unwrap().failed.clone();
+        assert!(failed.is_none(), "a's renewal failed: {failed:?}");
+        assert_eq!(
+            dir.tokens(),
+            vec![token],
+            "backing off left a record behind"
+        );
+        // Not vacuous: once the leader is silent, b does win, the next term.
+        leader.stop();
+        let record = campaign(&mut b, &layout, 3 * LEASE).expect("b wins once a is silent");
+        assert_eq!(record.token, token + 1);
+    }
+
+    /// A record `term-(n+1)` with `released: true` appears while term n is
+    /// led (what a candidate that backed off left behind before the fix, or
+    /// any other program): it proves nothing about term n, so a standby may
+    /// not win before it stayed unchanged for a full lease, and the leader of
+    /// term n steps down (its renewal fails) rather than going on leading.
+    #[test]
+    fn a_planted_released_successor_is_not_a_free_slot() {
+        let dir = Dir::new("planted");
+        let layout = dir.layout();
+        let (mut leader, token) = Leader::start(&dir, "a");
+        let mut b = candidate("b");
+        // b has been watching the leader for a while.
+        assert!(campaign(&mut b, &layout, 2 * LEASE).is_none());
+        dir.plant(
+            token + 1,
+            &format!(
+                r#"{{"token":{},"holder_id":"x","holder_address":"http://x:1","session":"session-x","since_ms":0,"beat":0,"released":true}}"#,
+                token + 1
+            ),
+        );
+        let planted = Instant::now();
+        let record = campaign(&mut b, &layout, 4 * LEASE).expect("b wins after a lease");
+        let won = Instant::now();
+        let host = leader.host.lock().unwrap();
+        assert!(
+            won - planted >= LEASE,
+            "b won term {} {:?} after the plant, before a full lease ({LEASE:?}); a's host leads until {:?} after b won",
+            record.token,
+            won - planted,
+            host.valid_until().saturating_duration_since(won)
+        );
+        assert_eq!(record.token, token + 2);
+        let (failed_at, how) = host.failed.clone().expect("a's renewal must fail");
+        assert!(how.contains("NotLeader"), "a's renewal failed with {how}");
+        assert!(failed_at < won, "a stepped down only after b won");
+        assert!(
+            host.valid_until() <= won,
+            "a's host leads {:?} past b's win",
+            host.valid_until() - won
+        );
+        drop(host);
+        leader.stop();
+    }
+
+    /// A record of our own session that our instance created but never
+    /// confirmed (it trapped between creating and re-reading): the old
+    /// leader may still live, so it is no free slot for us either.
+    #[test]
+    fn our_own_unconfirmed_record_is_not_taken_over_at_once() {
+        let dir = Dir::new("own");
+        let layout = dir.layout();
+        let (mut leader, token) = Leader::start(&dir, "a");
+        dir.plant(
+            token + 1,
+            &format!(
+                r#"{{"token":{},"holder_id":"b","holder_address":"http://b:1","session":"session-b","since_ms":0,"beat":0,"released":false}}"#,
+                token + 1
+            ),
+        );
+        let planted = Instant::now();
+        let mut b = candidate("b");
+        let record = campaign(&mut b, &layout, 4 * LEASE).expect("b wins after a lease");
+        assert!(
+            planted.elapsed() >= LEASE,
+            "b took over its own unconfirmed term-{} after {:?}",
+            token + 1,
+            planted.elapsed()
+        );
+        assert_eq!(record.token, token + 2);
+        let host = leader.host.lock().unwrap();
+        assert!(host.failed.is_some(), "a must step down");
+        assert!(host.valid_until() <= Instant::now());
+        drop(host);
+        leader.stop();
+    }
+
+    /// A resignation still hands over at once, and a crashed leader's term
+    /// is taken after a lease.
+    #[test]
+    fn a_resigned_term_is_free_at_once_and_a_silent_one_after_a_lease() {
+        let dir = Dir::new("resign");
+        let layout = dir.layout();
+        let (mut leader, token) = Leader::start(&dir, "a");
+        let mut b = candidate("b");
+        assert!(campaign(&mut b, &layout, LEASE).is_none());
+        leader.stop();
+        candidate("a").resign(&layout, token).unwrap();
+        let resigned = Instant::now();
+        let tb = campaign(&mut b, &layout, LEASE).expect("a resigned term is free at once");
+        assert!(resigned.elapsed() < LEASE, "took {:?}", resigned.elapsed());
+        assert_eq!(tb.token, token + 1);
+        // b goes silent (a crash): c takes over after a full lease.
+        let mut c = candidate("c");
+        let silent = Instant::now();
+        let tc = campaign(&mut c, &layout, 4 * LEASE).expect("c wins after a lease");
+        assert!(silent.elapsed() >= LEASE, "took {:?}", silent.elapsed());
+        assert_eq!(tc.token, token + 2);
+    }
 }
