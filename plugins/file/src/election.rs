@@ -1,16 +1,68 @@
 //! Leadership by exclusive creation of the next term's record.
 //!
-//! A candidate may create `term-<n+1>` once `term-<n>` is released, or once it
-//! has watched `term-<n>` stay byte-for-byte unchanged for a full lease by its
-//! own monotonic clock. The holder rewrites its record (a heartbeat counter)
-//! on every `keep`, so a live holder's record keeps changing. Timestamps in the
+//! A candidate may create `term-<n+1>` once `term-<n>` is over: confirmed and
+//! released, confirmed and held by an earlier instance of this process, or
+//! watched byte-for-byte unchanged for a full lease by this instance's own
+//! monotonic clock. The holder rewrites its record (a heartbeat counter) on
+//! every `keep`, so a live holder's record keeps changing. Timestamps in the
 //! record are never used to judge expiry.
 //!
-//! Two checks close the races between a slow holder and a quick candidate:
-//! `keep` re-reads the latest term after its rewrite, and a candidate that won
-//! `term-<n+1>` re-reads `term-<n>` and backs off (releasing its own record) if
-//! the holder wrote in the meantime. Either the holder's `keep` fails or the
-//! candidate backs off; never both succeed.
+//! # Why two sidecars never claim at once
+//!
+//! The host reports leadership only until the start of its last successful
+//! `keep` (or of the `campaign` that won) plus the renew deadline, which the
+//! config keeps shorter than the lease (`host/src/leadership.rs`). Every
+//! successful call of a holder wrote its record after that start, and every
+//! write changes the record's bytes (the heartbeat grows).
+//!
+//! 1. **Expiry is judged on the instant a read started, not the instant of
+//!    judgement.** Equal bytes at an earlier read A and a later read B prove
+//!    that nothing was written between A's end and B's start. So the silent
+//!    holder's last successful call wrote before A ended, started earlier
+//!    still, and its host stopped claiming by that start plus the renew
+//!    deadline, before `A.end + lease`. The record counts as expired once
+//!    `B.start - A.end >= lease` ([`Latest::read_started`], and `since` is
+//!    taken after A completed): then its host has stopped by B's start. A
+//!    candidate paused between B and its judgement cannot count its own pause
+//!    as the holder's silence (issue 12: it did, when judged on `now`).
+//! 2. **Writes after B are caught after the fact, by one side or the other.**
+//!    The winner of `term-<n+1>` re-reads `term-<n>` after creating its own
+//!    record and backs off if it changed; the holder lists the directory after
+//!    every rewrite and fails (`not-leader`) on any newer record. A holder's
+//!    write that landed before the re-read is seen by the re-read; one that
+//!    landed after it is followed by a listing that sees `term-<n+1>`.
+//! 3. **Backing off leaves nothing behind.** The candidate that backs off
+//!    deletes its own record (it is unconfirmed, see 4, so nobody trusts it);
+//!    a concurrent reader that listed it and finds it gone looks again. The
+//!    term number is used again later, which is fine: nobody ever held it.
+//!    (Before issue 12 it was marked released, and the released successor of
+//!    a live term was taken as a free slot at once: a split brain.)
+//! 4. **A record proves its term was held only once confirmed.** After the
+//!    re-read of 2 found the predecessor unchanged, the winner rewrites its
+//!    record with `confirmed: true` and checks, as `keep` does, that no newer
+//!    record appeared; only then is the term returned to the host. A
+//!    confirmed record thus proves that the term before it is over (by 1 and
+//!    2), so only its `released` flag frees the slot at once, and only a
+//!    confirmed record of this process's own session (held by an earlier
+//!    instance; the host campaigns only when it does not lead) may be taken
+//!    over at once. An unconfirmed record (a winner between creating and
+//!    confirming, one that crashed there, or any record without the flag,
+//!    like one planted by another program or left `released` by an older
+//!    version's back-off) is judged like a live one: free only after it
+//!    stayed unchanged for a full lease. That wait covers the term below it
+//!    too: a holder of an older term that renewed successfully after the
+//!    record appeared would have failed its listing, and if the record is
+//!    deleted meanwhile, the re-read of 2 sees it gone. Discovery reports no
+//!    leader for an unconfirmed record, and fenced writes need a confirmed one.
+//!
+//! The leader's `keep` still fails on *any* newer record, confirmed or not: it
+//! cannot know whether that record's creator has already re-read its term.
+//! So a planted record costs a spurious step-down, never an overlap.
+//!
+//! A record is never deleted and created again with the same bytes (which
+//! would hide the gap from a watcher): a back-off means the term below
+//! changed, so a new attempt waits a fresh lease and gets a new `since_ms`;
+//! another process's record differs in its session.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,6 +86,11 @@ pub struct TermRecord {
     /// Bumped by every `keep`, so that a live holder's record always changes.
     pub beat: u64,
     pub released: bool,
+    /// Set once the winner re-read the term before it unchanged: only then
+    /// does the record prove its holder held the term (module docs, 4).
+    /// Records of older versions have none and count as unconfirmed.
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 impl TermRecord {
@@ -48,6 +105,11 @@ impl TermRecord {
             since_ms: self.since_ms,
         }
     }
+
+    /// Whether the record proves that its term was held (module docs, 4).
+    fn held(&self) -> bool {
+        self.confirmed && !self.released
+    }
 }
 
 /// The latest term record as read from disk: raw bytes (what expiry is judged
@@ -56,12 +118,17 @@ pub struct Latest {
     pub token: u64,
     pub bytes: Vec<u8>,
     pub record: Option<TermRecord>,
+    /// Taken before the directory was listed: the read began no earlier.
+    pub read_started: Instant,
+    /// Taken after the record was read: the read ended no later.
+    pub read_done: Instant,
 }
 
 /// When this instance first saw the latest record with its current content.
 struct Observed {
     token: u64,
     bytes: Vec<u8>,
+    /// The end of the first read that saw this content.
     since: Instant,
 }
 
@@ -93,6 +160,10 @@ impl Election {
     }
 
     pub fn latest(&self, layout: &Layout) -> Result<Option<Latest>> {
+        self.latest_since(layout, Instant::now())
+    }
+
+    fn latest_since(&self, layout: &Layout, read_started: Instant) -> Result<Option<Latest>> {
         let dir = layout.election();
         let names = fsx::names(&dir).map_err(|e| unavailable("list election directory", e))?;
         let Some(token) = names.iter().filter_map(|n| parse_term_record_name(n)).max() else {
@@ -101,6 +172,7 @@ impl Election {
         let path = layout.term_record(token);
         match fsx::read_opt(&path).map_err(|e| unavailable("read term record", e))? {
             Some(bytes) => {
+                let read_done = Instant::now();
                 let record = serde_json::from_slice(&bytes).ok();
                 if record.is_none() {
                     log::warn(&format!(
@@ -112,26 +184,29 @@ impl Election {
                     token,
                     bytes,
                     record,
+                    read_started,
+                    read_done,
                 }))
             }
-            // Pruned between list and read: a newer term exists, look again.
-            None => self.latest(layout),
+            // Pruned, or deleted by a candidate that backed off, between list
+            // and read: look again.
+            None => self.latest_since(layout, read_started),
         }
     }
 
     /// Records when the latest record's content was first seen and says
-    /// whether it has since stayed unchanged for a full lease.
+    /// whether it stayed unchanged for a full lease: from the end of that
+    /// first read to the start of this one (module docs, 1).
     fn expired(&mut self, latest: &Latest) -> bool {
-        let now = Instant::now();
         match &self.observed {
             Some(o) if o.token == latest.token && o.bytes == latest.bytes => {
-                now.duration_since(o.since) >= self.lease
+                latest.read_started.saturating_duration_since(o.since) >= self.lease
             }
             _ => {
                 self.observed = Some(Observed {
                     token: latest.token,
                     bytes: latest.bytes.clone(),
-                    since: now,
+                    since: latest.read_done,
                 });
                 false
             }
@@ -149,9 +224,10 @@ impl Election {
             return Vacancy::Never;
         };
         let over = match &latest.record {
-            Some(r) if r.released => true,
-            // An earlier instance of this process held it; nobody else can.
-            Some(r) if r.session == self.session => true,
+            // Confirmed: the term before it is over. Released by its holder
+            // after stepping down, or held by an earlier instance of this
+            // process, which does not lead while it campaigns.
+            Some(r) if r.confirmed && (r.released || r.session == self.session) => true,
             _ => self.expired(&latest),
         };
         if over {
@@ -161,7 +237,8 @@ impl Election {
         }
     }
 
-    /// The current leader for discovery: none when released or expired.
+    /// The current leader for discovery: none when released, expired or
+    /// not confirmed yet.
     pub fn current(&mut self, layout: &Layout) -> Result<Option<Term>> {
         let Some(latest) = self.latest(layout)? else {
             return Ok(None);
@@ -169,11 +246,12 @@ impl Election {
         if self.expired(&latest) {
             return Ok(None);
         }
-        Ok(latest.record.filter(|r| !r.released).map(|r| r.to_term()))
+        Ok(latest.record.filter(TermRecord::held).map(|r| r.to_term()))
     }
 
     /// Tries to create the record of term `token`. `previous` is the record the
     /// decision to take over was based on; if it changed since, back off.
+    /// The record returned is confirmed (module docs, 4).
     pub fn try_acquire(
         &mut self,
         layout: &Layout,
@@ -191,6 +269,7 @@ impl Election {
                 .unwrap_or(0),
             beat: 0,
             released: false,
+            confirmed: false,
         };
         let tmp = fsx::tmp_path(&layout.election_tmp(), &self.session);
         write_record(&tmp, &record)?;
@@ -207,11 +286,26 @@ impl Election {
                     "term {} changed while term {token} was being taken; backing off",
                     prev.token
                 ));
-                self.release(layout, &record)?;
-                return Ok(None);
+                return match std::fs::remove_file(layout.term_record(token)) {
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(unavailable(
+                        "withdraw term record after backing off (it stays unconfirmed, so it is judged like a live one)",
+                        e,
+                    )),
+                };
             }
         }
-        Ok(Some(record))
+        let confirmed = TermRecord {
+            confirmed: true,
+            ..record
+        };
+        match self.rewrite(layout, &confirmed) {
+            Ok(()) => Ok(Some(confirmed)),
+            // A newer record appeared before ours was confirmed: whoever made
+            // it may have judged ours expired. We never held the term.
+            Err(Failure::NotLeader) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Rewrites the record with a new heartbeat, then checks no newer term
@@ -219,12 +313,19 @@ impl Election {
     pub fn keep(&mut self, layout: &Layout, token: u64) -> Result<()> {
         let mut record = self.own_record(layout, token)?;
         record.beat += 1;
+        self.rewrite(layout, &record)
+    }
+
+    /// Replaces our record, then fails with `not-leader` if the latest record
+    /// is not ours any more (module docs, 2). Any newer record counts,
+    /// confirmed or not.
+    fn rewrite(&self, layout: &Layout, record: &TermRecord) -> Result<()> {
         let tmp = fsx::tmp_path(&layout.election_tmp(), &self.session);
-        write_record(&tmp, &record)?;
-        fsx::publish_replace(&tmp, &layout.term_record(token))
-            .map_err(|e| unavailable("renew term record", e))?;
+        write_record(&tmp, record)?;
+        fsx::publish_replace(&tmp, &layout.term_record(record.token))
+            .map_err(|e| unavailable("rewrite term record", e))?;
         match self.latest(layout)? {
-            Some(l) if l.token == token => Ok(()),
+            Some(l) if l.token == record.token => Ok(()),
             _ => Err(Failure::NotLeader),
         }
     }
@@ -238,6 +339,7 @@ impl Election {
         }
     }
 
+    /// Marks our confirmed record released: the slot is free at once.
     fn release(&self, layout: &Layout, record: &TermRecord) -> Result<()> {
         let released = TermRecord {
             released: true,
@@ -249,26 +351,27 @@ impl Election {
             .map_err(|e| unavailable("release term record", e))
     }
 
-    /// The record of `token`, if it is the latest, held by this process and not released.
+    /// The record of `token`, if it is the latest, held by this process,
+    /// confirmed and not released.
     pub fn own_record(&self, layout: &Layout, token: u64) -> Result<TermRecord> {
         match self.latest(layout)? {
             Some(Latest {
                 token: t,
                 record: Some(r),
                 ..
-            }) if t == token && r.session == self.session && !r.released => Ok(r),
+            }) if t == token && r.session == self.session && r.held() => Ok(r),
             _ => Err(Failure::NotLeader),
         }
     }
 
-    /// The term this process currently holds, if any.
+    /// The term this process currently holds (confirmed), if any.
     pub fn held_by_me(&self, layout: &Layout) -> Result<Option<u64>> {
         Ok(match self.latest(layout)? {
             Some(Latest {
                 token,
                 record: Some(r),
                 ..
-            }) if r.session == self.session && !r.released => Some(token),
+            }) if r.session == self.session && r.held() => Some(token),
             _ => None,
         })
     }
@@ -304,7 +407,7 @@ mod tests {
     //! candidate driven step by step so that a test can pause it anywhere.
 
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, PoisonError};
     use std::thread::{JoinHandle, sleep};
 
     use super::*;
@@ -432,9 +535,9 @@ mod tests {
                     sleep(RETRY);
                     let started = Instant::now();
                     match e.keep(&layout, token) {
-                        Ok(()) => h.lock().unwrap().last_ok = Some(started),
+                        Ok(()) => h.lock().unwrap_or_else(PoisonError::into_inner).last_ok = Some(started),
                         Err(f) => {
-                            h.lock().unwrap().failed = Some((Instant::now(), format!("{f:?}")));
+                            h.lock().unwrap_or_else(PoisonError::into_inner).failed = Some((Instant::now(), format!("{f:?}")));
                             return;
                         }
                     }
@@ -603,5 +706,98 @@ mod tests {
         let tc = campaign(&mut c, &layout, 4 * LEASE).expect("c wins after a lease");
         assert!(silent.elapsed() >= LEASE, "took {:?}", silent.elapsed());
         assert_eq!(tc.token, token + 2);
+    }
+
+    /// A candidate that judged the leader's record over (say, from a read
+    /// taken before the leader renewed) backs off without leaving a record
+    /// that could look like a free slot, and never wins while the leader's
+    /// host still claims.
+    #[test]
+    fn a_candidate_that_backs_off_leaves_no_successor() {
+        let dir = Dir::new("backoff");
+        let layout = dir.layout();
+        let (mut leader, token) = Leader::start(&dir, "a");
+        let mut b = candidate("b");
+        let stale = b.latest(&layout).unwrap().expect("a's record");
+        sleep(3 * RETRY); // a renews meanwhile
+        assert!(
+            b.try_acquire(&layout, token + 1, Some(&stale))
+                .unwrap()
+                .is_none(),
+            "b won over a record that changed"
+        );
+        assert_eq!(dir.tokens(), vec![token], "backing off left a record");
+        if let Some(record) = campaign(&mut b, &layout, 2 * LEASE) {
+            let won = Instant::now();
+            let host = leader.host.lock().unwrap();
+            assert!(
+                host.valid_until() <= won,
+                "b won term {} while a's host leads {:?} longer",
+                record.token,
+                host.valid_until() - won
+            );
+        }
+        leader.stop();
+    }
+
+    /// Discovery and fenced writes trust a record only once confirmed.
+    #[test]
+    fn an_unconfirmed_record_names_no_leader_and_fences_no_write() {
+        let dir = Dir::new("discovery");
+        let layout = dir.layout();
+        let mut a = candidate("a");
+        let record = campaign(&mut a, &layout, LEASE).expect("a free election is won");
+        assert!(record.confirmed);
+        let mut observer = candidate("o");
+        assert_eq!(
+            observer.current(&layout).unwrap().map(|t| t.token),
+            Some(record.token)
+        );
+        assert_eq!(a.held_by_me(&layout).unwrap(), Some(record.token));
+        // a's instance created the next record and trapped before confirming.
+        dir.plant(
+            record.token + 1,
+            &format!(
+                r#"{{"token":{},"holder_id":"a","holder_address":"http://a:1","session":"session-a","since_ms":0,"beat":0,"released":false}}"#,
+                record.token + 1
+            ),
+        );
+        assert_eq!(observer.current(&layout).unwrap().map(|t| t.token), None);
+        assert_eq!(a.held_by_me(&layout).unwrap(), None);
+        assert!(matches!(
+            a.keep(&layout, record.token + 1),
+            Err(Failure::NotLeader)
+        ));
+        assert!(matches!(
+            a.keep(&layout, record.token),
+            Err(Failure::NotLeader)
+        ));
+    }
+
+    /// Expiry is measured from the end of the first read to the start of
+    /// the last one, so a pause between a read and its judgement does not
+    /// count as the holder's silence (module docs, 1).
+    #[test]
+    fn a_pause_after_the_read_does_not_count_as_silence() {
+        let dir = Dir::new("silence");
+        let layout = dir.layout();
+        dir.plant(
+            1,
+            r#"{"token":1,"holder_id":"a","holder_address":"http://a:1","session":"session-a","since_ms":0,"beat":0,"released":false,"confirmed":true}"#,
+        );
+        let mut b = candidate("b");
+        let first = b.latest(&layout).unwrap();
+        assert!(matches!(b.judge(first), Vacancy::Held));
+        let read = b.latest(&layout).unwrap();
+        sleep(LEASE + Duration::from_millis(50));
+        assert!(
+            matches!(b.judge(read), Vacancy::Held),
+            "a read taken right after the first one was judged expired"
+        );
+        let fresh = b.latest(&layout).unwrap();
+        assert!(
+            matches!(b.judge(fresh), Vacancy::After(l) if l.token == 1),
+            "a record unchanged for a lease between reads is expired"
+        );
     }
 }
