@@ -535,9 +535,12 @@ mod tests {
                     sleep(RETRY);
                     let started = Instant::now();
                     match e.keep(&layout, token) {
-                        Ok(()) => h.lock().unwrap_or_else(PoisonError::into_inner).last_ok = Some(started),
+                        Ok(()) => {
+                            h.lock().unwrap_or_else(PoisonError::into_inner).last_ok = Some(started)
+                        }
                         Err(f) => {
-                            h.lock().unwrap_or_else(PoisonError::into_inner).failed = Some((Instant::now(), format!("{f:?}")));
+                            h.lock().unwrap_or_else(PoisonError::into_inner).failed =
+                                Some((Instant::now(), format!("{f:?}")));
                             return;
                         }
                     }
