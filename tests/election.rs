@@ -279,7 +279,11 @@ fn a_planted_released_successor_does_not_make_two_leaders() {
         problems.join("\n  ")
     );
     // Not vacuous: both terms of each round were seen claimed.
-    assert!(verdict.terms.len() >= 3, "terms claimed: {:?}", verdict.terms);
+    assert!(
+        verdict.terms.len() >= 3,
+        "terms claimed: {:?}",
+        verdict.terms
+    );
     println!("leadership returned after {returned:?}");
 }
 

@@ -565,14 +565,20 @@ impl Nemesis<'_> {
                     (format!("{gap:?} after the leader's record changed"), None)
                 } else {
                     let again = self.backend.takeover_after() + self.rng.millis(200, 1500);
-                    (format!("then again for {again:?} just after its SIGCONT"), Some(again))
+                    (
+                        format!("then again for {again:?} just after its SIGCONT"),
+                        Some(again),
+                    )
                 };
                 sidecar.signal(libc::SIGSTOP);
                 node.phase = Phase::Paused {
                     until: Instant::now() + pause,
                     again,
                 };
-                self.say(format!("SIGSTOP {} (standby, {when}) for {pause:?}", node.id));
+                self.say(format!(
+                    "SIGSTOP {} (standby, {when}) for {pause:?}",
+                    node.id
+                ));
             }
             "pause" => {
                 // Stop it in the middle of a write if its app is writing:
