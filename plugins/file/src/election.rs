@@ -30,7 +30,9 @@
 //!    record and backs off if it changed; the holder lists the directory after
 //!    every rewrite and fails (`not-leader`) on any newer record. A holder's
 //!    write that landed before the re-read is seen by the re-read; one that
-//!    landed after it is followed by a listing that sees `term-<n+1>`.
+//!    landed after it is followed by a listing that sees `term-<n+1>` (or a
+//!    newer record: one that passed its re-read is never deleted, only pruned
+//!    far behind the latest).
 //! 3. **Backing off leaves nothing behind.** The candidate that backs off
 //!    deletes its own record (it is unconfirmed, see 4, so nobody trusts it);
 //!    a concurrent reader that listed it and finds it gone looks again. The
@@ -63,6 +65,14 @@
 //! would hide the gap from a watcher): a back-off means the term below
 //! changed, so a new attempt waits a fresh lease and gets a new `since_ms`;
 //! another process's record differs in its session.
+//!
+//! Upgrading from a version without `confirmed`: its records count as
+//! unconfirmed, so the first takeover after the upgrade waits a lease even
+//! from a released record, and while an older sidecar still leads, upgraded
+//! ones report no leader for it (they still never take over from it while it
+//! renews). Older sidecars read the new records as before (they ignore the
+//! field) and keep their own flaw until replaced; discovery is right again
+//! once all run this version.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
