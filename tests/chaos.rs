@@ -45,6 +45,32 @@ impl Backend for FileBackend {
     fn takeover_after(&self) -> Duration {
         LEASE
     }
+
+    /// The newest term record's bytes change on every renewal.
+    fn await_renewal(&mut self, data: &Path, within: Duration) -> bool {
+        let election = data.join("test/election");
+        let newest = || {
+            let names = std::fs::read_dir(&election).ok()?;
+            let name = names
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("term-"))
+                .max()?;
+            std::fs::read(election.join(&name)).ok().map(|b| (name, b))
+        };
+        let Some(before) = newest() else {
+            return false;
+        };
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+            match newest() {
+                Some(now) if now != before => return true,
+                _ => {}
+            }
+        }
+        false
+    }
 }
 
 #[test]

@@ -2,8 +2,11 @@
 
 mod support;
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::overlap::{self, History};
 use support::*;
 
 #[test]
@@ -203,4 +206,96 @@ fn sigterm_answers_requests_in_flight_before_exiting() {
         "the long poll was not woken by the shutdown"
     );
     assert!(s.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// Issue 12: while a sidecar leads term n, a record `term-(n+1)` with
+/// `released: true` appears (what a candidate that backed off left behind
+/// before the fix, or an older version's back-off). It must not be taken as a
+/// free slot: the leader steps down at its next renewal, a standby takes over
+/// once the record stayed unchanged for a lease, and at no instant do two
+/// sidecars claim leadership. The record is planted just after the leader
+/// renewed, so that the old leader would go on claiming for almost a whole
+/// retry period if a standby took over at once.
+#[test]
+fn a_planted_released_successor_does_not_make_two_leaders() {
+    let cluster = Cluster::new();
+    let sidecars: Vec<Sidecar> = ["s1", "s2", "s3", "s4", "s5"]
+        .iter()
+        .map(|id| cluster.start(id))
+        .collect();
+    let ports: Vec<u16> = sidecars.iter().map(|s| s.port).collect();
+    let election = cluster.path().join("data/test/election");
+    let history = Arc::new(History::default());
+    let watchers = overlap::watch(&history, &ports);
+    let mut returned = Vec::new();
+    for round in 0..2 {
+        let leader = agreed_leader(&sidecars);
+        let term = sidecars[leader].term();
+        let record = election.join(format!("term-{term:020}"));
+        let before = std::fs::read(&record).expect("the leader's term record");
+        wait_for("the leader to renew", Duration::from_secs(5), || {
+            (std::fs::read(&record).ok()? != before).then_some(())
+        });
+        plant_released(&election, term + 1);
+        let planted = Instant::now();
+        let (next, new_term) = wait_for(
+            "leadership to return after the plant",
+            LEASE + Duration::from_secs(5),
+            || {
+                sidecars.iter().enumerate().find_map(|(i, s)| {
+                    let v = s.get("/leader/self").ok()?.json();
+                    let t = v["term"].as_u64()?;
+                    (v["leading"] == true && t > term).then_some((i, t))
+                })
+            },
+        );
+        let took = planted.elapsed();
+        println!(
+            "round {round}: {} led term {term}; planted term-{} released; {} leads term {new_term} after {took:?}",
+            sidecars[leader].id,
+            term + 1,
+            sidecars[next].id
+        );
+        assert!(
+            new_term > term + 1,
+            "term {} was planted; a winner must take a newer one",
+            term + 1
+        );
+        assert!(
+            took < LEASE + Duration::from_secs(3),
+            "leadership came back only after {took:?}"
+        );
+        returned.push(took);
+        // Watch a while longer: the old leader must not come back to term n.
+        std::thread::sleep(LEASE / 2);
+    }
+    watchers.stop();
+    let bound = overlap::safety_bound(Duration::from_millis(1500), LEASE);
+    let verdict = overlap::check(&history.snapshot(), bound);
+    let problems = verdict.problems();
+    assert!(
+        problems.is_empty(),
+        "two leaders at once after a planted released record:\n  {}",
+        problems.join("\n  ")
+    );
+    // Not vacuous: both terms of each round were seen claimed.
+    assert!(
+        verdict.terms.len() >= 3,
+        "terms claimed: {:?}",
+        verdict.terms
+    );
+    println!("leadership returned after {returned:?}");
+}
+
+/// Writes `term-<token>` as a candidate of an older version that backed off
+/// would have left it: released, and without the `confirmed` flag.
+fn plant_released(election: &Path, token: u64) {
+    let json = format!(
+        r#"{{"token":{token},"holder_id":"planted","holder_address":"http://planted.example:8081","session":"planted","since_ms":0,"beat":0,"released":true}}"#
+    );
+    let tmp = election.join(format!("tmp/planted-{token}"));
+    std::fs::write(&tmp, json).expect("write the planted record");
+    std::fs::hard_link(&tmp, election.join(format!("term-{token:020}")))
+        .expect("plant the record (exclusively, as a candidate creates one)");
+    let _ = std::fs::remove_file(&tmp);
 }

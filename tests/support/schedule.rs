@@ -5,7 +5,10 @@
 //! own faults (ZooKeeper members, connection cuts) and its takeover delay.
 //!
 //! Faults on sidecars, mostly on the leader: SIGSTOP then SIGCONT (timed to
-//! catch a write in flight), SIGKILL and restart, SIGTERM and restart,
+//! catch a write in flight), a standby SIGSTOPped for longer than the lease
+//! in the middle of its campaign (right after the leader's record changed,
+//! where the backend can tell, or again just after a SIGCONT, when it is
+//! observing the record afresh), SIGKILL and restart, SIGTERM and restart,
 //! `POST /leader/resign`, and plugin faults (trap, spin, hang in a host call,
 //! memory blow-up) injected through the fault-injecting build of the backend
 //! (`plugins/fixtures/faults`) in a call the sidecar makes as leader or as
@@ -120,6 +123,12 @@ pub trait Backend {
     /// over (the lease, the ZooKeeper session timeout): what the safety bound
     /// and the length of pauses derive from.
     fn takeover_after(&self) -> Duration;
+    /// Waits until the leader has just renewed, seen in the backend itself
+    /// (the file backend: its term record changed); false if the backend
+    /// cannot tell, or nothing changed `within`. `data` as for `config`.
+    fn await_renewal(&mut self, _data: &Path, _within: Duration) -> bool {
+        false
+    }
     /// The backend's own fault kinds, dealt with the sidecar faults.
     fn kinds(&self) -> &'static [&'static str] {
         &[]
@@ -161,6 +170,8 @@ pub struct Summary {
 const SIDECAR_KINDS: &[&str] = &[
     "pause",
     "pause",
+    "standby pause",
+    "standby pause",
     "kill",
     "terminate",
     "resign",
@@ -206,9 +217,11 @@ struct Node {
 #[derive(Clone, Copy, Debug)]
 enum Phase {
     Up,
-    /// SIGSTOPped; SIGCONT at `until`.
+    /// SIGSTOPped; SIGCONT at `until`, then, with `again`, SIGSTOP again
+    /// right away for that long.
     Paused {
         until: Instant,
+        again: Option<Duration>,
     },
     /// SIGTERM sent; waiting for a clean exit, then down for `down_for`.
     Stopping {
@@ -497,13 +510,19 @@ impl Nemesis<'_> {
         // Mostly the leader: that is where faults matter. The first fault,
         // a pause, always: its write in flight resumes after a successor
         // took over, the case fencing exists for.
-        let on_leader = self.rng.below(4) != 0 || kind == "resign" || self.faults.is_empty();
+        let on_leader = (self.rng.below(4) != 0 || kind == "resign" || self.faults.is_empty())
+            && kind != "standby pause";
         if self.faults.is_empty() && leader.is_none() {
             return false;
         }
+        let standbys: Vec<usize> = up.iter().copied().filter(|&i| Some(i) != leader).collect();
         let target = match leader {
             Some(l) if on_leader => l,
             _ if kind == "resign" => return false,
+            _ if kind == "standby pause" && (leader.is_none() || standbys.is_empty()) => {
+                return false;
+            }
+            _ if kind == "standby pause" => *self.rng.pick(&standbys),
             _ if up.is_empty() => return false,
             _ => *self.rng.pick(&up),
         };
@@ -529,6 +548,38 @@ impl Nemesis<'_> {
         let node = &mut nodes[target];
         let sidecar = node.sidecar.as_mut().expect("an up node runs");
         match kind {
+            "standby pause" => {
+                // Aimed at the campaign: a standby stopped between reading the
+                // leader's record and judging it must not count its own pause
+                // as the leader's silence (issue 12). Half the time right after
+                // the leader's record changed (0-25 ms on, across one poll of
+                // the standby's), else stopped twice, the second time just
+                // after its SIGCONT, when it looks at the record afresh.
+                let pause = self.backend.takeover_after() + self.rng.millis(200, 1500);
+                let data = self.cluster.path().join("data");
+                let at_renewal = self.rng.below(2) == 0
+                    && self.backend.await_renewal(&data, Duration::from_secs(2));
+                let (when, again) = if at_renewal {
+                    let gap = self.rng.millis(0, 25);
+                    sleep(gap);
+                    (format!("{gap:?} after the leader's record changed"), None)
+                } else {
+                    let again = self.backend.takeover_after() + self.rng.millis(200, 1500);
+                    (
+                        format!("then again for {again:?} just after its SIGCONT"),
+                        Some(again),
+                    )
+                };
+                sidecar.signal(libc::SIGSTOP);
+                node.phase = Phase::Paused {
+                    until: Instant::now() + pause,
+                    again,
+                };
+                self.say(format!(
+                    "SIGSTOP {} (standby, {when}) for {pause:?}",
+                    node.id
+                ));
+            }
             "pause" => {
                 // Stop it in the middle of a write if its app is writing:
                 // the write resumes only after a successor may have taken over.
@@ -561,6 +612,7 @@ impl Nemesis<'_> {
                 };
                 node.phase = Phase::Paused {
                     until: Instant::now() + pause,
+                    again: None,
                 };
                 self.say(format!(
                     "SIGSTOP {} ({role}{during}) for {pause:?}",
@@ -640,8 +692,24 @@ impl Nemesis<'_> {
         let now = Instant::now();
         match node.phase {
             Phase::Up => {}
-            Phase::Paused { until } if now >= until => {
+            Phase::Paused { until, again } if now >= until => {
                 node.sidecar.as_ref().unwrap().signal(libc::SIGCONT);
+                if let Some(pause) = again {
+                    // Stop it again as it looks at the record afresh: within
+                    // its first poll after resuming.
+                    let gap = self.rng.millis(0, 25);
+                    sleep(gap);
+                    node.sidecar.as_ref().unwrap().signal(libc::SIGSTOP);
+                    node.phase = Phase::Paused {
+                        until: Instant::now() + pause,
+                        again: None,
+                    };
+                    self.say(format!(
+                        "SIGCONT {}, SIGSTOP again {gap:?} later for {pause:?}",
+                        node.id
+                    ));
+                    return;
+                }
                 for p in self.paused_leaders.iter_mut() {
                     if p.node == index && p.resumed.is_none() {
                         p.resumed = Some(Instant::now());
@@ -767,6 +835,7 @@ impl Nemesis<'_> {
                     Phase::Paused { .. } => {
                         node.phase = Phase::Paused {
                             until: Instant::now(),
+                            again: None,
                         }
                     }
                     Phase::Down { .. } => {

@@ -17,10 +17,35 @@
 //!
 //! A standby takes over only after it has seen the pair (leader version,
 //! renewal version) unchanged for a full lease by its own monotonic clock,
-//! never by a timestamp another machine wrote. The silent leader's last renewal
-//! started before the standby first saw it, and its host stops reporting
-//! leadership a renew deadline after that start; lease > renew deadline, so the
-//! old leader has stopped before the standby can win.
+//! never by a timestamp another machine wrote.
+//!
+//! # Why two sidecars never claim at once
+//!
+//! The host reports leadership only until the start of its last successful
+//! `keep` (or of the `campaign` that won) plus the renew deadline, which the
+//! config keeps shorter than the lease. Every successful call of the holder
+//! wrote `renewal` (or `leader`) after that start, and every write gives the
+//! key a new version.
+//!
+//! - **Silence is measured between reads, never up to the judgement.** The
+//!   pair counts as unchanged for a lease from the end of the first read that
+//!   saw it to the *start* of a later read that sees it still. Equal versions
+//!   prove no write in between, so the holder's last successful call started
+//!   before the first read ended, and its host stopped claiming before that end
+//!   plus the lease. Measured to the instant of judgement instead, a standby
+//!   paused between its reads and its judgement would count its own pause as
+//!   the leader's silence (issue 12 found that in the file backend).
+//! - **The takeover is guarded by both versions it was judged on**: `leader`
+//!   by the expected version, `renewal` by a [`Guard`] (version 0: still
+//!   absent), checked by the store atomically with the write. A renewal that
+//!   landed after the reads (the holder resumed in time, or an earlier
+//!   instance of its process took its own term back with a `keep`) makes the
+//!   takeover fail; a renewal after the takeover fails on its own guard. So
+//!   the pair stayed unchanged from the first read to the takeover itself,
+//!   however long the standby was paused anywhere in between, and the holder's
+//!   host had stopped claiming by then.
+//! - A resigned record (no holder) is free at once: its holder stepped down
+//!   before it resigned, and its later renewals fail on the changed `leader`.
 //!
 //! Every fenced write carries the guard "`leader` is still at version =
 //! token", checked by the store atomically with the write: a deposed leader's
@@ -58,8 +83,8 @@ pub trait CasStore: Sized + 'static {
     /// Writes `value` to `key`, or deletes it when `value` is none, only if
     /// - `expected` holds: none = any, some(0) = absent, some(v) = at version v
     ///   (else [`Failure::Conflict`] with the current value), and
-    /// - `guard`'s key is at its version (else [`Failure::NotLeader`]; checked
-    ///   first, and atomically with the write).
+    /// - `guard`'s key is at its version, or absent for version 0 (else
+    ///   [`Failure::NotLeader`]; checked first, and atomically with the write).
     ///
     /// Returns the new version (for a delete, any version at or after it).
     /// Deleting an absent key without `expected` succeeds.
@@ -156,11 +181,13 @@ impl<S: CasStore> Driver<S> {
         let started = Instant::now();
         let wait = Duration::from_millis(wait_ms.into());
         loop {
+            // Before the reads: silence is judged up to this instant (module docs).
+            let read_started = Instant::now();
             let current = self.read_leader()?;
-            let (expected, takeover) = match &current {
-                None => (0, true),
+            let (expected, guard, takeover) = match &current {
+                None => (0, None, true),
                 Some((record, version)) => match &record.holder {
-                    None => (*version, true),
+                    None => (*version, None, true),
                     // Our own process holds it (a lost reply, or a recreated
                     // instance): nobody took over since, so it is still ours.
                     // Renew before answering: a standby may have been timing
@@ -175,16 +202,21 @@ impl<S: CasStore> Driver<S> {
                     }
                     Some(_) => {
                         let renewal = self.store.get(RENEWAL_KEY)?.map(|v| v.version);
+                        let read_done = Instant::now();
                         let seen = (*version, renewal);
-                        let now = Instant::now();
                         let since = match self.observed {
                             Some((s, since)) if s == seen => since,
                             _ => {
-                                self.observed = Some((seen, now));
-                                now
+                                self.observed = Some((seen, read_done));
+                                read_done
                             }
                         };
-                        (*version, now.duration_since(since) >= self.lease)
+                        let renewed = Guard {
+                            key: RENEWAL_KEY,
+                            version: renewal.unwrap_or(0),
+                        };
+                        let expired = read_started.saturating_duration_since(since) >= self.lease;
+                        (*version, Some(renewed), expired)
                     }
                 },
             };
@@ -194,9 +226,10 @@ impl<S: CasStore> Driver<S> {
                     since_ms: now_ms(),
                 };
                 let bytes = serde_json::to_vec(&record).expect("a leader record serializes");
+                let guarded = guard.is_some();
                 match self
                     .store
-                    .write(LEADER_KEY, Some(&bytes), Some(expected), None)
+                    .write(LEADER_KEY, Some(&bytes), Some(expected), guard)
                 {
                     Ok(version) => {
                         self.observed = None;
@@ -204,6 +237,8 @@ impl<S: CasStore> Driver<S> {
                     }
                     // Another candidate won the race: observe the new holder.
                     Err(Failure::Conflict(_)) => continue,
+                    // The holder renewed after our reads: it lives; observe afresh.
+                    Err(Failure::NotLeader) if guarded => continue,
                     Err(e) => return Err(e),
                 }
             }
@@ -411,12 +446,41 @@ mod tests {
 
     use std::cell::RefCell;
     use std::collections::BTreeMap;
+    use std::rc::Rc;
+    use std::thread::sleep;
 
     use super::*;
     use crate::{Member, Timing};
 
+    type Hook = Option<(&'static str, Box<dyn FnOnce()>)>;
+
     thread_local! {
         static MEMORY: RefCell<(u64, BTreeMap<String, Versioned>)> = const { RefCell::new((0, BTreeMap::new())) };
+        /// Runs once, right after the next read of its key has taken its answer.
+        static AFTER_READ: RefCell<Hook> = const { RefCell::new(None) };
+        /// Runs once, right before the next write of its key.
+        static BEFORE_WRITE: RefCell<Hook> = const { RefCell::new(None) };
+    }
+
+    fn set_hook(
+        slot: &'static std::thread::LocalKey<RefCell<Hook>>,
+        key: &'static str,
+        f: impl FnOnce() + 'static,
+    ) {
+        slot.with(|h| *h.borrow_mut() = Some((key, Box::new(f))));
+    }
+
+    fn run_hook(slot: &'static std::thread::LocalKey<RefCell<Hook>>, key: &str) {
+        let hook = slot.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.as_ref() {
+                Some((k, _)) if *k == key => h.take(),
+                _ => None,
+            }
+        });
+        if let Some((_, f)) = hook {
+            f();
+        }
     }
 
     struct Memory;
@@ -426,7 +490,9 @@ mod tests {
             Ok(Memory)
         }
         fn get(&mut self, key: &str) -> Result<Option<Versioned>> {
-            Ok(MEMORY.with(|m| m.borrow().1.get(key).cloned()))
+            let found = MEMORY.with(|m| m.borrow().1.get(key).cloned());
+            run_hook(&AFTER_READ, key);
+            Ok(found)
         }
         fn write(
             &mut self,
@@ -435,10 +501,11 @@ mod tests {
             expected: Option<u64>,
             guard: Option<Guard<'_>>,
         ) -> Result<u64> {
+            run_hook(&BEFORE_WRITE, key);
             MEMORY.with(|m| {
                 let (rev, map) = &mut *m.borrow_mut();
                 if let Some(g) = guard
-                    && map.get(g.key).map(|v| v.version) != Some(g.version)
+                    && map.get(g.key).map_or(0, |v| v.version) != g.version
                 {
                     return Err(Failure::NotLeader);
                 }
@@ -551,5 +618,67 @@ mod tests {
         }
         assert_eq!(b.list("x/".into()).unwrap(), vec!["x/1".to_string()]);
         assert!(b.delete("x/1".into(), Some(0), None).is_err());
+    }
+
+    /// A standby stopped between its reads and its judgement, for longer
+    /// than the lease, while the leader went on renewing: its pause is not
+    /// the leader's silence (issue 12).
+    #[test]
+    fn a_standby_paused_after_its_reads_does_not_take_over_from_a_renewing_leader() {
+        let a = Rc::new(RefCell::new(driver("a")));
+        let mut b = driver("b");
+        let ta = a.borrow_mut().campaign(0).unwrap().expect("a wins");
+        a.borrow_mut().keep(ta.clone()).unwrap();
+        assert!(b.campaign(0).unwrap().is_none(), "b first observes");
+        let (leader, term) = (a.clone(), ta.clone());
+        set_hook(&AFTER_READ, RENEWAL_KEY, move || {
+            // b is stopped here, its answers read; a renews every 60 ms.
+            for _ in 0..5 {
+                sleep(Duration::from_millis(60));
+                leader.borrow_mut().keep(term.clone()).unwrap();
+            }
+        });
+        let won = b.campaign(0).unwrap();
+        assert!(
+            won.is_none(),
+            "b took over from a leader that renewed throughout b's pause: {won:?}"
+        );
+        a.borrow_mut().keep(ta).expect("a still leads");
+    }
+
+    /// The leader renews between a standby's (correct) judgement that it was
+    /// silent and the standby's takeover write: here an earlier instance of
+    /// the leader's process takes its own term back. The takeover must fail.
+    #[test]
+    fn a_renewal_between_the_judgement_and_the_takeover_defeats_the_takeover() {
+        let a = Rc::new(RefCell::new(driver("a")));
+        let mut b = driver("b");
+        let ta = a.borrow_mut().campaign(0).unwrap().expect("a wins");
+        assert!(b.campaign(0).unwrap().is_none(), "b first observes");
+        sleep(Duration::from_millis(250)); // a silent for longer than the lease
+        let (leader, retaken) = (a.clone(), Rc::new(RefCell::new(None)));
+        let r = retaken.clone();
+        set_hook(&BEFORE_WRITE, LEADER_KEY, move || {
+            *r.borrow_mut() = leader.borrow_mut().campaign(0).unwrap();
+        });
+        let won = b.campaign(0).unwrap();
+        let retaken = retaken.borrow().clone();
+        assert_eq!(
+            retaken.as_ref().map(|t| t.token),
+            Some(ta.token),
+            "a takes its own term back with a renewal"
+        );
+        assert!(
+            won.is_none(),
+            "b took over although a renewed after b's reads: {won:?}"
+        );
+        a.borrow_mut().keep(ta.clone()).expect("a still leads");
+        // Not vacuous: once a is silent for a lease, b wins.
+        let tb = loop {
+            if let Some(t) = b.campaign(50).unwrap() {
+                break t;
+            }
+        };
+        assert!(tb.token > ta.token);
     }
 }
