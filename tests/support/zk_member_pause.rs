@@ -17,7 +17,8 @@
 //! the ensemble heal. The no-leader time runs from the pause to the end of
 //! the first "I lead" answer after the old leader's first "I do not lead";
 //! a leader that never said "I do not lead" kept leading without a gap (0).
-//! A timeline of the sidecars' own log lines says where the time went.
+//! A timeline of the sidecars' own log lines says where the time went
+//! (`PAUSE_LOG=all` shows every line of the window, not only milestones).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub struct Round {
     /// From the pause until some sidecar said "I lead" again (zero: the
     /// leader never stopped saying so).
     pub no_leader: Duration,
+    /// From the pause until the other members had elected a new ensemble
+    /// leader (zero when the paused member was a follower: the others never
+    /// stopped serving).
+    pub ensemble_back: Duration,
     /// The sidecars' log lines about the recovery, as offsets from the pause.
     pub timeline: Vec<String>,
 }
@@ -95,8 +100,16 @@ impl Round {
                 self.old_term
             )
         };
+        let ensemble = if self.role == Mode::Leader {
+            format!(
+                " (the ensemble served again after {:.2} s)",
+                self.ensemble_back.as_secs_f64()
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "member {} ({:?}) paused under s{}: no leader for {:.2} s; {how}",
+            "member {} ({:?}) paused under s{}: no leader for {:.2} s{ensemble}; {how}",
             self.member,
             self.role,
             self.old_leader + 1,
@@ -156,8 +169,19 @@ impl Rig {
         let t0 = Instant::now();
         let wall0 = SystemTime::now();
         self.ensemble.pause(member);
+        // A paused ensemble leader stops every member from serving until the
+        // others notice (syncLimit) and elect a new one: no client can do
+        // anything before that.
+        let mut ensemble_back = (role != Mode::Leader).then_some(Duration::ZERO);
         let outcome = loop {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
+            if ensemble_back.is_none()
+                && (0..self.ensemble.len())
+                    .filter(|&m| m != member)
+                    .any(|m| self.ensemble.mode(m) == Some(Mode::Leader))
+            {
+                ensemble_back = Some(t0.elapsed());
+            }
             let events = self.history.snapshot();
             match measure(&events, t0, old_leader) {
                 Some(o) if o.stable_since.elapsed() >= STABLE_FOR => break o,
@@ -182,6 +206,7 @@ impl Rig {
         self.ensemble.resume(member);
         self.ensemble.leader();
         Round {
+            ensemble_back: ensemble_back.unwrap_or(outcome.no_leader),
             member,
             role,
             old_leader,
@@ -243,13 +268,15 @@ impl Rig {
 
     /// Every sidecar's milestone log lines from the pause on, for `span`.
     fn timeline(&self, since: SystemTime, span: Duration) -> Vec<String> {
+        // `PAUSE_LOG=all`: every line, not only the milestones.
+        let all = std::env::var("PAUSE_LOG").is_ok_and(|v| v == "all");
         let mut lines: Vec<(Duration, String)> = Vec::new();
         for s in &self.sidecars {
             for (at, text) in log_lines(&s.log) {
                 let Ok(offset) = at.duration_since(since) else {
                     continue;
                 };
-                if offset <= span && MILESTONES.iter().any(|m| text.contains(m)) {
+                if offset <= span && (all || MILESTONES.iter().any(|m| text.contains(m))) {
                     lines.push((offset, format!("{}: {}", s.id, shorten(&text))));
                 }
             }
