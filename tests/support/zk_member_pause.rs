@@ -20,6 +20,8 @@
 //! A timeline of the sidecars' own log lines says where the time went
 //! (`PAUSE_LOG=all` shows every line of the window, not only milestones).
 
+#![allow(dead_code)] // the test prints the timeline, the benchmark does not
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

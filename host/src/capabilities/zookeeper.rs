@@ -133,7 +133,10 @@ impl ZkSession {
                         self.state.send_replace(wit::SessionState::Expired);
                         self.health
                             .send_replace(Health::Lost("the ZooKeeper session expired".into()));
-                        tracing::warn!(?state, "ZooKeeper session ended; reattaching or connecting a new one");
+                        tracing::warn!(
+                            ?state,
+                            "ZooKeeper session ended; reattaching or connecting a new one"
+                        );
                         if state == zk::SessionState::AuthFailed {
                             lost = None;
                         }
@@ -165,7 +168,11 @@ impl ZkSession {
                     Some(old) => match reattach(&self.settings, old.clone()).await {
                         Reattach::Done(c) => Ok(c),
                         Reattach::Gone(why) => {
-                            tracing::info!(session = format!("{:#x}", old.id().0), why, "the ZooKeeper session cannot be reattached; connecting a new one");
+                            tracing::info!(
+                                session = format!("{:#x}", old.id().0),
+                                why,
+                                "the ZooKeeper session cannot be reattached; connecting a new one"
+                            );
                             continue;
                         }
                         Reattach::Unknown(e) => {
