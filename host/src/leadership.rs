@@ -218,12 +218,19 @@ impl Election {
                 }
             };
             let started = Instant::now();
+            // Watched from before the call, so that a reconnect during a
+            // failing call is not missed.
+            let reconnect = self.session.as_ref().map(|rx| {
+                let mut rx = rx.clone();
+                rx.mark_unchanged();
+                rx
+            });
             match instance.campaign(campaign_wait(&self.timing)).await {
                 Ok(Some(term)) => self.lead(term, started, candidacy).await,
                 Ok(None) => {}
                 Err(CallError::Failure(f)) => {
                     tracing::warn!(error = %CallError::Failure(f), "campaign failed; retrying");
-                    self.pause(self.timing.retry_period).await;
+                    self.retry_after_failure(reconnect).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "campaign failed"),
             }
@@ -379,6 +386,32 @@ impl Election {
         self.metrics.term.store(term.token, Relaxed);
         self.metrics.became_leader.fetch_add(1, Relaxed);
         tracing::info!(term = term.token, member = %term.holder.id, "became leader");
+    }
+
+    /// After a failed campaign: waits the retry period, but no longer than
+    /// until the session (if any) is connected again. A leader that stepped
+    /// down when its connection dropped usually still holds its latch node
+    /// once the client has reconnected to another member, and leads again
+    /// with its first campaign; waiting out a timer instead would add up to
+    /// a retry period of no leader at all.
+    async fn retry_after_failure(&mut self, reconnect: Option<watch::Receiver<Health>>) {
+        let connected = async move {
+            let Some(mut rx) = reconnect else {
+                return std::future::pending().await;
+            };
+            // The capability sends `Ok` on every reconnect, even when the
+            // health never left it (a blip tolerated as suspended).
+            while rx.changed().await.is_ok() {
+                if *rx.borrow_and_update() == Health::Ok {
+                    return;
+                }
+            }
+            std::future::pending().await
+        };
+        tokio::select! {
+            _ = self.pause(self.timing.retry_period) => {}
+            _ = connected => tracing::debug!("ZooKeeper connection back; campaigning at once"),
+        }
     }
 
     /// Sleeps, but wakes for shutdown. Reports progress while it sleeps, so a

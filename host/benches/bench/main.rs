@@ -16,6 +16,8 @@ mod kube_api;
 mod support;
 #[path = "../../../tests/support/zk.rs"]
 mod zk;
+#[path = "../../../tests/support/zk_member_pause.rs"]
+mod zk_member_pause;
 
 mod backends;
 mod endpoint;
@@ -23,6 +25,7 @@ mod failover;
 mod group;
 mod loadgen;
 mod machine;
+mod member_pause;
 mod overhead;
 mod procfs;
 mod report;
@@ -133,6 +136,9 @@ fn main() -> ExitCode {
         }
         if runs(Part::Failover) {
             failover::run(&mut report, backend, cli.trials as usize);
+            if backend.name() == "zookeeper" {
+                member_pause::run(&mut report, cli.trials as usize);
+            }
         }
         if runs(Part::State) {
             state::run(

@@ -7,8 +7,10 @@
 //! suspended connections are tolerated, after a third of the session timeout
 //! (a client notices a lost connection only about two thirds of the way to
 //! the server expiring its session, so waiting longer could overlap with a
-//! successor). After an expiry the capability connects a fresh session; the
-//! plugin's old ephemeral nodes are gone with the old one.
+//! successor). When the client ends the session it first tries to reattach
+//! it (the client may give up while the ensemble still holds the session,
+//! see `reattach`); only a session the ensemble has expired is replaced by a
+//! fresh one, and the plugin's old ephemeral nodes are gone with it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -35,6 +37,9 @@ pub struct ZkSettings {
     /// Digest authentication: `user:password`.
     pub digest: Option<String>,
 }
+
+/// Between attempts to reattach a session while ZooKeeper does not answer.
+const REATTACH_PAUSE: Duration = Duration::from_millis(200);
 
 /// Whether the session still backs this sidecar's leadership.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,13 +99,17 @@ impl ZkSession {
             .ok_or_else(|| wit::ZkError::ConnectionLoss("the ZooKeeper session is closed".into()))
     }
 
-    /// Follows the session's state; on expiry, connects a fresh session.
+    /// Follows the session's state; when the client ends the session,
+    /// reattaches it if the ensemble still has it, else connects a fresh one.
     async fn watch_session(self: Arc<Self>) {
         loop {
             let Ok(client) = self.current().await else {
                 return;
             };
             let mut states = client.state_watcher();
+            // Kept to reattach: the client gives up on its own clock, not
+            // the server's (see `reattach`).
+            let mut lost = Some(client.session().clone());
             drop(client);
             loop {
                 let state = states.changed().await;
@@ -117,11 +126,20 @@ impl ZkSession {
                         // following the state (a reconnect ends the grace).
                         tokio::spawn(self.clone().suspended());
                     }
+                    // Expired: the ensemble said so, or the client gave up
+                    // reconnecting on its own clock (then `reattach` may
+                    // still find the session alive).
                     zk::SessionState::Expired | zk::SessionState::AuthFailed => {
                         self.state.send_replace(wit::SessionState::Expired);
                         self.health
                             .send_replace(Health::Lost("the ZooKeeper session expired".into()));
-                        tracing::warn!(?state, "ZooKeeper session ended; connecting a new one");
+                        tracing::warn!(
+                            ?state,
+                            "ZooKeeper session ended; reattaching or connecting a new one"
+                        );
+                        if state == zk::SessionState::AuthFailed {
+                            lost = None;
+                        }
                         break;
                     }
                     zk::SessionState::Closed if self.closing.load(Relaxed) => {
@@ -134,23 +152,48 @@ impl ZkSession {
                         self.health
                             .send_replace(Health::Lost("the ZooKeeper session was closed".into()));
                         tracing::warn!(
-                            "ZooKeeper session closed unexpectedly; connecting a new one"
+                            "ZooKeeper session closed unexpectedly; reattaching or connecting a new one"
                         );
                         break;
                     }
                 }
             }
-            // A fresh session, retrying for as long as it takes.
+            // The same session if the ensemble still has it, else a fresh
+            // one, retrying for as long as it takes.
             loop {
                 if self.closing.load(Relaxed) {
                     return; // closed meanwhile
                 }
-                match connect_with_retries(&self.settings).await {
-                    Ok(c) => {
+                let connected = match lost.take() {
+                    Some(old) => match reattach(&self.settings, old.clone()).await {
+                        Reattach::Done(c) => Ok(c),
+                        Reattach::Gone(why) => {
+                            tracing::info!(
+                                session = format!("{:#x}", old.id().0),
+                                why,
+                                "the ZooKeeper session cannot be reattached; connecting a new one"
+                            );
+                            continue;
+                        }
+                        Reattach::Unknown(e) => {
+                            tracing::warn!(session = format!("{:#x}", old.id().0), error = %e, "cannot reach ZooKeeper to reattach the session yet");
+                            lost = Some(old);
+                            // The attempt itself tried every member with the
+                            // client's backoff; this only keeps an instant
+                            // failure from spinning.
+                            tokio::time::sleep(REATTACH_PAUSE).await;
+                            continue;
+                        }
+                    },
+                    None => connect_with_retries(&self.settings).await.inspect(|c| {
                         tracing::info!(
                             session = format!("{:#x}", c.session_id().0),
                             "new ZooKeeper session established"
-                        );
+                        )
+                    }),
+                };
+                match connected {
+                    Ok(c) => {
                         let mut slot = self.client.write().await;
                         if self.closing.load(Relaxed) {
                             return; // closed while connecting: drop the new session too
@@ -272,17 +315,68 @@ impl ZkSession {
     }
 }
 
+fn connector(s: &ZkSettings) -> zk::Connector {
+    let mut connector = zk::Client::connector()
+        .with_session_timeout(s.session_timeout)
+        .with_connection_timeout(s.connection_timeout);
+    if let Some(d) = &s.digest {
+        connector = connector.with_auth("digest", d.as_bytes());
+    }
+    connector
+}
+
+/// What became of an attempt to reattach a session the client gave up on.
+enum Reattach {
+    /// The ensemble still had it: its ephemeral nodes (the latch node, so
+    /// leadership) are intact.
+    Done(zk::Client),
+    /// The ensemble says it is over (expired, moved, refused).
+    Gone(String),
+    /// No answer: the session may still be alive.
+    Unknown(zk::Error),
+}
+
+/// Reattaches a session the client declared lost. The client stops
+/// reconnecting once the session timeout (× 7/5) has passed on its own
+/// clock since it last heard from the ensemble, but the ensemble may still
+/// hold the session: a paused ZooKeeper leader stops every member from
+/// serving until the others elect a new one, and a new leader gives every
+/// session a full timeout again. Connecting a fresh session then would
+/// leave the old latch node in the queue until the ensemble expires it (one
+/// more session timeout without a leader); reattaching keeps it, and with
+/// it the leadership. After reattaching, a `sync` makes sure the member
+/// serving us has caught up with everything the old connection saw.
+async fn reattach(s: &ZkSettings, old: zk::SessionInfo) -> Reattach {
+    let id = old.id();
+    let attempt = async {
+        let c = connector(s).with_session(old).connect(&s.quorum).await?;
+        if c.session_id() != id {
+            return Err(zk::Error::SessionExpired);
+        }
+        c.sync("/").await?;
+        Ok(c)
+    };
+    match tokio::time::timeout(s.connection_timeout, attempt).await {
+        Ok(Ok(c)) => {
+            tracing::info!(
+                session = format!("{:#x}", id.0),
+                "ZooKeeper session reattached; its ephemeral nodes are intact"
+            );
+            Reattach::Done(c)
+        }
+        Ok(Err(
+            e @ (zk::Error::SessionExpired | zk::Error::SessionMoved | zk::Error::AuthFailed),
+        )) => Reattach::Gone(e.to_string()),
+        Ok(Err(e)) => Reattach::Unknown(e),
+        Err(_) => Reattach::Unknown(zk::Error::Timeout),
+    }
+}
+
 async fn connect_with_retries(s: &ZkSettings) -> Result<zk::Client, ConnectError> {
     let mut delay = s.retry_wait;
     let mut last = String::new();
     for attempt in 1..=s.max_retry_attempts.max(1) {
-        let mut connector = zk::Client::connector()
-            .with_session_timeout(s.session_timeout)
-            .with_connection_timeout(s.connection_timeout);
-        if let Some(d) = &s.digest {
-            connector = connector.with_auth("digest", d.as_bytes());
-        }
-        match tokio::time::timeout(s.connection_timeout, connector.connect(&s.quorum)).await {
+        match tokio::time::timeout(s.connection_timeout, connector(s).connect(&s.quorum)).await {
             Ok(Ok(c)) => return Ok(c),
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = format!("no session within {:?}", s.connection_timeout),

@@ -42,22 +42,34 @@ impl Latch {
         }
     }
 
-    /// Our node, created if we have none alive; stale nodes of our own session
-    /// (from an instance that was replaced) are removed so they cannot lead.
+    /// Our node, created if we have none alive in this session. A node of
+    /// ours that survived a reconnect (the session did) is kept: it still
+    /// holds our place in the queue, and if it is the lowest we lead again
+    /// under the same term without waiting for anyone. Stale nodes are
+    /// removed so they cannot lead or hold the queue up: those of this
+    /// session (from an instance that was replaced) and those named with
+    /// this sidecar's run id but owned by an earlier session of it (the
+    /// host stepped down when it lost that session, and the ensemble would
+    /// only drop them once it expires the session: up to one more session
+    /// timeout with nobody leading).
     fn ensure_node(&mut self, paths: &Paths) -> Result<String> {
+        let session = zk::session().id;
         if let Some(node) = &self.node
-            && zk::exists(node).map_err(zk_failure)?.is_some()
+            && zk::exists(node)
+                .map_err(zk_failure)?
+                .is_some_and(|stat| stat.ephemeral_owner == session)
         {
             return Ok(node.clone());
         }
         let dir = paths.latch_dir();
         zk::ensure_path(&dir).map_err(zk_failure)?;
-        let session = zk::session().id;
+        let mine = format!("_c_{}", self.run);
         for child in zk::children(&dir).map_err(zk_failure)? {
             let path = format!("{dir}/{child}");
             if let Ok(Some(stat)) = zk::exists(&path)
-                && stat.ephemeral_owner == session
+                && (stat.ephemeral_owner == session || child.starts_with(&mine))
             {
+                log::debug(&format!("removing stale candidate node {path}"));
                 let _ = zk::delete(&path, -1);
             }
         }

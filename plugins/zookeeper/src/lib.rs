@@ -62,16 +62,21 @@ impl Plugin {
             serde_json::json!({ "id": term.holder.id, "address": term.holder.address, "term": term.token }).to_string().into_bytes()
         };
         let data = data.as_slice();
+        let session = zk::session().id;
         for component in &self.components {
             let path = self.paths.connection_info(component);
-            let _ = zk::ensure_path(paths::parent(&path));
+            // Parents are made only when the node is missing: each step of
+            // `ensure_path` is a write to the ensemble's leader, which would
+            // slow down the common case (a leader that resumes its term
+            // after a reconnect finds its nodes in place).
             let written = match zk::exists(&path) {
-                Ok(Some(stat)) if stat.ephemeral_owner == zk::session().id => {
+                Ok(Some(stat)) if stat.ephemeral_owner == session => {
                     zk::set(&path, data, -1).map(drop)
                 }
                 Ok(Some(_)) => zk::delete(&path, -1)
                     .and_then(|()| zk::create(&path, data, CreateMode::Ephemeral).map(drop)),
-                Ok(None) => zk::create(&path, data, CreateMode::Ephemeral).map(drop),
+                Ok(None) => zk::ensure_path(paths::parent(&path))
+                    .and_then(|()| zk::create(&path, data, CreateMode::Ephemeral).map(drop)),
                 Err(e) => Err(e),
             };
             if let Err(e) = written {
