@@ -119,6 +119,16 @@ fn setup(config: &Config) -> Setup {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
+    // First: a budget that does not fit refuses the start before anything is created.
+    let nofile = crate::descriptors::raise_nofile().context("read RLIMIT_NOFILE")?;
+    let max_connections = crate::descriptors::connection_cap(config.max_connections, nofile)?;
+    tracing::info!(
+        nofile = nofile.soft,
+        raised_from = nofile.was,
+        max_connections,
+        reserve = crate::descriptors::RESERVE,
+        "file-descriptor budget"
+    );
     let metrics = Arc::new(Metrics::default());
     let zookeeper = match &config.grants.zookeeper {
         Some(settings) => Some(ZkSession::connect(settings.clone()).await?),
@@ -255,6 +265,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shared.clone(),
         shutdown_rx.clone(),
         drain,
+        max_connections as usize,
     ));
     tracing::info!(listen = %config.listen, member = %config.member_id, took_ms = started.elapsed().as_millis() as u64, "serving");
 
