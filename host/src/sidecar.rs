@@ -260,13 +260,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .run(),
     );
     let drain = config.plugin.call_timeout + Duration::from_secs(1);
-    let http = tokio::spawn(crate::http::serve(
+    let listener = listener
+        .into_std()
+        .context("http.listen: hand the listener to the HTTP runtime")?;
+    let http = spawn_http(crate::http::serve(
         listener,
         shared.clone(),
         shutdown_rx.clone(),
         drain,
         max_connections as usize,
-    ));
+        tokio::runtime::Handle::current(),
+    ))?;
     tracing::info!(listen = %config.listen, member = %config.member_id, took_ms = started.elapsed().as_millis() as u64, "serving");
 
     wait_for_signal().await?;
@@ -294,6 +298,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = wait_for_signal() => tracing::warn!("second signal: exiting at once"),
     }
     Ok(())
+}
+
+/// Runs the HTTP API on a runtime and thread of its own (see `http::serve`
+/// for why); the receiver resolves once it has stopped.
+fn spawn_http(
+    serve: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .context("start the HTTP runtime")?;
+    let (done, stopped) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            runtime.block_on(serve);
+            let _ = done.send(());
+        })
+        .context("start the HTTP thread")?;
+    Ok(stopped)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -12,6 +12,12 @@
 //! none for `IDLE_NEAR_CAP` is closed, so a client that opens connections
 //! and sends nothing (or dribbles a header) holds a slot for seconds, not
 //! for the whole header timeout.
+//!
+//! Once a flood has drained, the memory its connections freed is handed back
+//! to the OS. glibc keeps freed memory in its per-thread arenas: 4,000 idle
+//! connections took RSS from 18 to 66 MiB, and each new flood, landing in
+//! other arenas, added more (111 MiB after five), none of it in use:
+//! `malloc_trim(0)` brought it back to 20 MiB. Retention, not a leak.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -23,9 +29,14 @@ use crate::metrics::Metrics;
 
 /// How long a connection may sit idle while the listener is near its cap.
 pub const IDLE_NEAR_CAP: Duration = Duration::from_secs(2);
+/// Freed memory is returned once the open connections fall to an eighth of
+/// a peak at least this high (a few MiB of connection buffers).
+const TRIM_AFTER_PEAK: u64 = 256;
 
 pub struct Gate {
     permits: Arc<Semaphore>,
+    /// Most connections open at once since memory was last returned.
+    peak: Arc<AtomicU64>,
     cap: usize,
     metrics: Arc<Metrics>,
     /// What an over-limit connection is told before it is closed.
@@ -45,6 +56,7 @@ impl Gate {
         .into_bytes();
         Self {
             permits: Arc::new(Semaphore::new(cap)),
+            peak: Arc::new(AtomicU64::new(0)),
             cap,
             metrics,
             full,
@@ -55,11 +67,13 @@ impl Gate {
     pub fn admit(&self) -> Option<Slot> {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                self.metrics.connections_open.fetch_add(1, Relaxed);
+                let open = self.metrics.connections_open.fetch_add(1, Relaxed) + 1;
+                self.peak.fetch_max(open, Relaxed);
                 Some(Slot {
                     _permit: permit,
                     activity: Arc::new(Activity::new()),
                     metrics: self.metrics.clone(),
+                    peak: self.peak.clone(),
                 })
             }
             Err(_) => {
@@ -95,13 +109,47 @@ pub struct Slot {
     _permit: OwnedSemaphorePermit,
     pub activity: Arc<Activity>,
     metrics: Arc<Metrics>,
+    peak: Arc<AtomicU64>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.metrics.connections_open.fetch_sub(1, Relaxed);
+        let open = self.metrics.connections_open.fetch_sub(1, Relaxed) - 1;
+        let peak = self.peak.load(Relaxed);
+        if peak >= TRIM_AFTER_PEAK
+            && open <= peak / 8
+            && self
+                .peak
+                .compare_exchange(peak, open, Relaxed, Relaxed)
+                .is_ok()
+        {
+            release_freed_memory(peak);
+        }
     }
 }
+
+/// Hands the memory the allocator holds free back to the OS, off the async
+/// threads (it walks every arena; a few milliseconds after a large flood).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_freed_memory(peak: u64) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn_blocking(move || {
+        let started = Instant::now();
+        // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+        unsafe { libc::malloc_trim(0) };
+        tracing::debug!(
+            peak,
+            took_us = started.elapsed().as_micros() as u64,
+            "connections drained: returned freed memory to the OS"
+        );
+    });
+}
+
+/// Other allocators return memory by themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory(_peak: u64) {}
 
 /// Whether a connection has a request in flight, and since when it has not.
 pub struct Activity {

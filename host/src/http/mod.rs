@@ -22,6 +22,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::sidecar::Shared;
@@ -37,18 +38,46 @@ pub const MAX_BUF: usize = 64 << 10;
 /// between requests, while the listener is not near its cap.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What every connection task shares.
+struct Server {
+    shared: Arc<Shared>,
+    gate: Gate,
+    /// The runtime of the election loop and the backend: requests that reach
+    /// the plugin run there (see `dispatch`).
+    backend: Handle,
+}
+
 /// Serves until `shutdown` turns true, then stops accepting and lets the
 /// requests in flight finish (at most `drain`), so that a write the backend
 /// has committed is answered, not cut off. At most `max_connections` are
 /// open at once.
+///
+/// Runs on a runtime of its own (see `sidecar::run`): accepting, parsing and
+/// holding connections then never queues in front of the election loop's
+/// renewals. On one shared runtime, a flood of 4,000 connections opening and
+/// closing at once delayed a renewal past the renew deadline on a loaded
+/// machine, even with descriptors to spare.
 pub async fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
     max_connections: usize,
+    backend: Handle,
 ) {
-    let gate = Arc::new(Gate::new(max_connections, shared.metrics.clone()));
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve HTTP");
+            return;
+        }
+    };
+    let server = Arc::new(Server {
+        gate: Gate::new(max_connections, shared.metrics.clone()),
+        shared,
+        backend,
+    });
+    let gate = &server.gate;
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -68,13 +97,7 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        tokio::spawn(connection(
-            stream,
-            slot,
-            shared.clone(),
-            gate.clone(),
-            shutdown.clone(),
-        ));
+        tokio::spawn(connection(stream, slot, server.clone(), shutdown.clone()));
     }
     drop(listener);
     if tokio::time::timeout(drain, gate.drained()).await.is_err() {
@@ -87,8 +110,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     slot: Slot,
-    shared: Arc<Shared>,
-    gate: Arc<Gate>,
+    server: Arc<Server>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -97,12 +119,13 @@ async fn connection(
     let service = {
         let scanner = scanner.clone();
         let activity = activity.clone();
+        let server = server.clone();
         service_fn(move |req| {
-            let shared = shared.clone();
+            let server = server.clone();
             let scanner = scanner.clone();
             let busy = activity.busy();
             async move {
-                let reply = framed(shared, &scanner, req).await;
+                let reply = framed(&server, &scanner, req).await;
                 drop(busy);
                 Ok::<_, Infallible>(reply)
             }
@@ -135,8 +158,8 @@ async fn connection(
                 // Dropping the connection with no request in flight cuts
                 // nothing off: handlers that reach the plugin run in their
                 // own task anyway.
-                if gate.near_cap() && activity.idle_for() >= IDLE_NEAR_CAP {
-                    gate.record_eviction();
+                if server.gate.near_cap() && activity.idle_for() >= IDLE_NEAR_CAP {
+                    server.gate.record_eviction();
                     break;
                 }
             }
@@ -148,14 +171,16 @@ async fn connection(
 /// Refuses a request whose length is ambiguous before anything reads its
 /// body, and closes the connection after any chunked request (the framing
 /// scan does not follow chunked bodies).
-async fn framed(shared: Arc<Shared>, scanner: &Mutex<Scanner>, req: Request<Incoming>) -> Reply {
+async fn framed(server: &Server, scanner: &Mutex<Scanner>, req: Request<Incoming>) -> Reply {
+    let shared = server.shared.clone();
+    let backend = &server.backend;
     let head = framing::lock(scanner).next_head();
     let chunked = req.headers().contains_key(TRANSFER_ENCODING);
     let mut reply = if chunked {
         let seen =
             head.filter(|h| h.method == req.method().as_str() && h.target == req.uri().to_string());
         match seen {
-            Some(h) if !h.content_length => dispatch(shared, req).await,
+            Some(h) if !h.content_length => dispatch(shared, backend, req).await,
             Some(_) => reply::error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -168,7 +193,7 @@ async fn framed(shared: Arc<Shared>, scanner: &Mutex<Scanner>, req: Request<Inco
             ),
         }
     } else {
-        dispatch(shared, req).await
+        dispatch(shared, backend, req).await
     };
     if chunked {
         reply
@@ -188,8 +213,9 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 /// if the client goes away: hyper drops a handler whose connection closes,
 /// and dropping a plugin call halfway would leave its instance unusable (and
 /// a multi-step job operation half done). Requests served from memory, such
-/// as long polls, run in place and may be dropped freely.
-async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
+/// as long polls, run in place and may be dropped freely. The task runs on
+/// the backend's runtime, where the plugin's sessions and connections live.
+async fn dispatch(shared: Arc<Shared>, backend: &Handle, req: Request<Incoming>) -> Reply {
     let in_memory = matches!(
         req.uri().path(),
         "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics"
@@ -197,7 +223,10 @@ async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     if in_memory {
         return route(&shared, req).await;
     }
-    match tokio::spawn(async move { route(&shared, req).await }).await {
+    match backend
+        .spawn(async move { route(&shared, req).await })
+        .await
+    {
         Ok(reply) => reply,
         Err(e) => reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,
