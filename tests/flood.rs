@@ -167,6 +167,20 @@ fn a_connection_flood_beyond_the_descriptor_limit_does_not_depose_the_leader() {
     let became = metric(&before, BECAME_LEADER);
     assert_eq!(metric(&before, TERM), term);
 
+    // A long poll in flight through the flood: busy, so never shed as idle.
+    let long_poll = std::thread::spawn(move || {
+        let asked = Instant::now();
+        let r = request_within(
+            port,
+            "GET",
+            "/leader?wait=7s",
+            &[],
+            b"",
+            Duration::from_secs(30),
+        );
+        (r.map(|r| r.status), asked.elapsed())
+    });
+
     // The flood, from another thread while the probe asks the leader: half
     // the connections send nothing, half a header that never ends.
     let started = Instant::now();
@@ -241,6 +255,14 @@ fn a_connection_flood_beyond_the_descriptor_limit_does_not_depose_the_leader() {
     assert_eq!(r.json()["term"], term);
 
     drop(flood);
+    let (answer, waited) = long_poll.join().unwrap();
+    assert_eq!(
+        answer.ok(),
+        Some(200),
+        "the long poll was cut off after {waited:?}"
+    );
+    assert!(waited >= Duration::from_secs(6), "{waited:?}");
+
     // Served normally after the flood: reads, a fenced write, and no lost term.
     let t = term.to_string();
     let w = leader.put("after/flood", b"ok", &[("x-ha-term", &t)]);

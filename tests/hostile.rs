@@ -719,6 +719,11 @@ fn malformed_configs_are_refused_with_the_key_and_leave_nothing_behind() {
             vec!["http.max-wait"],
         ),
         (
+            "a cap of 3 connections",
+            swap("http: {", "http: {max-connections: 3, "),
+            vec!["http.max-connections", "between 16"],
+        ),
+        (
             "a plugin path that is a directory",
             swap(&file.display().to_string(), "/"),
             vec!["plugin.path"],

@@ -26,7 +26,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::sidecar::Shared;
-use conns::{Gate, IDLE_NEAR_CAP, Slot};
+use conns::{Gate, IDLE_NEAR_CAP, Slot, Tracked};
 use framing::{Scanned, Scanner};
 use reply::Reply;
 
@@ -126,8 +126,7 @@ async fn connection(
             let busy = activity.busy();
             async move {
                 let reply = framed(&server, &scanner, req).await;
-                drop(busy);
-                Ok::<_, Infallible>(reply)
+                Ok::<_, Infallible>(reply.map(|body| Tracked::new(body, busy)))
             }
         })
     };
