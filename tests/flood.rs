@@ -36,7 +36,7 @@ fn raise_own_nofile() -> u64 {
         lim.rlim_cur = lim.rlim_max;
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// Sets the child's descriptor limit (soft and hard) before it execs.

@@ -70,8 +70,8 @@ pub fn raise_nofile() -> std::io::Result<Nofile> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let was = lim.rlim_cur as u64;
-    let hard = lim.rlim_max as u64;
+    let was = lim.rlim_cur;
+    let hard = lim.rlim_max;
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,
@@ -85,7 +85,7 @@ pub fn raise_nofile() -> std::io::Result<Nofile> {
         }
     }
     Ok(Nofile {
-        soft: lim.rlim_cur as u64,
+        soft: lim.rlim_cur,
         hard,
         was,
     })
