@@ -261,6 +261,26 @@ fn hostile_requests_get_clear_errors_and_write_nothing() {
             Status(400),
         ),
         (
+            "a content-length and then transfer-encoding: chunked",
+            req(
+                "PUT",
+                "/state/app/config",
+                &[&fence, "content-length: 10", "transfer-encoding: chunked"],
+                b"1\r\nx\r\n0\r\n\r\n",
+            ),
+            Json(400, "bad_request"),
+        ),
+        (
+            "transfer-encoding: chunked and then a content-length",
+            req(
+                "PUT",
+                "/state/app/config",
+                &[&fence, "Transfer-Encoding: chunked", "Content-Length: 10"],
+                b"1\r\nx\r\n0\r\n\r\n",
+            ),
+            Json(400, "bad_request"),
+        ),
+        (
             "a malformed chunk",
             req(
                 "PUT",
@@ -488,6 +508,36 @@ fn hostile_requests_get_clear_errors_and_write_nothing() {
         failures.join("\n")
     );
 
+    // Both lengths on a keep-alive connection, with a request smuggled in
+    // behind the chunked body: one 400 that says it closes, then the close;
+    // the smuggled write never runs (the snapshot below).
+    let smuggle = format!(
+        "PUT /state/app/config HTTP/1.1\r\nhost: x\r\n{fence}\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nPUT /state/app/config HTTP/1.1\r\nhost: x\r\n{fence}\r\ncontent-length: 8\r\n\r\nsmuggled"
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(smuggle.as_bytes()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let sent = Instant::now();
+    let mut got = Vec::new();
+    let closed = loop {
+        let mut buf = [0u8; 4096];
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(
+        closed && sent.elapsed() < Duration::from_secs(5),
+        "the connection stayed open after an ambiguous length: {text}"
+    );
+    assert!(text.starts_with("http/1.1 400"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(text.contains("\"bad_request\""), "{text}");
+    assert_eq!(text.matches("http/1.1 ").count(), 1, "{text}");
+
     // Slow clients: a hundred connections stuck in their headers, and twenty
     // stuck halfway through a body, must not keep others from being served,
     // and a body that never arrives writes nothing.
@@ -667,6 +717,11 @@ fn malformed_configs_are_refused_with_the_key_and_leave_nothing_behind() {
             "a two-hour long poll",
             swap("http: {", "http: {max-wait: 2h, "),
             vec!["http.max-wait"],
+        ),
+        (
+            "a cap of 3 connections",
+            swap("http: {", "http: {max-connections: 3, "),
+            vec!["http.max-connections", "between 16"],
         ),
         (
             "a plugin path that is a directory",

@@ -6,7 +6,8 @@
 //! - `leadership`: the state machine that decides when this sidecar may call itself leader;
 //! - `discovery`: who leads, as the backend says, kept in memory;
 //! - `state`: fenced, versioned state requests;
-//! - `http`: the localhost API; `metrics`: Prometheus text;
+//! - `http`: the localhost API, its connections capped within the file-descriptor
+//!   budget of `descriptors`; `metrics`: Prometheus text;
 //! - `candidacy`: a client-owned candidacy (Flink's JobManager opens it);
 //! - `components`: per-component leader information (Flink's dispatcher, JobMasters, ...);
 //! - `sidecar`: starts and stops all of the above.
@@ -16,6 +17,7 @@ pub mod capabilities;
 pub mod components;
 pub mod config;
 pub mod conformance;
+pub mod descriptors;
 pub mod discovery;
 pub mod failpoint;
 pub mod http;

@@ -36,6 +36,11 @@ pub struct Metrics {
     latency_sum_ns: [AtomicU64; CALLS.len()],
     latency_count: [AtomicU64; CALLS.len()],
     restarts: [AtomicU64; ROLES.len()],
+    /// HTTP connections: open now, the cap, closed over the cap, closed idle near the cap.
+    pub connections_open: AtomicU64,
+    pub connections_max: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    pub connections_evicted: AtomicU64,
 }
 
 fn index(list: &[&str], name: &str) -> usize {
@@ -143,6 +148,32 @@ impl Metrics {
                 self.restarts[r].load(Relaxed)
             );
         }
+        gauge(
+            w,
+            "ha_sidecar_http_connections",
+            "HTTP connections open now.",
+            self.connections_open.load(Relaxed),
+        );
+        gauge(
+            w,
+            "ha_sidecar_http_connections_max",
+            "The cap on open HTTP connections (http.max-connections).",
+            self.connections_max.load(Relaxed),
+        );
+        let _ = writeln!(
+            w,
+            "# HELP ha_sidecar_http_connections_closed_total HTTP connections the sidecar closed to stay under its cap: over the cap at accept, or idle near the cap.\n# TYPE ha_sidecar_http_connections_closed_total counter"
+        );
+        let _ = writeln!(
+            w,
+            "ha_sidecar_http_connections_closed_total{{reason=\"over_cap\"}} {}",
+            self.connections_rejected.load(Relaxed)
+        );
+        let _ = writeln!(
+            w,
+            "ha_sidecar_http_connections_closed_total{{reason=\"idle_near_cap\"}} {}",
+            self.connections_evicted.load(Relaxed)
+        );
         out
     }
 }

@@ -141,6 +141,16 @@ fn setup(config: &Config) -> Setup {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
+    // First: a budget that does not fit refuses the start before anything is created.
+    let nofile = crate::descriptors::raise_nofile().context("read RLIMIT_NOFILE")?;
+    let max_connections = crate::descriptors::connection_cap(config.max_connections, nofile)?;
+    tracing::info!(
+        nofile = nofile.soft,
+        raised_from = nofile.was,
+        max_connections,
+        reserve = crate::descriptors::RESERVE,
+        "file-descriptor budget"
+    );
     let metrics = Arc::new(Metrics::default());
     let zookeeper = match &config.grants.zookeeper {
         Some(settings) => Some(ZkSession::connect(settings.clone()).await?),
@@ -283,12 +293,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .run(),
     );
     let drain = config.plugin.call_timeout + Duration::from_secs(1);
-    let http = tokio::spawn(crate::http::serve(
+    let listener = listener
+        .into_std()
+        .context("http.listen: hand the listener to the HTTP runtime")?;
+    let http = spawn_http(crate::http::serve(
         listener,
         shared.clone(),
         shutdown_rx.clone(),
         drain,
-    ));
+        max_connections as usize,
+        tokio::runtime::Handle::current(),
+    ))?;
     tracing::info!(listen = %config.listen, member = %config.member_id, took_ms = started.elapsed().as_millis() as u64, "serving");
 
     wait_for_signal().await?;
@@ -316,6 +331,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = wait_for_signal() => tracing::warn!("second signal: exiting at once"),
     }
     Ok(())
+}
+
+/// Runs the HTTP API on a runtime and thread of its own (see `http::serve`
+/// for why); the receiver resolves once it has stopped.
+fn spawn_http(
+    serve: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .context("start the HTTP runtime")?;
+    let (done, stopped) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            runtime.block_on(serve);
+            let _ = done.send(());
+        })
+        .context("start the HTTP thread")?;
+    Ok(stopped)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

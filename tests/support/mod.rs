@@ -252,7 +252,19 @@ impl Sidecar {
 
     /// Like `start`, with extra environment (e.g. `HA_SIDECAR_FAILPOINT`).
     pub fn start_env(id: &str, port: u16, config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
-        let mut s = Self::spawn(id, port, config, log, env);
+        Self::start_command(id, port, log, Self::command(config, log, env))
+    }
+
+    /// Starts `cmd` (from `command`, adjusted by the test: limits, a wrapper)
+    /// and waits until it serves.
+    pub fn start_command(id: &str, port: u16, log: &Path, mut cmd: Command) -> Self {
+        let child = cmd.spawn().expect("spawn ha-sidecar");
+        let mut s = Sidecar {
+            id: id.into(),
+            port,
+            log: log.into(),
+            child: Some(child),
+        };
         wait_for(
             &format!("{id} to serve HTTP"),
             Duration::from_secs(30),
@@ -269,17 +281,7 @@ impl Sidecar {
     /// Starts the process without waiting for it to serve (a fault
     /// schedule cannot block on a start that may be refused).
     pub fn spawn(id: &str, port: u16, config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open log file");
-        let child = Command::new(sidecar_bin())
-            .args(["run", &config.to_string_lossy()])
-            .envs(env.iter().copied())
-            .env("HA_SIDECAR_LOG", "info,ha_sidecar=debug")
-            .stdout(Stdio::null())
-            .stderr(out)
+        let child = Self::command(config, log, env)
             .spawn()
             .expect("spawn ha-sidecar");
         Sidecar {
@@ -288,6 +290,22 @@ impl Sidecar {
             log: log.into(),
             child: Some(child),
         }
+    }
+
+    /// The command that runs a sidecar with `config`, logging to `log`.
+    pub fn command(config: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log file");
+        let mut cmd = Command::new(sidecar_bin());
+        cmd.args(["run", &config.to_string_lossy()])
+            .envs(env.iter().copied())
+            .env("HA_SIDECAR_LOG", "info,ha_sidecar=debug")
+            .stdout(Stdio::null())
+            .stderr(out);
+        cmd
     }
 
     /// The exit status, once the process has exited by itself.

@@ -109,6 +109,7 @@ struct RawHttp {
     listen: Option<String>,
     max_body: Option<Bytes>,
     max_wait: Option<Dur>,
+    max_connections: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -187,6 +188,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub max_body: u64,
     pub max_wait: Duration,
+    /// None: derived at start from the file-descriptor limit (see `descriptors`).
+    pub max_connections: Option<u64>,
     pub plugin: PluginConfig,
     pub grants: Grants,
     pub timing: Timing,
@@ -254,6 +257,9 @@ pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4040";
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
+/// Highest `http.max-connections`: each connection may buffer up to
+/// `http::MAX_BUF`, so more would let clients take gigabytes.
+pub const MAX_CONNECTIONS: u64 = 65_536;
 pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Small enough that many values fit a 1 MiB Kubernetes object.
@@ -458,6 +464,17 @@ impl Validator<'_> {
             return Err(self.err("http.max-wait", Dur(max_wait), "must be at most 1h"));
         }
 
+        let max_connections = raw.http.max_connections;
+        if let Some(n) = max_connections
+            && !(crate::descriptors::MIN_CONNECTIONS..=MAX_CONNECTIONS).contains(&n)
+        {
+            return Err(self.err(
+                "http.max-connections",
+                n,
+                format!("must be between {} (the guarded process, its probes and a long poll need slots next to a flood) and {MAX_CONNECTIONS}; leave it unset to derive it from the file-descriptor limit", crate::descriptors::MIN_CONNECTIONS),
+            ));
+        }
+
         let timing = self.timing(&raw.timing)?;
         let plugin = self.plugin(raw.plugin)?;
 
@@ -494,6 +511,7 @@ impl Validator<'_> {
             listen,
             max_body,
             max_wait,
+            max_connections,
             plugin,
             grants,
             timing,
@@ -956,6 +974,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("lists no endpoint"), "{e}");
+    }
+
+    #[test]
+    fn max_connections_is_checked_and_optional() {
+        assert_eq!(parse(MIN).unwrap().max_connections, None);
+        let c = parse(&format!("{MIN}http: {{max-connections: 300}}\n")).unwrap();
+        assert_eq!(c.max_connections, Some(300));
+        for bad in ["0", "15", "65537"] {
+            let e = parse(&format!("{MIN}http: {{max-connections: {bad}}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("http.max-connections") && e.contains(bad) && e.contains("between 16"),
+                "{e}"
+            );
+        }
+        let e = parse(&format!("{MIN}http: {{max-connections: lots}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.max-connections"), "{e}");
     }
 
     #[test]

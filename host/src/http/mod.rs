@@ -1,9 +1,12 @@
 //! The localhost HTTP API: one hyper HTTP/1 connection task per client.
 //! A handler never panics on input and every failure is a JSON reply; a
-//! connection that misbehaves ends that connection only.
+//! connection that misbehaves ends that connection only. Connections are
+//! capped (`conns`), so no client can take the descriptors the backend needs.
 
 mod candidacy;
 mod components;
+mod conns;
+mod framing;
 mod jobs;
 mod leader;
 mod ops;
@@ -11,31 +14,72 @@ mod reply;
 mod state;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue, TRANSFER_ENCODING};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::sidecar::Shared;
+use conns::{Gate, IDLE_NEAR_CAP, Slot, Tracked};
+use framing::{Scanned, Scanner};
 use reply::Reply;
+
+/// Largest request head, and most of a request a connection buffers: a
+/// bound on memory per connection (hyper's default is about 400 KiB, which
+/// 1,024 slow clients would turn into 400 MiB). A longer head gets 431.
+pub const MAX_BUF: usize = 64 << 10;
+/// How long a connection may take to send a request's headers, and sit idle
+/// between requests, while the listener is not near its cap.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every connection task shares.
+struct Server {
+    shared: Arc<Shared>,
+    gate: Gate,
+    /// The runtime of the election loop and the backend: requests that reach
+    /// the plugin run there (see `dispatch`).
+    backend: Handle,
+}
 
 /// Serves until `shutdown` turns true, then stops accepting and lets the
 /// requests in flight finish (at most `drain`), so that a write the backend
-/// has committed is answered, not cut off.
+/// has committed is answered, not cut off. At most `max_connections` are
+/// open at once.
+///
+/// Runs on a runtime of its own (see `sidecar::run`): accepting, parsing and
+/// holding connections then never queues in front of the election loop's
+/// renewals. On one shared runtime, a flood of 4,000 connections opening and
+/// closing at once delayed a renewal past the renew deadline on a loaded
+/// machine, even with descriptors to spare.
 pub async fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
+    max_connections: usize,
+    backend: Handle,
 ) {
-    let graceful = GracefulShutdown::new();
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve HTTP");
+            return;
+        }
+    };
+    let server = Arc::new(Server {
+        gate: Gate::new(max_connections, shared.metrics.clone()),
+        shared,
+        backend,
+    });
+    let gate = &server.gate;
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -49,30 +93,115 @@ pub async fn serve(
             },
             () = stopping(&mut shutdown) => break,
         };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let service = service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(dispatch(shared, req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        let Some(slot) = gate.admit() else {
+            // Best effort: the client may read why before the close.
+            let _ = stream.try_write(gate.full_reply());
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(connection(stream, slot, server.clone(), shutdown.clone()));
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, gate.drained()).await.is_err() {
         tracing::warn!(?drain, "requests still in flight at exit");
     }
+}
+
+/// Serves one connection until it ends, shutdown ends it gracefully, or it
+/// sits idle while the listener is near its cap.
+async fn connection(
+    stream: TcpStream,
+    slot: Slot,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let scanner = Arc::new(Mutex::new(Scanner::new(MAX_BUF)));
+    let activity = slot.activity.clone();
+    let service = {
+        let scanner = scanner.clone();
+        let activity = activity.clone();
+        let server = server.clone();
+        service_fn(move |req| {
+            let server = server.clone();
+            let scanner = scanner.clone();
+            let busy = activity.busy();
+            async move {
+                let reply = framed(&server, &scanner, req).await;
+                Ok::<_, Infallible>(reply.map(|body| Tracked::new(body, busy)))
+            }
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_BUF)
+        .serve_connection(TokioIo::new(Scanned::new(stream, scanner)), service);
+    tokio::pin!(conn);
+    let mut stopping_now = false;
+    loop {
+        let idle = activity.idle_for();
+        let recheck = IDLE_NEAR_CAP
+            .saturating_sub(idle)
+            .max(Duration::from_millis(100));
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = stopping(&mut shutdown), if !stopping_now => {
+                stopping_now = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep(recheck) => {
+                // Dropping the connection with no request in flight cuts
+                // nothing off: handlers that reach the plugin run in their
+                // own task anyway.
+                if server.gate.near_cap() && activity.idle_for() >= IDLE_NEAR_CAP {
+                    server.gate.record_eviction();
+                    break;
+                }
+            }
+        }
+    }
+    drop(slot);
+}
+
+/// Refuses a request whose length is ambiguous before anything reads its
+/// body, and closes the connection after any chunked request (the framing
+/// scan does not follow chunked bodies).
+async fn framed(server: &Server, scanner: &Mutex<Scanner>, req: Request<Incoming>) -> Reply {
+    let shared = server.shared.clone();
+    let backend = &server.backend;
+    let head = framing::lock(scanner).next_head();
+    let chunked = req.headers().contains_key(TRANSFER_ENCODING);
+    let mut reply = if chunked {
+        let seen =
+            head.filter(|h| h.method == req.method().as_str() && h.target == req.uri().to_string());
+        match seen {
+            Some(h) if !h.content_length => dispatch(shared, backend, req).await,
+            Some(_) => reply::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request has both Content-Length and Transfer-Encoding, so its length is ambiguous (the shape of request smuggling); send one of them",
+            ),
+            None => reply::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "cannot tell how this chunked request was framed; send it with Content-Length, on a new connection",
+            ),
+        }
+    } else {
+        dispatch(shared, backend, req).await
+    };
+    if chunked {
+        reply
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    reply
 }
 
 /// Resolves once shutdown is requested (the guard `wait_for` returns is not
@@ -85,8 +214,9 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 /// if the client goes away: hyper drops a handler whose connection closes,
 /// and dropping a plugin call halfway would leave its instance unusable (and
 /// a multi-step job operation half done). Requests served from memory, such
-/// as long polls, run in place and may be dropped freely.
-async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
+/// as long polls, run in place and may be dropped freely. The task runs on
+/// the backend's runtime, where the plugin's sessions and connections live.
+async fn dispatch(shared: Arc<Shared>, backend: &Handle, req: Request<Incoming>) -> Reply {
     let path = req.uri().path();
     let in_memory = matches!(
         path,
@@ -96,7 +226,10 @@ async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     if in_memory {
         return route(&shared, req).await;
     }
-    match tokio::spawn(async move { route(&shared, req).await }).await {
+    match backend
+        .spawn(async move { route(&shared, req).await })
+        .await
+    {
         Ok(reply) => reply,
         Err(e) => reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -311,10 +311,26 @@ fn certainly_not_written(e: &ValueError) -> bool {
     )
 }
 
+/// Storage-dir operations running at once. Each holds at most two file
+/// descriptors (the file and its directory, for the fsync), so however many
+/// requests arrive, the storage dir takes at most twice this many from the
+/// reserve that `descriptors` keeps beside the connections.
+pub const CONCURRENT_BLOB_OPS: usize = 16;
+
+static BLOB_OPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_BLOB_OPS);
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f)
+    let permit = BLOB_OPS
+        .acquire()
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(format!("storage task failed: {e}"))))
+        .map_err(|e| std::io::Error::other(format!("storage dir closed: {e}")))?;
+    // Held by the blocking task itself: it runs on even if this future is dropped.
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(format!("storage task failed: {e}"))))
 }
