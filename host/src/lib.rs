@@ -7,6 +7,7 @@
 //! - `discovery`: who leads, as the backend says, kept in memory;
 //! - `state`: fenced, versioned state requests;
 //! - `http`: the localhost API; `metrics`: Prometheus text;
+//! - `refusals`: whether the backend refuses this sidecar's credentials;
 //! - `sidecar`: starts and stops all of the above.
 
 pub mod capabilities;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod jobs;
 pub mod leadership;
 pub mod metrics;
+pub mod refusals;
 pub mod runtime;
 pub mod sidecar;
 pub mod state;

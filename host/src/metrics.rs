@@ -36,6 +36,8 @@ pub struct Metrics {
     latency_sum_ns: [AtomicU64; CALLS.len()],
     latency_count: [AtomicU64; CALLS.len()],
     restarts: [AtomicU64; ROLES.len()],
+    /// What the backend refuses this sidecar (a missing permission).
+    pub refusals: crate::refusals::Refusals,
 }
 
 fn index(list: &[&str], name: &str) -> usize {
@@ -143,6 +145,17 @@ impl Metrics {
                 self.restarts[r].load(Relaxed)
             );
         }
+        gauge(
+            w,
+            "ha_sidecar_backend_refused",
+            "1 while the backend refuses a request this sidecar needs (a missing permission, credentials not accepted).",
+            u64::from(self.refusals.is_refused()),
+        );
+        let _ = writeln!(
+            w,
+            "# HELP ha_sidecar_backend_refusals_total Requests the backend refused for lack of permission.\n# TYPE ha_sidecar_backend_refusals_total counter\nha_sidecar_backend_refusals_total {}",
+            self.refusals.total()
+        );
         out
     }
 }
