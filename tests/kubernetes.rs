@@ -536,7 +536,7 @@ fn a_write_past_the_configmap_size_limit_is_refused_and_changes_nothing() {
         }
     }
     let (i, r) = refused.expect("the ConfigMap filled up");
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 400, "{}\n{}", r.text(), s.log_text());
     assert!(r.text().contains("1 MiB"), "{}", r.text());
     assert_eq!(s.get(&format!("/state/big/{i}")).unwrap().status, 404);
     assert_eq!(s.get("/state/big/0").unwrap().body, value);

@@ -41,6 +41,9 @@ const POLL_ABSENT: Duration = Duration::from_millis(100);
 /// Attempts of one renewal or release against concurrent writes (state
 /// writes change the same object's resourceVersion).
 const CAS_ATTEMPTS: usize = 8;
+/// Up to this much data, a renewal or release is tried on the object as
+/// our last write left it, without reading it first.
+const CACHED_BASE_MAX: usize = 64 << 10;
 
 /// The record as this reader first saw it in its current form.
 struct Observed {
@@ -210,10 +213,14 @@ impl Lease {
     }
 
     /// The object to base a change of `term`'s record on: as our last write
-    /// left it, or else as read now.
+    /// left it, or else as read now. A large object (much state) is read
+    /// first: sending it whole to learn that a state write changed it
+    /// meanwhile would cost more than the read saves.
     fn base(&mut self, object: &Object, term: &Term) -> Result<Option<ConfigMap>> {
         match self.written.take() {
-            Some(cm) if self.ours(&cm, term).is_some() => Ok(Some(cm)),
+            Some(cm) if cm.data_size() <= CACHED_BASE_MAX && self.ours(&cm, term).is_some() => {
+                Ok(Some(cm))
+            }
             _ => object.get(),
         }
     }
