@@ -505,7 +505,13 @@ fn kubernetes_settings_and_permissions_are_checked_with_clear_errors() {
     // Without write permission the sidecar stops at start and says why.
     let port = free_port();
     let cfg = k8s_config(&cluster, &api, "reader", port, "");
-    let mut s = Sidecar::spawn("reader", port, &cfg, &cluster.path().join("reader.log"), &[]);
+    let mut s = Sidecar::spawn(
+        "reader",
+        port,
+        &cfg,
+        &cluster.path().join("reader.log"),
+        &[],
+    );
     let status = s.wait_exit(Duration::from_secs(30));
     assert!(!status.success(), "{status}");
     let log = s.log_text();
@@ -685,7 +691,14 @@ fn a_sidecar_refused_its_permissions_stops_at_start_with_the_api_servers_words()
 
     // No Role at all: the service account, named as the API server named it.
     api.grant("no-role", &role.service_account, &[]);
-    let cfg = rbac_config(&cluster, &api, "no-role", &ns, &role.cluster_id(), free_port());
+    let cfg = rbac_config(
+        &cluster,
+        &api,
+        "no-role",
+        &ns,
+        &role.cluster_id(),
+        free_port(),
+    );
     let log = refused_at_start(&cluster, &cfg, "no-role");
     let (sa_ns, sa) = role
         .service_account
@@ -709,7 +722,14 @@ fn a_sidecar_refused_its_permissions_stops_at_start_with_the_api_servers_words()
     // A user (not a service account) whose Role lacks watch: discovery
     // could never work, so it must not campaign either.
     api.grant("alice", "alice", &role.without("watch"));
-    let cfg = rbac_config(&cluster, &api, "alice", &ns, &role.cluster_id(), free_port());
+    let cfg = rbac_config(
+        &cluster,
+        &api,
+        "alice",
+        &ns,
+        &role.cluster_id(),
+        free_port(),
+    );
     let log = refused_at_start(&cluster, &cfg, "alice");
     for needle in [
         format!("refuses watch on configmap {cm}"),
@@ -740,9 +760,19 @@ fn a_sidecar_refused_its_permissions_stops_at_start_with_the_api_servers_words()
     leader.wait_exit(Duration::from_secs(10));
     let before = api.object(&ns, "configmaps", &cm).expect("the ConfigMap");
     api.grant("no-update", "bob", &role.without("update"));
-    let cfg = rbac_config(&cluster, &api, "no-update", &ns, &role.cluster_id(), free_port());
+    let cfg = rbac_config(
+        &cluster,
+        &api,
+        "no-update",
+        &ns,
+        &role.cluster_id(),
+        free_port(),
+    );
     let log = refused_at_start(&cluster, &cfg, "no-update");
-    assert!(log.contains(&format!("refuses update on configmap {cm}")), "{log}");
+    assert!(
+        log.contains(&format!("refuses update on configmap {cm}")),
+        "{log}"
+    );
     assert_eq!(api.object(&ns, "configmaps", &cm), Some(before));
 }
 
@@ -788,8 +818,14 @@ fn a_permission_refused_later_backs_off_and_turns_health_red_until_granted_again
         (!s.leads()).then_some(())
     });
     let metrics = s.get("/metrics").unwrap().text();
-    assert!(metrics.contains("ha_sidecar_backend_refused 1"), "{metrics}");
-    let counted = |log: &str| log.matches("the backend refuses what campaigning needs").count();
+    assert!(
+        metrics.contains("ha_sidecar_backend_refused 1"),
+        "{metrics}"
+    );
+    let counted = |log: &str| {
+        log.matches("the backend refuses what campaigning needs")
+            .count()
+    };
     let before = counted(&s.log_text());
     std::thread::sleep(Duration::from_secs(6));
     let retries = counted(&s.log_text()) - before;
@@ -809,12 +845,19 @@ fn a_permission_refused_later_backs_off_and_turns_health_red_until_granted_again
     });
     assert_eq!(s.get("/healthz").unwrap().status, 200);
     let metrics = s.get("/metrics").unwrap().text();
-    assert!(metrics.contains("ha_sidecar_backend_refused 0"), "{metrics}");
+    assert!(
+        metrics.contains("ha_sidecar_backend_refused 0"),
+        "{metrics}"
+    );
 }
 
 fn leader_record_in(api: &KubeApiServer, ns: &str, cluster_id: &str) -> Value {
     let cm = api
-        .object(ns, "configmaps", &format!("{cluster_id}-cluster-config-map"))
+        .object(
+            ns,
+            "configmaps",
+            &format!("{cluster_id}-cluster-config-map"),
+        )
         .expect("the ConfigMap exists");
     serde_json::from_str(
         cm["metadata"]["annotations"]["control-plane.alpha.kubernetes.io/leader"]

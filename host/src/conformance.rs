@@ -197,11 +197,9 @@ pub fn checks() -> Vec<(&'static str, &'static str, CheckFn)> {
             "binary values from empty to 64 KiB, and every key character, round trip",
             |c| Box::pin(values(c)),
         ),
-        (
-            "list-by-prefix",
-            "keys are listed by prefix, sorted",
-            |c| Box::pin(list_by_prefix(c)),
-        ),
+        ("list-by-prefix", "keys are listed by prefix, sorted", |c| {
+            Box::pin(list_by_prefix(c))
+        }),
         (
             "bounded-calls",
             "calls that wait return by themselves within their bound",
@@ -305,7 +303,10 @@ async fn clean_up(c: &Check<'_>) -> Result<(), String> {
     }
     let left = call("clean up: list", janitor.list("").await)?;
     ensure!(left.is_empty(), "left keys behind: {left:?}");
-    let leader = call("clean up: leader", janitor.leader(None, Duration::ZERO).await)?;
+    let leader = call(
+        "clean up: leader",
+        janitor.leader(None, Duration::ZERO).await,
+    )?;
     ensure!(
         leader.is_none(),
         "left a leader behind: {:?}",

@@ -90,7 +90,9 @@ impl Shared {
             return Some("shutting down".into());
         }
         if let Some(refused) = self.metrics.refusals.current() {
-            return Some(format!("the backend refuses this sidecar's requests: {refused}"));
+            return Some(format!(
+                "the backend refuses this sidecar's requests: {refused}"
+            ));
         }
         let d = self.discovered.borrow();
         match (&d.error, d.known) {

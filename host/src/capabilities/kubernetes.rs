@@ -518,7 +518,10 @@ mod tests {
     #[test]
     fn refusals_are_recorded_per_verb_until_allowed_again() {
         let a = api();
-        a.note("update", Some(&KubeError::Forbidden("403 Forbidden: no".into())));
+        a.note(
+            "update",
+            Some(&KubeError::Forbidden("403 Forbidden: no".into())),
+        );
         a.note("get", Some(&KubeError::NotFound));
         assert!(a.metrics.refusals.current().unwrap().contains("update"));
         a.note("update", Some(&KubeError::Conflict("modified".into())));

@@ -83,7 +83,10 @@ pub fn check(object: &Object) -> Checked {
         }
     }
     if refused.is_empty() || exists {
-        match answer(kube::create(&configmaps(), &object.blank().json.to_string())) {
+        match answer(kube::create(
+            &configmaps(),
+            &object.blank().json.to_string(),
+        )) {
             Answer::Allowed => {}
             Answer::Refused(m) => refused.push(("create", m)),
             Answer::Unreachable(m) => return Checked::Unknown(m),

@@ -231,3 +231,27 @@ pub enum Wake {
     /// It may have changed: read it again.
     Reread,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_is_named_as_the_api_server_named_it() {
+        let sa = r#"403 Forbidden: configmaps "x" is forbidden: User "system:serviceaccount:flink:ha-sidecar" cannot watch resource "configmaps" in API group "" in the namespace "flink""#;
+        assert_eq!(
+            subject(sa),
+            r#"the service account "ha-sidecar" of namespace "flink""#
+        );
+        let user = r#"403 Forbidden: configmaps is forbidden: User "alice@example.com" cannot create resource "configmaps" in API group "" in the namespace "flink""#;
+        assert_eq!(subject(user), r#"the user "alice@example.com""#);
+        assert!(subject("401 Unauthorized: Unauthorized").contains("did not accept"));
+        match failure("read configmap x", KubeError::Forbidden(user.into())) {
+            Failure::Unavailable(m) => {
+                assert!(m.contains(r#"the user "alice@example.com" needs get"#), "{m}");
+                assert!(!m.contains("service account"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
