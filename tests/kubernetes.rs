@@ -6,10 +6,10 @@
 mod kube_api;
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kube_api::{Access, KubeApiServer};
+use kube_api::{Access, KubeApiServer, Rule};
 use serde_json::{Value, json};
 use support::*;
 
@@ -502,19 +502,24 @@ fn kubernetes_settings_and_permissions_are_checked_with_clear_errors() {
     let (code, out) = run_cli(&["validate", &missing.to_string_lossy()]);
     assert_ne!(code, 0);
     assert!(out.contains("capabilities.kubernetes.kubeconfig"), "{out}");
-    // Without write permission the sidecar runs, never leads, and says why.
+    // Without write permission the sidecar stops at start and says why.
     let port = free_port();
     let cfg = k8s_config(&cluster, &api, "reader", port, "");
-    let s = Sidecar::start("reader", port, &cfg, &cluster.path().join("reader.log"));
-    wait_for(
-        "the RBAC problem in the log",
-        Duration::from_secs(20),
-        || {
-            let log = s.log_text();
-            (log.contains("Forbidden") && log.contains("rbac.yaml")).then_some(())
-        },
+    let mut s = Sidecar::spawn(
+        "reader",
+        port,
+        &cfg,
+        &cluster.path().join("reader.log"),
+        &[],
     );
-    assert!(!s.leads());
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "{status}");
+    let log = s.log_text();
+    assert!(
+        log.contains("Forbidden") && log.contains("rbac.yaml") && log.contains("refuses create"),
+        "{log}"
+    );
+    assert!(!log.contains("became leader"), "{log}");
 }
 
 #[test]
@@ -537,7 +542,7 @@ fn a_write_past_the_configmap_size_limit_is_refused_and_changes_nothing() {
         }
     }
     let (i, r) = refused.expect("the ConfigMap filled up");
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 400, "{}\n{}", r.text(), s.log_text());
     assert!(r.text().contains("1 MiB"), "{}", r.text());
     assert_eq!(s.get(&format!("/state/big/{i}")).unwrap().status, 404);
     assert_eq!(s.get("/state/big/0").unwrap().body, value);
@@ -557,4 +562,365 @@ fn a_write_past_the_configmap_size_limit_is_refused_and_changes_nothing() {
         200
     );
     assert_eq!(s.term().to_string(), term);
+}
+
+/// The Role, its namespace and the service account it is bound to, as
+/// examples/kubernetes/rbac.yaml ships them.
+struct ShippedRole {
+    namespace: String,
+    service_account: String,
+    rules: Vec<Rule>,
+}
+
+fn shipped_role() -> ShippedRole {
+    let text = std::fs::read_to_string(repo_root().join("examples/kubernetes/rbac.yaml"))
+        .expect("read examples/kubernetes/rbac.yaml");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("a YAML document"))
+        .collect();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(k))
+            .unwrap_or_else(|| panic!("rbac.yaml has no {k}"))
+    };
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence()
+            .map(|s| {
+                s.iter()
+                    .map(|x| x.as_str().expect("a string").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let role = kind("Role");
+    let binding = kind("RoleBinding");
+    let subject = &binding["subjects"][0];
+    assert_eq!(subject["kind"].as_str(), Some("ServiceAccount"));
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    ShippedRole {
+        namespace: role["metadata"]["namespace"].as_str().unwrap().into(),
+        service_account: format!(
+            "system:serviceaccount:{}:{}",
+            subject["namespace"].as_str().unwrap(),
+            subject["name"].as_str().unwrap()
+        ),
+        rules: role["rules"]
+            .as_sequence()
+            .expect("rules")
+            .iter()
+            .map(|r| Rule {
+                api_groups: strings(&r["apiGroups"]),
+                resources: strings(&r["resources"]),
+                verbs: strings(&r["verbs"]),
+                resource_names: strings(&r["resourceNames"]),
+            })
+            .collect(),
+    }
+}
+
+impl ShippedRole {
+    /// The cluster-id whose ConfigMap the Role names.
+    fn cluster_id(&self) -> String {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.resource_names)
+            .find_map(|n| n.strip_suffix("-cluster-config-map"))
+            .expect("the Role names <cluster-id>-cluster-config-map")
+            .to_string()
+    }
+
+    fn grants(&self) -> Vec<(&str, Rule)> {
+        self.rules
+            .iter()
+            .map(|r| (self.namespace.as_str(), r.clone()))
+            .collect()
+    }
+
+    /// The Role without `verb`.
+    fn without(&self, verb: &str) -> Vec<(&str, Rule)> {
+        self.grants()
+            .into_iter()
+            .map(|(ns, mut r)| {
+                r.verbs.retain(|v| v != verb);
+                (ns, r)
+            })
+            .filter(|(_, r)| !r.verbs.is_empty())
+            .collect()
+    }
+}
+
+/// A sidecar config with `token`'s kubeconfig in `namespace` and `cluster_id`.
+fn rbac_config(
+    cluster: &Cluster,
+    api: &KubeApiServer,
+    token: &str,
+    namespace: &str,
+    cluster_id: &str,
+    port: u16,
+) -> PathBuf {
+    let kubeconfig = api.kubeconfig(cluster.path(), token, namespace);
+    let yaml = format!(
+        "member: {{id: {token}, address: 'http://{token}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{cluster-id: {cluster_id}}}\ncapabilities:\n  kubernetes: {{kubeconfig: '{}'}}\n{TIMING}",
+        plugin("ha_plugin_kubernetes").display(),
+        shared_cache_dir().display(),
+        kubeconfig.display(),
+    );
+    cluster.write_config(token, &yaml)
+}
+
+/// Starts a sidecar that must stop by itself at start; returns its log.
+fn refused_at_start(cluster: &Cluster, config: &Path, id: &str) -> String {
+    let port = free_port();
+    let log = cluster.path().join(format!("{id}.log"));
+    let mut s = Sidecar::spawn(id, port, config, &log, &[]);
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert!(
+        !status.success(),
+        "{id} should stop at start, exited {status}"
+    );
+    s.log_text()
+}
+
+#[test]
+fn a_sidecar_refused_its_permissions_stops_at_start_with_the_api_servers_words() {
+    let role = shipped_role();
+    let ns = role.namespace.clone();
+    let api = KubeApiServer::start(&[], &[&ns]);
+    let cluster = Cluster::new();
+    let cm = format!("{}-cluster-config-map", role.cluster_id());
+
+    // No Role at all: the service account, named as the API server named it.
+    api.grant("no-role", &role.service_account, &[]);
+    let cfg = rbac_config(
+        &cluster,
+        &api,
+        "no-role",
+        &ns,
+        &role.cluster_id(),
+        free_port(),
+    );
+    let log = refused_at_start(&cluster, &cfg, "no-role");
+    let (sa_ns, sa) = role
+        .service_account
+        .trim_start_matches("system:serviceaccount:")
+        .split_once(':')
+        .unwrap();
+    for needle in [
+        "permission refused".to_string(),
+        format!("User \"{}\" cannot get resource", role.service_account),
+        format!("service account \"{sa}\" of namespace \"{sa_ns}\""),
+        "examples/kubernetes/rbac.yaml".to_string(),
+    ] {
+        assert!(log.contains(&needle), "{needle:?} not in:\n{log}");
+    }
+    assert!(!log.contains("became leader"), "{log}");
+    assert!(
+        api.object(&ns, "configmaps", &cm).is_none(),
+        "a refused sidecar created the ConfigMap"
+    );
+
+    // A user (not a service account) whose Role lacks watch: discovery
+    // could never work, so it must not campaign either.
+    api.grant("alice", "alice", &role.without("watch"));
+    let cfg = rbac_config(
+        &cluster,
+        &api,
+        "alice",
+        &ns,
+        &role.cluster_id(),
+        free_port(),
+    );
+    let log = refused_at_start(&cluster, &cfg, "alice");
+    for needle in [
+        format!("refuses watch on configmap {cm}"),
+        format!(
+            "configmaps \"{cm}\" is forbidden: User \"alice\" cannot watch resource \"configmaps\" in API group \"\" in the namespace \"{ns}\""
+        ),
+        "The user \"alice\" needs get, create, update and watch".to_string(),
+    ] {
+        assert!(log.contains(&needle), "{needle:?} not in:\n{log}");
+    }
+    assert!(!log.contains("service account"), "{log}");
+    assert!(!log.contains("became leader"), "{log}");
+    assert!(api.object(&ns, "configmaps", &cm).is_none());
+
+    // Without update, with the ConfigMap there: refused too, and it is unchanged.
+    api.grant("full", &role.service_account, &role.grants());
+    let port = free_port();
+    let mut leader = Sidecar::start(
+        "full",
+        port,
+        &rbac_config(&cluster, &api, "full", &ns, &role.cluster_id(), port),
+        &cluster.path().join("full.log"),
+    );
+    wait_for("the leader", Duration::from_secs(20), || {
+        leader.leads().then_some(())
+    });
+    leader.signal(libc::SIGTERM);
+    leader.wait_exit(Duration::from_secs(10));
+    let before = api.object(&ns, "configmaps", &cm).expect("the ConfigMap");
+    api.grant("no-update", "bob", &role.without("update"));
+    let cfg = rbac_config(
+        &cluster,
+        &api,
+        "no-update",
+        &ns,
+        &role.cluster_id(),
+        free_port(),
+    );
+    let log = refused_at_start(&cluster, &cfg, "no-update");
+    assert!(
+        log.contains(&format!("refuses update on configmap {cm}")),
+        "{log}"
+    );
+    assert_eq!(api.object(&ns, "configmaps", &cm), Some(before));
+}
+
+#[test]
+fn a_permission_refused_later_backs_off_and_turns_health_red_until_granted_again() {
+    let role = shipped_role();
+    let ns = role.namespace.clone();
+    let api = KubeApiServer::start(&[], &[&ns]);
+    let cluster = Cluster::new();
+    api.grant("sa", &role.service_account, &role.grants());
+    let port = free_port();
+    let cfg = rbac_config(&cluster, &api, "sa", &ns, &role.cluster_id(), port);
+    let s = Sidecar::start("sa", port, &cfg, &cluster.path().join("sa.log"));
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    // Flink's lock identity is a dashed UUID.
+    let holder = leader_record_in(&api, &ns, &role.cluster_id())["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let groups: Vec<usize> = holder.split('-').map(str::len).collect();
+    assert_eq!(groups, [8, 4, 4, 4, 12], "{holder}");
+    assert!(holder.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    assert_eq!(s.get("/healthz").unwrap().status, 200);
+
+    // The Role loses update: renewals are refused, the leader steps down,
+    // and it retries ever more slowly while its health says why.
+    api.grant("sa", &role.service_account, &role.without("update"));
+    wait_for("/healthz to turn red", Duration::from_secs(10), || {
+        let r = s.get("/healthz").ok()?;
+        (r.status == 503).then_some(r)
+    });
+    let r = s.get("/healthz").unwrap();
+    assert_eq!(r.json()["error"], "permission_refused", "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.contains(&format!("User \"{}\" cannot update", role.service_account)),
+        "{message}"
+    );
+    assert_eq!(s.get("/readyz").unwrap().status, 503);
+    wait_for("the step-down", Duration::from_secs(5), || {
+        (!s.leads()).then_some(())
+    });
+    let metrics = s.get("/metrics").unwrap().text();
+    assert!(
+        metrics.contains("ha_sidecar_backend_refused 1"),
+        "{metrics}"
+    );
+    let counted = |log: &str| {
+        log.matches("the backend refuses what campaigning needs")
+            .count()
+    };
+    let before = counted(&s.log_text());
+    std::thread::sleep(Duration::from_secs(6));
+    let retries = counted(&s.log_text()) - before;
+    // At the retry period (400 ms) that would be 15; backing off from it
+    // (0.4, 0.8, 1.6, 3.2, 6.4 s) it is at most 4.
+    assert!(
+        (1..=4).contains(&retries),
+        "{retries} campaign retries in 6 s while refused:\n{}",
+        s.log_text()
+    );
+    assert!(!s.leads());
+
+    // Granted again: it leads again at its next attempt, and is healthy.
+    api.grant("sa", &role.service_account, &role.grants());
+    wait_for("leadership again", Duration::from_secs(40), || {
+        s.leads().then_some(())
+    });
+    assert_eq!(s.get("/healthz").unwrap().status, 200);
+    let metrics = s.get("/metrics").unwrap().text();
+    assert!(
+        metrics.contains("ha_sidecar_backend_refused 0"),
+        "{metrics}"
+    );
+}
+
+fn leader_record_in(api: &KubeApiServer, ns: &str, cluster_id: &str) -> Value {
+    let cm = api
+        .object(
+            ns,
+            "configmaps",
+            &format!("{cluster_id}-cluster-config-map"),
+        )
+        .expect("the ConfigMap exists");
+    serde_json::from_str(
+        cm["metadata"]["annotations"]["control-plane.alpha.kubernetes.io/leader"]
+            .as_str()
+            .expect("Flink's leader annotation"),
+    )
+    .expect("the annotation is JSON")
+}
+
+#[test]
+fn plugin_check_passes_with_the_shipped_role_and_cleans_up_after_itself() {
+    let role = shipped_role();
+    let ns = role.namespace.clone();
+    let api = KubeApiServer::start(&[], &[&ns]);
+    let cluster = Cluster::new();
+    api.grant("sa", &role.service_account, &role.grants());
+    let cfg = rbac_config(&cluster, &api, "sa", &ns, &role.cluster_id(), free_port());
+    let wasm = plugin("ha_plugin_kubernetes");
+    let cm = format!("{}-cluster-config-map", role.cluster_id());
+    for run in 1..=2 {
+        let (code, out) = run_cli(&[
+            "plugin",
+            "check",
+            &wasm.to_string_lossy(),
+            "--config",
+            &cfg.to_string_lossy(),
+        ]);
+        assert_eq!(code, 0, "run {run}:\n{out}");
+        assert!(out.contains("10 checks, 10 passed, 0 failed"), "{out}");
+        // Only the cluster's own ConfigMap was ever touched, and it is left
+        // released and without keys.
+        let names: std::collections::BTreeSet<String> =
+            api.history().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, [cm.clone()].into(), "run {run}");
+        let object = api.object(&ns, "configmaps", &cm).expect("the ConfigMap");
+        let keys: Vec<&String> = object["data"]
+            .as_object()
+            .map(|d| d.keys().collect())
+            .unwrap_or_default();
+        assert!(keys.is_empty(), "run {run} left data behind: {keys:?}");
+        assert_eq!(
+            leader_record_in(&api, &ns, &role.cluster_id())["holderIdentity"],
+            "",
+            "run {run} left a leader behind"
+        );
+    }
+    // A cluster that is in use is refused, and left alone.
+    let port = free_port();
+    let live_cfg = rbac_config(&cluster, &api, "sa", &ns, &role.cluster_id(), port);
+    let live = Sidecar::start("live", port, &live_cfg, &cluster.path().join("live.log"));
+    wait_for("leadership", Duration::from_secs(20), || {
+        live.leads().then_some(())
+    });
+    let term = live.term();
+    let (code, out) = run_cli(&[
+        "plugin",
+        "check",
+        &wasm.to_string_lossy(),
+        "--config",
+        &cfg.to_string_lossy(),
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("is in use"), "{out}");
+    assert!(live.leads());
+    assert_eq!(live.term(), term);
 }

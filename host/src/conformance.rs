@@ -2,16 +2,37 @@
 //! the plugin itself (in-process instances standing in for sidecars), so the
 //! same checks run on the file backend today and on every later backend.
 //!
-//! Each check runs in a fresh namespace (the plugin setting named by
-//! `Subject::namespace_setting`, `cluster-id` for our backends), so checks do
-//! not see each other's leaders or keys.
+//! Checks must not see each other's leaders or keys. By default each runs in
+//! a fresh namespace (the plugin setting named by `Subject::namespace_setting`,
+//! `cluster-id` for our backends). Where the backend's permissions name the
+//! one namespace a sidecar may use (Kubernetes: the Role names the ConfigMap
+//! `<cluster-id>-cluster-config-map` and nothing else), the checks instead
+//! take turns in the configured namespace, which must be unused (no leader,
+//! no keys: the suite refuses to run on a live cluster's data), and each
+//! cleans up after itself: its keys are deleted and its terms released, and
+//! the namespace is checked to be as empty as it was. The Role has no
+//! `delete` (the sidecar never deletes its ConfigMap), so what stays is the
+//! cluster's own ConfigMap, released and without keys, as a sidecar that
+//! resigned leaves it. Either way every check deletes what it wrote.
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::runtime::{CallError, Failure, Instance, LoadedPlugin, Member, Setup, Term, Timing};
+use crate::runtime::{
+    CallError, Failure, Instance, LoadedPlugin, Member as Member_, Setup, Term, Timing,
+};
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
 
 /// Gives each simulated sidecar its plugin. Lease backends can share one
 /// loaded plugin; session backends (ZooKeeper) need one session, and so one
@@ -26,10 +47,20 @@ impl Subject {
     /// What a sidecar config implies: its capabilities, plugin settings and
     /// timing, with checks namespaced by the `cluster-id` setting.
     pub fn for_config(config: &crate::config::Config) -> Self {
+        let configured = config
+            .plugin
+            .settings
+            .iter()
+            .find(|(k, _)| k == "cluster-id")
+            .map_or("default".to_string(), |(_, v)| v.clone());
         Self {
             plugins: source_for(config),
             settings: config.plugin.settings.clone(),
             namespace_setting: "cluster-id".into(),
+            namespaces: match config.grants.kubernetes {
+                Some(_) => Namespaces::Configured(configured),
+                None => Namespaces::PerCheck,
+            },
             lease: config.timing.lease,
             renew_deadline: config.timing.renew_deadline,
             retry: config.timing.retry_period,
@@ -79,11 +110,21 @@ pub fn source_for(config: &crate::config::Config) -> PluginSource {
     })
 }
 
+/// Where the checks run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Namespaces {
+    /// Each in a namespace of its own, made up for the run.
+    PerCheck,
+    /// One after another in this one (it must be unused).
+    Configured(String),
+}
+
 pub struct Subject {
     pub plugins: PluginSource,
     /// Settings every instance gets, before the namespace is added.
     pub settings: Vec<(String, String)>,
     pub namespace_setting: String,
+    pub namespaces: Namespaces,
     pub lease: Duration,
     pub renew_deadline: Duration,
     pub retry: Duration,
@@ -99,9 +140,24 @@ pub struct Outcome {
 
 type CheckFn =
     for<'a> fn(
-        &'a Subject,
-        &'a str,
+        &'a Check<'a>,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// One check's run: the subject, its namespace, and what its members did
+/// there (to clean up after it).
+pub struct Check<'a> {
+    s: &'a Subject,
+    ns: String,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// Every term won, with the setup of the member that won it.
+    terms: Vec<(Setup, Term)>,
+    /// Every key written.
+    keys: BTreeSet<String>,
+}
 
 /// Every check: name, what it establishes, the check.
 pub fn checks() -> Vec<(&'static str, &'static str, CheckFn)> {
@@ -109,52 +165,50 @@ pub fn checks() -> Vec<(&'static str, &'static str, CheckFn)> {
         (
             "single-leader",
             "of three concurrent candidates exactly one wins; the others keep losing while it renews",
-            |s, n| Box::pin(single_leader(s, n)),
+            |c| Box::pin(single_leader(c)),
         ),
         (
             "keep-and-resign",
             "the holder renews; after resigning its term is gone",
-            |s, n| Box::pin(keep_and_resign(s, n)),
+            |c| Box::pin(keep_and_resign(c)),
         ),
         (
             "token-grows",
             "every new leader gets a greater fencing token",
-            |s, n| Box::pin(token_grows(s, n)),
+            |c| Box::pin(token_grows(c)),
         ),
         (
             "discovery",
             "an observer sees the leader and is woken when it changes",
-            |s, n| Box::pin(discovery(s, n)),
+            |c| Box::pin(discovery(c)),
         ),
         (
             "compare-and-set",
             "create-only, matching and stale versions; versions grow",
-            |s, n| Box::pin(compare_and_set(s, n)),
+            |c| Box::pin(compare_and_set(c)),
         ),
         (
             "fencing",
             "a write carrying a superseded term is rejected and changes nothing",
-            |s, n| Box::pin(fencing(s, n)),
+            |c| Box::pin(fencing(c)),
         ),
         (
             "values",
             "binary values from empty to 64 KiB, and every key character, round trip",
-            |s, n| Box::pin(values(s, n)),
+            |c| Box::pin(values(c)),
         ),
-        (
-            "list-by-prefix",
-            "keys are listed by prefix, sorted",
-            |s, n| Box::pin(list_by_prefix(s, n)),
-        ),
+        ("list-by-prefix", "keys are listed by prefix, sorted", |c| {
+            Box::pin(list_by_prefix(c))
+        }),
         (
             "bounded-calls",
             "calls that wait return by themselves within their bound",
-            |s, n| Box::pin(bounded_calls(s, n)),
+            |c| Box::pin(bounded_calls(c)),
         ),
         (
             "expiry",
             "a renewing leader is never replaced; a silent one is, after the lease",
-            |s, n| Box::pin(expiry(s, n)),
+            |c| Box::pin(expiry(c)),
         ),
     ]
 }
@@ -163,21 +217,102 @@ pub fn checks() -> Vec<(&'static str, &'static str, CheckFn)> {
 pub async fn run(subject: &Subject, filter: Option<&str>) -> Vec<Outcome> {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut out = Vec::new();
+    if let Namespaces::Configured(ns) = &subject.namespaces
+        && let Err(e) = unused(subject, ns).await
+    {
+        out.push(Outcome {
+            name: "namespace",
+            what: "the configured namespace is unused",
+            result: Err(e),
+            took: Duration::ZERO,
+        });
+        return out;
+    }
     for (name, what, check) in checks() {
         if filter.is_some_and(|f| !name.contains(f)) {
             continue;
         }
-        let namespace = format!("conformance-{}-{name}", &run_id[..8]);
+        let ns = match &subject.namespaces {
+            Namespaces::PerCheck => format!("conformance-{}-{name}", &run_id[..8]),
+            Namespaces::Configured(ns) => ns.clone(),
+        };
+        let c = Check {
+            s: subject,
+            ns,
+            ledger: Arc::default(),
+        };
         let started = Instant::now();
-        let result = check(subject, &namespace).await;
+        let result = check(&c).await;
+        let cleaned = clean_up(&c).await;
         out.push(Outcome {
             name,
             what,
-            result,
+            result: result.and(cleaned),
             took: started.elapsed(),
         });
     }
     out
+}
+
+/// Whether `ns` holds no leader and no keys.
+async fn unused(s: &Subject, ns: &str) -> Result<(), String> {
+    let mut probe = instance(s, ns, "conformance-probe", None).await?;
+    let leader = call("leader", probe.leader(None, Duration::ZERO).await)?;
+    let keys = call("list", probe.list("").await)?;
+    ensure!(
+        leader.is_none() && keys.is_empty(),
+        "{} {ns:?} is in use ({}, {} keys): the checks write, take over and delete there; run them before the cluster uses it, or with a config that names an unused {} (and permissions for it)",
+        s.namespace_setting,
+        leader.map_or("no leader".into(), |t| format!(
+            "{} leads term {}",
+            t.holder.id, t.token
+        )),
+        keys.len(),
+        s.namespace_setting
+    );
+    Ok(())
+}
+
+/// Deletes the check's keys, releases its terms (each through an instance
+/// with the setup of the member that won it, as if that sidecar came back),
+/// and checks that nothing of it is left.
+async fn clean_up(c: &Check<'_>) -> Result<(), String> {
+    let (terms, keys) = {
+        let mut l = c.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        (std::mem::take(&mut l.terms), std::mem::take(&mut l.keys))
+    };
+    let mut janitor = instance(c.s, &c.ns, "conformance-cleanup", None).await?;
+    for key in &keys {
+        call(
+            &format!("clean up: delete {key}"),
+            janitor.delete(key, None, None).await,
+        )?;
+    }
+    if c.s.namespaces == Namespaces::PerCheck {
+        // Nobody comes after it there: its keys are gone, and its terms
+        // end with their leases or sessions.
+        return Ok(());
+    }
+    for (setup, term) in terms.iter().rev() {
+        let mut holder = instance(c.s, &c.ns, &term.holder.id, Some(setup)).await?;
+        // A term that was superseded is no longer the holder's to release.
+        match holder.resign(term).await {
+            Ok(()) | Err(CallError::Failure(Failure::NotLeader)) => {}
+            Err(e) => return Err(format!("clean up: resign term {}: {e}", term.token)),
+        }
+    }
+    let left = call("clean up: list", janitor.list("").await)?;
+    ensure!(left.is_empty(), "left keys behind: {left:?}");
+    let leader = call(
+        "clean up: leader",
+        janitor.leader(None, Duration::ZERO).await,
+    )?;
+    ensure!(
+        leader.is_none(),
+        "left a leader behind: {:?}",
+        leader.map(|t| (t.holder.id, t.token))
+    );
+    Ok(())
 }
 
 /// A pass/fail table for people.
@@ -206,22 +341,63 @@ pub fn render(outcomes: &[Outcome]) -> String {
     s
 }
 
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
+/// A simulated sidecar: an instance with its own member id and session,
+/// whose terms and writes are noted for the cleanup.
+pub struct Member {
+    instance: Instance,
+    setup: Setup,
+    ledger: Arc<Mutex<Ledger>>,
 }
 
-/// One simulated sidecar: an instance with its own member id and session.
-async fn member(s: &Subject, namespace: &str, id: &str) -> Result<Instance, String> {
+impl Deref for Member {
+    type Target = Instance;
+    fn deref(&self) -> &Instance {
+        &self.instance
+    }
+}
+
+impl DerefMut for Member {
+    fn deref_mut(&mut self) -> &mut Instance {
+        &mut self.instance
+    }
+}
+
+impl Member {
+    async fn campaign(&mut self, wait: Duration) -> Result<Option<Term>, CallError> {
+        let r = self.instance.campaign(wait).await;
+        if let Ok(Some(t)) = &r {
+            self.ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .terms
+                .push((self.setup.clone(), t.clone()));
+        }
+        r
+    }
+
+    async fn put(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<u64, CallError> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .insert(key.to_string());
+        self.instance.put(key, value, expected, fence).await
+    }
+}
+
+fn setup_for(s: &Subject, namespace: &str, id: &str) -> Setup {
     let ms = |d: Duration| d.as_millis() as u32;
     let mut settings = s.settings.clone();
     settings.retain(|(k, _)| *k != s.namespace_setting);
     settings.push((s.namespace_setting.clone(), namespace.to_string()));
-    let setup = Setup {
-        me: Member {
+    Setup {
+        me: Member_ {
             id: id.into(),
             address: format!("http://{id}.invalid:1"),
         },
@@ -232,12 +408,38 @@ async fn member(s: &Subject, namespace: &str, id: &str) -> Result<Instance, Stri
             retry_ms: ms(s.retry),
         },
         settings,
+    }
+}
+
+/// A bare instance in `namespace` (the given setup, or a fresh one for `id`).
+async fn instance(
+    s: &Subject,
+    namespace: &str,
+    id: &str,
+    setup: Option<&Setup>,
+) -> Result<Instance, String> {
+    let fresh;
+    let setup = match setup {
+        Some(setup) => setup,
+        None => {
+            fresh = setup_for(s, namespace, id);
+            &fresh
+        }
     };
     (s.plugins)()
         .await?
-        .instantiate("election", &setup)
+        .instantiate("election", setup)
         .await
         .map_err(|e| format!("cannot instantiate member {id}: {e}"))
+}
+
+async fn member(c: &Check<'_>, id: &str) -> Result<Member, String> {
+    let setup = setup_for(c.s, &c.ns, id);
+    Ok(Member {
+        instance: instance(c.s, &c.ns, id, Some(&setup)).await?,
+        setup,
+        ledger: c.ledger.clone(),
+    })
 }
 
 fn call<T>(what: &str, r: Result<T, CallError>) -> Result<T, String> {
@@ -245,7 +447,7 @@ fn call<T>(what: &str, r: Result<T, CallError>) -> Result<T, String> {
 }
 
 /// Campaigns until a term is won (up to `within`).
-async fn win(m: &mut Instance, within: Duration) -> Result<Term, String> {
+async fn win(m: &mut Member, within: Duration) -> Result<Term, String> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(t) = call("campaign", m.campaign(Duration::from_millis(100)).await)? {
@@ -255,11 +457,12 @@ async fn win(m: &mut Instance, within: Duration) -> Result<Term, String> {
     }
 }
 
-async fn single_leader(s: &Subject, ns: &str) -> Result<(), String> {
+async fn single_leader(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
     let (mut a, mut b, mut c) = (
-        member(s, ns, "a").await?,
-        member(s, ns, "b").await?,
-        member(s, ns, "c").await?,
+        member(ck, "a").await?,
+        member(ck, "b").await?,
+        member(ck, "c").await?,
     );
     let wait = Duration::from_millis(200);
     let (ra, rb, rc) = tokio::join!(a.campaign(wait), b.campaign(wait), c.campaign(wait));
@@ -297,8 +500,9 @@ async fn single_leader(s: &Subject, ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn keep_and_resign(s: &Subject, ns: &str) -> Result<(), String> {
-    let mut a = member(s, ns, "a").await?;
+async fn keep_and_resign(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
     let t = win(&mut a, 4 * s.lease).await?;
     call("keep", a.keep(&t).await)?;
     call("resign", a.resign(&t).await)?;
@@ -310,9 +514,10 @@ async fn keep_and_resign(s: &Subject, ns: &str) -> Result<(), String> {
     }
 }
 
-async fn token_grows(s: &Subject, ns: &str) -> Result<(), String> {
-    let mut a = member(s, ns, "a").await?;
-    let mut b = member(s, ns, "b").await?;
+async fn token_grows(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
+    let mut b = member(ck, "b").await?;
     let t1 = win(&mut a, 4 * s.lease).await?;
     call("resign", a.resign(&t1).await)?;
     let t2 = win(&mut b, 4 * s.lease).await?;
@@ -338,9 +543,10 @@ async fn token_grows(s: &Subject, ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn discovery(s: &Subject, ns: &str) -> Result<(), String> {
-    let mut a = member(s, ns, "a").await?;
-    let mut observer = member(s, ns, "observer").await?;
+async fn discovery(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
+    let mut observer = member(ck, "observer").await?;
     let t = win(&mut a, 4 * s.lease).await?;
     let seen = call("leader", observer.leader(None, s.lease).await)?;
     ensure!(
@@ -374,8 +580,9 @@ async fn discovery(s: &Subject, ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn compare_and_set(s: &Subject, ns: &str) -> Result<(), String> {
-    let mut a = member(s, ns, "a").await?;
+async fn compare_and_set(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
     let t = win(&mut a, 4 * s.lease).await?;
     let f = Some(t.token);
     let v1 = call("create", a.put("jobs/j1/graph", b"one", Some(0), f).await)?;
@@ -445,9 +652,10 @@ async fn compare_and_set(s: &Subject, ns: &str) -> Result<(), String> {
     }
 }
 
-async fn fencing(s: &Subject, ns: &str) -> Result<(), String> {
-    let mut a = member(s, ns, "a").await?;
-    let mut b = member(s, ns, "b").await?;
+async fn fencing(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
+    let mut b = member(ck, "b").await?;
     let ta = win(&mut a, 4 * s.lease).await?;
     let v = call("put", a.put("counter", b"1", None, Some(ta.token)).await)?;
     call("resign", a.resign(&ta).await)?;
@@ -483,8 +691,9 @@ async fn fencing(s: &Subject, ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn values(s: &Subject, ns: &str) -> Result<(), String> {
-    let mut a = member(s, ns, "a").await?;
+async fn values(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
     let t = win(&mut a, 4 * s.lease).await?;
     // The host keeps values up to storage.inline-limit (at most 512 KiB) in
     // the backend; 64 KiB covers the default with room to spare.
@@ -516,8 +725,9 @@ async fn values(s: &Subject, ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn list_by_prefix(s: &Subject, ns: &str) -> Result<(), String> {
-    let mut a = member(s, ns, "a").await?;
+async fn list_by_prefix(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
     let t = win(&mut a, 4 * s.lease).await?;
     for k in [
         "jobs/b/checkpoints/2",
@@ -546,9 +756,10 @@ async fn list_by_prefix(s: &Subject, ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn bounded_calls(s: &Subject, ns: &str) -> Result<(), String> {
-    let mut a = member(s, ns, "a").await?;
-    let mut b = member(s, ns, "b").await?;
+async fn bounded_calls(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
+    let mut b = member(ck, "b").await?;
     let t = win(&mut a, 4 * s.lease).await?;
     let wait = Duration::from_millis(300);
     // Generous slack: this checks that calls return by themselves, not how fast.
@@ -571,9 +782,10 @@ async fn bounded_calls(s: &Subject, ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn expiry(s: &Subject, ns: &str) -> Result<(), String> {
-    let mut a = member(s, ns, "a").await?;
-    let mut b = member(s, ns, "b").await?;
+async fn expiry(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
+    let mut b = member(ck, "b").await?;
     let t = win(&mut a, 4 * s.lease).await?;
     let until = Instant::now() + s.lease * 2;
     let mut last_keep = Instant::now();

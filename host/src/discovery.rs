@@ -69,6 +69,7 @@ pub async fn run(
     retry: Duration,
 ) {
     let mut first = true;
+    let mut refused = crate::refusals::Backoff::new(retry);
     loop {
         if *shutdown.borrow() {
             return;
@@ -93,6 +94,7 @@ pub async fn run(
         match instance.leader(known, wait).await {
             Ok(term) => {
                 first = false;
+                refused.reset();
                 if let Some(t) = &term {
                     metrics.term.fetch_max(t.token, Relaxed);
                 }
@@ -109,13 +111,25 @@ pub async fn run(
                 });
             }
             Err(e) => {
-                tracing::warn!(error = %e, "discovery failed");
                 tx.send_modify(|d| d.error = Some(e.to_string()));
                 if matches!(e, CallError::Failure(_)) {
+                    // A missing permission is retried ever more slowly, not
+                    // at the retry period: it is no outage.
+                    let wait = if metrics.refusals.is_refused() {
+                        let wait = refused.next();
+                        tracing::error!(error = %e, retry_in = ?wait, "the backend refuses what discovery needs; waiting before trying again");
+                        wait
+                    } else {
+                        refused.reset();
+                        tracing::warn!(error = %e, "discovery failed");
+                        retry
+                    };
                     tokio::select! {
-                        _ = tokio::time::sleep(retry) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.wait_for(|s| *s) => {}
                     }
+                } else {
+                    tracing::warn!(error = %e, "discovery failed");
                 }
             }
         }

@@ -26,6 +26,7 @@ use crate::candidacy::OpenId;
 use crate::capabilities::zookeeper::Health;
 use crate::config::{Candidacy, Timing};
 use crate::metrics::Metrics;
+use crate::refusals::Backoff;
 use crate::runtime::{CallError, Failure, Slot, Term};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +185,7 @@ enum Exit {
 
 impl Election {
     pub async fn run(mut self) {
+        let mut refused = Backoff::new(self.timing.retry_period);
         loop {
             self.progress.touch();
             if *self.shutdown.borrow() {
@@ -226,9 +228,20 @@ impl Election {
                 rx
             });
             match instance.campaign(campaign_wait(&self.timing)).await {
-                Ok(Some(term)) => self.lead(term, started, candidacy).await,
-                Ok(None) => {}
+                Ok(Some(term)) => {
+                    refused.reset();
+                    self.lead(term, started, candidacy).await
+                }
+                Ok(None) => refused.reset(),
+                // A missing permission is no outage: retrying at the retry
+                // period would only fill the log. /healthz reports it.
+                Err(CallError::Failure(f)) if self.metrics.refusals.is_refused() => {
+                    let wait = refused.next();
+                    tracing::error!(error = %CallError::Failure(f), retry_in = ?wait, "the backend refuses what campaigning needs; waiting before trying again");
+                    self.pause(wait).await;
+                }
                 Err(CallError::Failure(f)) => {
+                    refused.reset();
                     tracing::warn!(error = %CallError::Failure(f), "campaign failed; retrying");
                     self.retry_after_failure(reconnect).await;
                 }

@@ -10,6 +10,7 @@
 //!   budget of `descriptors`; `metrics`: Prometheus text;
 //! - `candidacy`: a client-owned candidacy (Flink's JobManager opens it);
 //! - `components`: per-component leader information (Flink's dispatcher, JobMasters, ...);
+//! - `refusals`: whether the backend refuses this sidecar's credentials;
 //! - `sidecar`: starts and stops all of the above.
 
 pub mod candidacy;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod jobs;
 pub mod leadership;
 pub mod metrics;
+pub mod refusals;
 pub mod runtime;
 pub mod sidecar;
 pub mod state;

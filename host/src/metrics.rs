@@ -41,6 +41,8 @@ pub struct Metrics {
     pub connections_max: AtomicU64,
     pub connections_rejected: AtomicU64,
     pub connections_evicted: AtomicU64,
+    /// What the backend refuses this sidecar (a missing permission).
+    pub refusals: crate::refusals::Refusals,
 }
 
 fn index(list: &[&str], name: &str) -> usize {
@@ -173,6 +175,17 @@ impl Metrics {
             w,
             "ha_sidecar_http_connections_closed_total{{reason=\"idle_near_cap\"}} {}",
             self.connections_evicted.load(Relaxed)
+        );
+        gauge(
+            w,
+            "ha_sidecar_backend_refused",
+            "1 while the backend refuses a request this sidecar needs (a missing permission, credentials not accepted).",
+            u64::from(self.refusals.is_refused()),
+        );
+        let _ = writeln!(
+            w,
+            "# HELP ha_sidecar_backend_refusals_total Requests the backend refused for lack of permission.\n# TYPE ha_sidecar_backend_refusals_total counter\nha_sidecar_backend_refusals_total {}",
+            self.refusals.total()
         );
         out
     }

@@ -111,6 +111,11 @@ impl Shared {
         if self.shutting_down.load(Relaxed) {
             return Some("shutting down".into());
         }
+        if let Some(refused) = self.metrics.refusals.current() {
+            return Some(format!(
+                "the backend refuses this sidecar's requests: {refused}"
+            ));
+        }
         let d = self.discovered.borrow();
         match (&d.error, d.known) {
             (Some(e), _) => Some(format!("cannot ask the backend who leads: {e}")),
@@ -194,13 +199,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let mut election_slot = slot("election");
     // Bad plugin settings surface here, at start, not later in a retry loop.
+    // So do missing permissions (a plugin checks them when configured):
+    // a refusal at start stops the sidecar with the backend's message.
     match election_slot.instance().await {
         Ok(_) => {}
+        Err(CallError::Failure(f)) if metrics.refusals.is_refused() => {
+            bail!("permission refused: {}", crate::runtime::describe(&f))
+        }
         Err(CallError::Failure(f)) => bail!(
             "the plugin refused its configuration: {}",
             crate::runtime::describe(&f)
         ),
         Err(e) => bail!("the plugin failed to start: {e}"),
+    }
+    if let Some(refused) = metrics.refusals.current() {
+        bail!("permission refused: the backend refuses this sidecar's requests: {refused}");
     }
 
     let listener = TcpListener::bind(config.listen)

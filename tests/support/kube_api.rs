@@ -8,6 +8,21 @@
 //! - **Auth**: `Authorization: Bearer <token>` with the tokens it was started
 //!   with; anything else is 401 `Unauthorized`. A token may be read-only:
 //!   its writes are 403 `Forbidden` with the API server's RBAC wording.
+//! - **RBAC** (`grant`): a token can instead authenticate as a named user
+//!   (`system:serviceaccount:<ns>:<name>` for a service account) holding the
+//!   rules of Roles bound in given namespaces, matched as the RBAC
+//!   authorizer does: `apiGroups`, `resources`, `verbs` (each may be `*`)
+//!   and `resourceNames`. The name a rule with `resourceNames` is matched
+//!   against is the object's name for get, update and delete, the
+//!   `fieldSelector=metadata.name=<n>` of a list or watch, and none for a
+//!   create (the name is in the body, so such a rule never allows a create,
+//!   as on a real server). A refusal is 403 `Forbidden` worded exactly as
+//!   the API server words it: `configmaps "x" is forbidden: User
+//!   "system:serviceaccount:ns:sa" cannot watch resource "configmaps" in API
+//!   group "" in the namespace "ns"` (`configmaps is forbidden: …` when the
+//!   request names no object). Authorization comes before everything but
+//!   authentication (a refused request learns nothing, not even a 404), and
+//!   rules can be changed while the server runs.
 //! - **Kinds**: `configmaps` (core `v1`) and `leases`
 //!   (`coordination.k8s.io/v1`), in the namespaces it was started with (any
 //!   other namespace is 404 `NotFound`, as for a namespace that does not
@@ -52,6 +67,9 @@
 //! For fault tests it can **cut off** one token (its requests get no answer,
 //! its open watches go silent: a network partition as seen by that client)
 //! or **pause** the whole server (nobody gets an answer), and undo either.
+//! For timing it can add a **latency** to every request (before it is
+//! handled, so a write commits and its watch event goes out when the reply
+//! does): a real API server's round trip to etcd, which this one lacks.
 //! It keeps a history of every change with the instant it happened, so a
 //! test can tell exactly when a record changed hands.
 
@@ -85,6 +103,38 @@ pub enum Access {
     ReadOnly,
 }
 
+/// One rule of a Role, as `rules:` in its manifest. Empty `resource_names`:
+/// every object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub verbs: Vec<String>,
+    pub resource_names: Vec<String>,
+}
+
+impl Rule {
+    fn allows(&self, kind: &Kind, verb: &str, name: Option<&str>) -> bool {
+        let has = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
+        has(&self.api_groups, kind.group)
+            && has(&self.resources, kind.plural)
+            && has(&self.verbs, verb)
+            && (self.resource_names.is_empty()
+                || name.is_some_and(|n| self.resource_names.iter().any(|r| r == n)))
+    }
+}
+
+/// What a token is allowed.
+#[derive(Clone, Debug)]
+enum Grant {
+    Access(Access),
+    /// A named user with the rules of the Roles bound to it, per namespace.
+    Rbac {
+        user: String,
+        rules: Vec<(String, Rule)>,
+    },
+}
+
 /// One change, as kept in the history.
 #[derive(Clone, Debug)]
 pub struct Change {
@@ -112,10 +162,12 @@ struct Store {
 struct Control {
     cut: HashSet<String>,
     paused: bool,
+    /// Added to every request before it is handled.
+    latency: Duration,
 }
 
 struct Shared {
-    tokens: HashMap<String, Access>,
+    tokens: Mutex<HashMap<String, Grant>>,
     namespaces: HashSet<String>,
     store: Mutex<Store>,
     /// Tells watchers the revision moved.
@@ -160,7 +212,12 @@ impl KubeApiServer {
         let port = listener.local_addr().unwrap().port();
         let (revision, _) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared {
-            tokens: tokens.iter().map(|(t, a)| (t.to_string(), *a)).collect(),
+            tokens: Mutex::new(
+                tokens
+                    .iter()
+                    .map(|(t, a)| (t.to_string(), Grant::Access(*a)))
+                    .collect(),
+            ),
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
             store: Mutex::new(Store {
                 // Real clusters are far from revision 0; versions are opaque anyway.
@@ -209,6 +266,28 @@ impl KubeApiServer {
         )
         .expect("write kubeconfig");
         path
+    }
+
+    /// From now on `token` authenticates as `user` and may do what `rules`
+    /// (namespace, rule) allow: the Roles bound to it. Replaces whatever the
+    /// token was allowed before, at once (open watches keep running, as on
+    /// a real server).
+    pub fn grant(&self, token: &str, user: &str, rules: &[(&str, Rule)]) {
+        self.shared.tokens.lock().unwrap().insert(
+            token.into(),
+            Grant::Rbac {
+                user: user.into(),
+                rules: rules
+                    .iter()
+                    .map(|(ns, r)| (ns.to_string(), r.clone()))
+                    .collect(),
+            },
+        );
+    }
+
+    /// Every request waits this long before it is handled (zero: none).
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.control.lock().unwrap().latency = latency;
     }
 
     /// From now on, requests made with `token` get no answer and its open
@@ -458,7 +537,14 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let Some(access) = token.as_ref().and_then(|t| shared.tokens.get(t)).copied() else {
+    let latency = shared.control.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let grant = token
+        .as_ref()
+        .and_then(|t| shared.tokens.lock().unwrap().get(t).cloned());
+    let Some(grant) = grant else {
         return status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -494,18 +580,42 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
             );
         }
     };
-    if access == Access::ReadOnly && matches!(verb, "create" | "update" | "delete") {
+    // The name RBAC sees: a list or watch takes it from its field selector.
+    let authz_name = match verb {
+        "list" | "watch" => q
+            .get("fieldSelector")
+            .and_then(|s| s.strip_prefix("metadata.name="))
+            .map(str::to_string),
+        _ => name.clone(),
+    };
+    let (user, allowed) = match &grant {
+        Grant::Access(Access::ReadWrite) => (format!("system:serviceaccount:{ns}:{token}"), true),
+        Grant::Access(Access::ReadOnly) => (
+            format!("system:serviceaccount:{ns}:{token}"),
+            matches!(verb, "get" | "list" | "watch"),
+        ),
+        Grant::Rbac { user, rules } => (
+            user.clone(),
+            rules
+                .iter()
+                .any(|(n, r)| *n == ns && r.allows(kind, verb, authz_name.as_deref())),
+        ),
+    };
+    if !allowed {
+        let named = authz_name.clone().unwrap_or_default();
+        let what = if named.is_empty() {
+            format!("{} is forbidden", resource_name(kind))
+        } else {
+            format!("{} \"{named}\" is forbidden", resource_name(kind))
+        };
         return status(
             StatusCode::FORBIDDEN,
             "Forbidden",
             format!(
-                "{} \"{}\" is forbidden: User \"system:serviceaccount:{ns}:{token}\" cannot {verb} resource \"{}\" in API group \"{}\" in the namespace \"{ns}\"",
-                resource_name(kind),
-                name.clone().unwrap_or_default(),
-                kind.plural,
-                kind.group
+                "{what}: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\" in the namespace \"{ns}\"",
+                kind.plural, kind.group
             ),
-            json!({"name": name.clone().unwrap_or_default(), "group": kind.group, "kind": kind.plural}),
+            json!({"name": named, "group": kind.group, "kind": kind.plural}),
         );
     }
     if !shared.namespaces.contains(&ns) {

@@ -11,12 +11,13 @@
 //! background tasks that need the runtime, and `ha-sidecar validate` has none.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use kube::config::Kubeconfig;
 
+use crate::metrics::Metrics;
 use crate::runtime::bindings::ha::sidecar::kubernetes::{KubeError, ObjectKind, WatchEvent};
 
 /// Where a pod's service account credentials are mounted.
@@ -56,6 +57,8 @@ pub enum SetupError {
 
 pub struct KubeApi {
     config: kube::Config,
+    /// Where refusals (401/403) are recorded, per verb.
+    metrics: Arc<Metrics>,
     client: OnceLock<kube::Client>,
     namespace: String,
     request_timeout: Duration,
@@ -72,7 +75,7 @@ impl std::fmt::Debug for KubeApi {
 
 impl KubeApi {
     /// Reads the credentials and settles the namespace; connects on first use.
-    pub fn new(settings: &KubeSettings) -> Result<Self, SetupError> {
+    pub fn new(settings: &KubeSettings, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
         let mut config = match &settings.kubeconfig {
             Some(path) => from_kubeconfig(path, settings.context.as_deref())?,
             None => kube::Config::incluster().map_err(|e| SetupError::NotInCluster {
@@ -89,6 +92,7 @@ impl KubeApi {
             .unwrap_or_else(|| config.default_namespace.clone());
         Ok(Self {
             config,
+            metrics,
             client: OnceLock::new(),
             namespace,
             request_timeout: settings.request_timeout,
@@ -194,11 +198,25 @@ impl KubeApi {
                 "{method} {path}: no answer from the API server within {bound:?}"
             ))
         })??;
+        let verb = verb_of(&method, path);
         if status.is_success() {
+            self.note(verb, None);
             Ok(bytes)
         } else {
-            Err(status_error(status.as_u16(), &bytes))
+            let e = status_error(status.as_u16(), &bytes);
+            self.note(verb, Some(&e));
+            Err(e)
         }
+    }
+
+    /// Records what the API server said to a request of `verb`: any answer
+    /// but 401/403 means it was authorized.
+    fn note(&self, verb: &str, error: Option<&KubeError>) {
+        let refused = match error {
+            Some(KubeError::Forbidden(m)) => Some(m.as_str()),
+            _ => None,
+        };
+        self.metrics.refusals.record(verb, refused);
     }
 
     /// Waits for the first event on one object after `resource_version`,
@@ -250,14 +268,18 @@ impl KubeApi {
         })??;
         let status = response.status();
         if !status.is_success() {
-            let bytes = tokio::time::timeout_at(until, response.into_body().collect())
+            // The refusal's body comes at once; do not wait out `wait` for it.
+            let bytes = tokio::time::timeout(self.bound(deadline), response.into_body().collect())
                 .await
                 .ok()
                 .and_then(|r| r.ok())
                 .map(|b| b.to_bytes().to_vec())
                 .unwrap_or_default();
-            return Err(status_error(status.as_u16(), &bytes));
+            let e = status_error(status.as_u16(), &bytes);
+            self.note("watch", Some(&e));
+            return Err(e);
         }
+        self.note("watch", None);
         let mut body = response.into_body();
         let mut buf: Vec<u8> = Vec::new();
         loop {
@@ -284,6 +306,25 @@ impl KubeApi {
                 buf.extend_from_slice(&data);
             }
         }
+    }
+}
+
+/// The RBAC verb of a request on `path` (a watch goes through `watch`).
+fn verb_of(method: &http::Method, path: &str) -> &'static str {
+    // An object's path has one more segment than its collection's:
+    // .../namespaces/<ns>/<plural>[/<name>].
+    let segments: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+    let named = segments
+        .iter()
+        .position(|s| *s == "namespaces")
+        .is_some_and(|i| segments.len() > i + 3);
+    match *method {
+        http::Method::GET if named => "get",
+        http::Method::GET => "list",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::DELETE => "delete",
+        _ => "other",
     }
 }
 
@@ -398,6 +439,7 @@ mod tests {
     fn api() -> KubeApi {
         KubeApi {
             config: kube::Config::new("http://127.0.0.1:1".parse().unwrap()),
+            metrics: Arc::default(),
             client: OnceLock::new(),
             namespace: "ns".into(),
             request_timeout: Duration::from_secs(1),
@@ -453,6 +495,37 @@ mod tests {
             status_error(503, b"busy"),
             KubeError::Unavailable(m) if m.contains("busy")
         ));
+    }
+
+    #[test]
+    fn verbs_of_requests() {
+        let get = http::Method::GET;
+        assert_eq!(verb_of(&get, "/api/v1/namespaces/ns/configmaps/x"), "get");
+        assert_eq!(verb_of(&get, "/api/v1/namespaces/ns/configmaps"), "list");
+        assert_eq!(
+            verb_of(
+                &http::Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/ns/leases/x"
+            ),
+            "update"
+        );
+        assert_eq!(
+            verb_of(&http::Method::POST, "/api/v1/namespaces/ns/configmaps"),
+            "create"
+        );
+    }
+
+    #[test]
+    fn refusals_are_recorded_per_verb_until_allowed_again() {
+        let a = api();
+        a.note(
+            "update",
+            Some(&KubeError::Forbidden("403 Forbidden: no".into())),
+        );
+        a.note("get", Some(&KubeError::NotFound));
+        assert!(a.metrics.refusals.current().unwrap().contains("update"));
+        a.note("update", Some(&KubeError::Conflict("modified".into())));
+        assert_eq!(a.metrics.refusals.current(), None);
     }
 
     #[test]

@@ -9,6 +9,15 @@ use crate::sidecar::Shared;
 /// Liveness: fails when the election loop has stopped making progress, so a
 /// wedged sidecar gets restarted instead of silently never leading.
 pub fn healthz(shared: &Shared) -> Reply {
+    // A missing permission does not heal by waiting: fail, so the platform
+    // restarts the sidecar and its start check stops it with the message.
+    if let Some(refused) = shared.metrics.refusals.current() {
+        return reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "permission_refused",
+            format!("the backend refuses this sidecar's requests: {refused}"),
+        );
+    }
     let age = shared.progress.age();
     if age > shared.stall_limit() {
         return reply::error(

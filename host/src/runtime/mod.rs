@@ -157,7 +157,7 @@ impl LoadedPlugin {
                 source: e.into(),
             })?;
         let kubernetes = match &grants.kubernetes {
-            Some(settings) => Some(Arc::new(KubeApi::new(settings)?)),
+            Some(settings) => Some(Arc::new(KubeApi::new(settings, metrics.clone())?)),
             None => None,
         };
         engine::start_epoch_ticker(&engine);

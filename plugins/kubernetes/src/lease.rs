@@ -18,19 +18,32 @@
 //!   leader that cannot renew stops before any candidate can take over.
 //! - **Release**: on resign the holder empties `holderIdentity`, so a
 //!   watching standby takes over at once instead of after a lease.
+//!
+//! Round trips, since each costs an etcd write or read on a real API server
+//! (and a handover waits for them in turn): the holder keeps the object as
+//! its last write left it and renews or releases with one compare-and-set
+//! on that version, reading first only when that fails (something else,
+//! such as a state write, changed the object meanwhile). A waiting
+//! candidate judges the object its watch event carries instead of reading
+//! it again, so a release is answered with a single write.
 
 use std::time::{Duration, Instant};
 
 use ha_sidecar_sdk::{Failure, Member, Result, Term, log};
 
-use crate::object::{ConfigMap, Object, Written};
-use crate::record::{Holder, LeaderRecord, Leadership, lease_seconds, micro_time_now, now_ms};
+use crate::object::{ConfigMap, Object, Wake, Written};
+use crate::record::{
+    Holder, LeaderRecord, Leadership, lease_seconds, lock_identity, micro_time_now, now_ms,
+};
 
 /// How often a reader looks again when there is no object to watch yet.
 const POLL_ABSENT: Duration = Duration::from_millis(100);
 /// Attempts of one renewal or release against concurrent writes (state
 /// writes change the same object's resourceVersion).
 const CAS_ATTEMPTS: usize = 8;
+/// Up to this much data, a renewal or release is tried on the object as
+/// our last write left it, without reading it first.
+const CACHED_BASE_MAX: usize = 64 << 10;
 
 /// The record as this reader first saw it in its current form.
 struct Observed {
@@ -53,21 +66,26 @@ pub enum Judgement {
 
 pub struct Lease {
     pub me: Member,
-    /// The `holderIdentity` we write: the sidecar's per-run session.
+    /// The `holderIdentity` we write: the sidecar's per-run session, as
+    /// Flink writes its lock identity (a dashed UUID).
     session: String,
     lease: Duration,
     components: Vec<String>,
     observed: Option<Observed>,
+    /// The object as our last successful write of the leader record left
+    /// it: the base of the next renewal or release.
+    written: Option<ConfigMap>,
 }
 
 impl Lease {
     pub fn new(me: Member, session: String, lease: Duration, components: Vec<String>) -> Self {
         Self {
             me,
-            session,
+            session: lock_identity(&session),
             lease,
             components,
             observed: None,
+            written: None,
         }
     }
 
@@ -103,13 +121,22 @@ impl Lease {
     /// Tries to become leader, waiting at most `wait` for the holder to go.
     pub fn campaign(&mut self, object: &Object, wait: Duration) -> Result<Option<Term>> {
         let deadline = Instant::now() + wait;
+        // The object as a watch event showed it (none: deleted), not yet judged.
+        let mut shown: Option<Option<ConfigMap>> = None;
         loop {
-            let Some(cm) = object.get()? else {
+            let current = match shown.take() {
+                Some(cm) => cm,
+                None => object.get()?,
+            };
+            let Some(cm) = current else {
                 // No ConfigMap yet: the first candidate creates it, holding the lease.
                 let mut cm = object.blank();
                 let term = self.claim(&mut cm, 1);
                 match object.create(&cm)? {
-                    Written::Done => return Ok(Some(term)),
+                    Written::Done(stored) => {
+                        self.written = stored;
+                        return Ok(Some(term));
+                    }
                     Written::Raced => continue,
                 }
             };
@@ -127,7 +154,10 @@ impl Lease {
                     let mut next = cm.clone();
                     let term = self.claim(&mut next, token);
                     match object.replace(&next)? {
-                        Written::Done => return Ok(Some(term)),
+                        Written::Done(stored) => {
+                            self.written = stored;
+                            return Ok(Some(term));
+                        }
                         Written::Raced => continue,
                     }
                 }
@@ -137,7 +167,10 @@ impl Lease {
                         return Ok(None);
                     }
                     // Wake for any change (a release, a renewal) or when the lease would end.
-                    object.wait_change(&cm.resource_version, left.min(deadline - now))?;
+                    let wait = left.min(deadline - now);
+                    if let Wake::Changed(next) = object.wait_change(&cm.resource_version, wait)? {
+                        shown = Some(next);
+                    }
                 }
             }
         }
@@ -179,10 +212,23 @@ impl Lease {
         })
     }
 
+    /// The object to base a change of `term`'s record on: as our last write
+    /// left it, or else as read now. A large object (much state) is read
+    /// first: sending it whole to learn that a state write changed it
+    /// meanwhile would cost more than the read saves.
+    fn base(&mut self, object: &Object, term: &Term) -> Result<Option<ConfigMap>> {
+        match self.written.take() {
+            Some(cm) if cm.data_size() <= CACHED_BASE_MAX && self.ours(&cm, term).is_some() => {
+                Ok(Some(cm))
+            }
+            _ => object.get(),
+        }
+    }
+
     /// Renews `term`: a new renewTime and renewal count, at the version read.
     pub fn keep(&mut self, object: &Object, term: &Term) -> Result<()> {
         for _ in 0..CAS_ATTEMPTS {
-            let cm = object.get()?.ok_or(Failure::NotLeader)?;
+            let cm = self.base(object, term)?.ok_or(Failure::NotLeader)?;
             let mut l = self.ours(&cm, term).ok_or(Failure::NotLeader)?;
             l.record.renew_time = micro_time_now();
             l.record.lease_duration = lease_seconds(self.lease);
@@ -190,7 +236,10 @@ impl Lease {
             let mut next = cm.clone();
             l.write(&mut next, &self.components);
             match object.replace(&next)? {
-                Written::Done => return Ok(()),
+                Written::Done(stored) => {
+                    self.written = stored;
+                    return Ok(());
+                }
                 Written::Raced => continue,
             }
         }
@@ -204,7 +253,7 @@ impl Lease {
     /// Idempotent: a term that is already gone is released.
     pub fn resign(&mut self, object: &Object, term: &Term) -> Result<()> {
         for _ in 0..CAS_ATTEMPTS {
-            let Some(cm) = object.get()? else {
+            let Some(cm) = self.base(object, term)? else {
                 return Ok(());
             };
             let Some(mut l) = self.ours(&cm, term) else {
@@ -215,7 +264,7 @@ impl Lease {
             let mut next = cm.clone();
             l.write(&mut next, &self.components);
             match object.replace(&next)? {
-                Written::Done => return Ok(()),
+                Written::Done(_) => return Ok(()),
                 Written::Raced => continue,
             }
         }
@@ -235,8 +284,12 @@ impl Lease {
         wait: Duration,
     ) -> Result<Option<Term>> {
         let deadline = Instant::now() + wait;
+        let mut shown: Option<Option<ConfigMap>> = None;
         loop {
-            let cm = object.get()?;
+            let cm = match shown.take() {
+                Some(cm) => cm,
+                None => object.get()?,
+            };
             let leadership = cm.as_ref().and_then(Leadership::read);
             let (current, left) = match self.judge(leadership.as_ref(), false) {
                 Judgement::Held(left) => (leadership.as_ref().map(term_of), Some(left)),
@@ -249,10 +302,10 @@ impl Lease {
             let until_change = deadline - now;
             match &cm {
                 Some(cm) => {
-                    object.wait_change(
-                        &cm.resource_version,
-                        left.map_or(until_change, |l| l.min(until_change)),
-                    )?;
+                    let wait = left.map_or(until_change, |l| l.min(until_change));
+                    if let Wake::Changed(next) = object.wait_change(&cm.resource_version, wait)? {
+                        shown = Some(next);
+                    }
                 }
                 None => std::thread::sleep(POLL_ABSENT.min(until_change)),
             }

@@ -11,10 +11,15 @@
 //! checked atomically against the record; Flink's own tools (the operator,
 //! people reading `kubectl get cm`) also look for this ConfigMap.
 //!
+//! Before it campaigns or answers who leads, the plugin checks that the API
+//! server allows what the recipe needs (`access.rs`): at configure, so a
+//! sidecar without them stops at start with the API server's message.
+//!
 //! Settings: `cluster-id` (Flink's `kubernetes.cluster-id`, default
 //! `default`), `components` (leader keys to publish the address under,
 //! default `dispatcher,resourcemanager,restserver`).
 
+mod access;
 mod lease;
 mod object;
 mod record;
@@ -24,7 +29,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use ha_sidecar_sdk::settings::Settings;
-use ha_sidecar_sdk::{Backend, Result, Setup, Term, Versioned, invalid, keys};
+use ha_sidecar_sdk::{Backend, Result, Setup, Term, Versioned, invalid, keys, log};
 
 use lease::Lease;
 use object::Object;
@@ -35,6 +40,27 @@ const MAX_CLUSTER_ID: usize = 45;
 struct Plugin {
     object: Object,
     lease: Lease,
+    /// The permission check could not be done at configure (the API server
+    /// did not answer): done before the next campaign or leader call.
+    unchecked: bool,
+}
+
+impl Plugin {
+    /// Runs a check still owed; a refusal fails the call.
+    fn checked(&mut self) -> Result<()> {
+        if !self.unchecked {
+            return Ok(());
+        }
+        let checked = access::check(&self.object);
+        self.unchecked = matches!(checked, access::Checked::Unknown(_));
+        match access::failure(checked, false) {
+            Some(f) => {
+                self.unchecked = true;
+                Err(f)
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 thread_local! {
@@ -79,9 +105,25 @@ fn configure(setup: Setup) -> Result<Plugin> {
         )));
     }
     let lease = Duration::from_millis(setup.timing.lease_ms.into());
+    let object = Object::new(&cluster_id);
+    let checked = access::check(&object);
+    let unchecked = match &checked {
+        access::Checked::Unknown(why) => {
+            log::warn(&format!(
+                "cannot check the permissions on configmap {} yet ({why}); checking before campaigning",
+                object.name
+            ));
+            true
+        }
+        _ => false,
+    };
+    if let Some(refused) = access::failure(checked, true) {
+        return Err(refused);
+    }
     Ok(Plugin {
-        object: Object::new(&cluster_id),
+        object,
         lease: Lease::new(setup.me, setup.session, lease, components),
+        unchecked,
     })
 }
 
@@ -96,6 +138,7 @@ impl Backend for KubernetesBackend {
 
     fn campaign(wait_ms: u32) -> Result<Option<Term>> {
         with(|p| {
+            p.checked()?;
             p.lease
                 .campaign(&p.object, Duration::from_millis(wait_ms.into()))
         })
@@ -111,6 +154,7 @@ impl Backend for KubernetesBackend {
 
     fn leader(known: Option<u64>, wait_ms: u32) -> Result<Option<Term>> {
         with(|p| {
+            p.checked()?;
             p.lease
                 .leader(&p.object, known, Duration::from_millis(wait_ms.into()))
         })

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 const LABEL_TYPE: &str = "flink-native-kubernetes";
 const LABEL_CONFIGMAP_TYPE: &str = "high-availability";
 
-fn configmaps() -> ObjectKind {
+pub fn configmaps() -> ObjectKind {
     ObjectKind {
         api_version: "v1".into(),
         plural: "configmaps".into(),
@@ -28,13 +28,35 @@ pub fn failure(what: &str, e: KubeError) -> Failure {
     match e {
         KubeError::Invalid(m) => Failure::Invalid(format!("{what}: {m}")),
         KubeError::Forbidden(m) => Failure::Unavailable(format!(
-            "{what}: {m} (the service account needs get, create, update and watch on configmaps in this namespace; see examples/kubernetes/rbac.yaml)"
+            "{what}: {m} ({} needs get, create, update and watch on configmaps in this namespace; see examples/kubernetes/rbac.yaml)",
+            subject(&m)
         )),
         KubeError::NotFound => Failure::Unavailable(format!("{what}: not found")),
         KubeError::Conflict(m)
         | KubeError::AlreadyExists(m)
         | KubeError::Gone(m)
         | KubeError::Unavailable(m) => Failure::Unavailable(format!("{what}: {m}")),
+    }
+}
+
+/// Who the API server says was refused, from its RBAC message (`... User
+/// "system:serviceaccount:flink:ha-sidecar" cannot get ...`): a service
+/// account by name and namespace, or a user as named. A refusal that names
+/// nobody (401: the credentials were not accepted) says so.
+pub fn subject(message: &str) -> String {
+    let named = message
+        .split_once("User \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(user, _)| user);
+    match named {
+        Some(user) => match user
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|sa| sa.split_once(':'))
+        {
+            Some((ns, name)) => format!("the service account {name:?} of namespace {ns:?}"),
+            None => format!("the user {user:?}"),
+        },
+        None => "the credentials the sidecar uses (its kubeconfig or its service account token), which the API server did not accept,".into(),
     }
 }
 
@@ -115,7 +137,8 @@ fn set_entry(parent: &mut Value, field: &str, key: &str, value: Option<String>) 
 
 /// Outcome of a conditional write.
 pub enum Written {
-    Done,
+    /// Written; the object as the API server stored it, if its answer parsed.
+    Done(Option<ConfigMap>),
     /// Someone else changed (or deleted, or created) the object first: read again.
     Raced,
 }
@@ -163,7 +186,7 @@ impl Object {
 
     pub fn create(&self, cm: &ConfigMap) -> Result<Written, Failure> {
         match kube::create(&configmaps(), &cm.json.to_string()) {
-            Ok(_) => Ok(Written::Done),
+            Ok(text) => Ok(Written::Done(ConfigMap::parse(&text).ok())),
             Err(KubeError::AlreadyExists(_)) => Ok(Written::Raced),
             Err(e) => Err(failure(&format!("create configmap {}", self.name), e)),
         }
@@ -174,21 +197,61 @@ impl Object {
         let mut json = cm.json.clone();
         json["metadata"]["resourceVersion"] = Value::String(cm.resource_version.clone());
         match kube::replace(&configmaps(), &self.name, &json.to_string()) {
-            Ok(_) => Ok(Written::Done),
+            Ok(text) => Ok(Written::Done(ConfigMap::parse(&text).ok())),
             Err(KubeError::Conflict(_) | KubeError::NotFound) => Ok(Written::Raced),
             Err(e) => Err(failure(&format!("update configmap {}", self.name), e)),
         }
     }
 
     /// Waits at most `wait` for the object to change after `since` (a
-    /// resourceVersion). True if it changed (or may have: a watch too old to
-    /// resume means "read again").
-    pub fn wait_change(&self, since: &str, wait: Duration) -> Result<bool, Failure> {
+    /// resourceVersion). A change comes with the object as it is after it,
+    /// so the caller need not read it again.
+    pub fn wait_change(&self, since: &str, wait: Duration) -> Result<Wake, Failure> {
         let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         match kube::watch(&configmaps(), &self.name, since, wait_ms) {
-            Ok(event) => Ok(event.is_some()),
-            Err(KubeError::Gone(_)) => Ok(true),
+            Ok(None) => Ok(Wake::Quiet),
+            Ok(Some(event)) if event.change == "DELETED" => Ok(Wake::Changed(None)),
+            Ok(Some(event)) => Ok(match ConfigMap::parse(&event.object) {
+                Ok(cm) if !cm.resource_version.is_empty() => Wake::Changed(Some(cm)),
+                _ => Wake::Reread,
+            }),
+            // Too old to resume from: read again.
+            Err(KubeError::Gone(_)) => Ok(Wake::Reread),
             Err(e) => Err(failure(&format!("watch configmap {}", self.name), e)),
+        }
+    }
+}
+
+/// What a wait for a change saw.
+pub enum Wake {
+    /// Nothing changed within the wait.
+    Quiet,
+    /// The object as it is after the change (none: deleted).
+    Changed(Option<ConfigMap>),
+    /// It may have changed: read it again.
+    Reread,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_is_named_as_the_api_server_named_it() {
+        let sa = r#"403 Forbidden: configmaps "x" is forbidden: User "system:serviceaccount:flink:ha-sidecar" cannot watch resource "configmaps" in API group "" in the namespace "flink""#;
+        assert_eq!(
+            subject(sa),
+            r#"the service account "ha-sidecar" of namespace "flink""#
+        );
+        let user = r#"403 Forbidden: configmaps is forbidden: User "alice@example.com" cannot create resource "configmaps" in API group "" in the namespace "flink""#;
+        assert_eq!(subject(user), r#"the user "alice@example.com""#);
+        assert!(subject("401 Unauthorized: Unauthorized").contains("did not accept"));
+        match failure("read configmap x", KubeError::Forbidden(user.into())) {
+            Failure::Unavailable(m) => {
+                assert!(m.contains(r#"the user "alice@example.com" needs get"#), "{m}");
+                assert!(!m.contains("service account"), "{m}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - The annotation `control-plane.alpha.kubernetes.io/leader` holds the
 //!   record fabric8's ConfigMapLock writes for Flink (reference/flink-ha.md
-//!   §3.2): `holderIdentity` (here: the sidecar's per-run session), the lease
+//!   §3.2): `holderIdentity` (here: the sidecar's per-run session, written
+//!   as a dashed UUID like Flink's lock identity `UUID.randomUUID()`), the lease
 //!   in seconds with nine decimals, `acquireTime` and `renewTime` as
 //!   MicroTime (UTC, six fractional digits), and `leaderTransitions`, which
 //!   is our fencing token: it grows by one with every acquisition.
@@ -163,6 +164,25 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Flink's lock identity is `UUID.randomUUID().toString()`: 36 characters,
+/// dashed. The host's session is a v4 UUID as 32 hex digits, so it is
+/// written the same way; a session of another shape is kept as it is.
+pub fn lock_identity(session: &str) -> String {
+    let hex = session.len() == 32 && session.chars().all(|c| c.is_ascii_hexdigit());
+    if !hex {
+        return session.to_string();
+    }
+    let s = session.to_ascii_lowercase();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..]
+    )
+}
+
 /// A leader session id per term, shaped like Flink's `UUID.randomUUID()`:
 /// the holder's random session (128 bits of hex) with the token mixed into
 /// its low bits, version 4 and the IETF variant.
@@ -232,6 +252,20 @@ mod tests {
         let r: LeaderRecord = serde_json::from_str(text).unwrap();
         assert_eq!(r.leader_transitions, 37981);
         assert_eq!(r.lease(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn lock_identity_is_a_dashed_uuid_as_flink_writes_it() {
+        assert_eq!(
+            lock_identity("6F1C2D3E4A5B4C6D8E9F0A1B2C3D4E5F"),
+            "6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f"
+        );
+        assert_eq!(lock_identity("not-a-uuid"), "not-a-uuid");
+        // The leader session UUID of a term is the same whichever form is read.
+        assert_eq!(
+            leader_session_uuid(&lock_identity("0123456789abcdef0123456789abcdef"), 3),
+            leader_session_uuid("0123456789abcdef0123456789abcdef", 3)
+        );
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub fn write(
             object.replace(&next)?
         };
         match written {
-            Written::Done => return Ok(version),
+            Written::Done(_) => return Ok(version),
             Written::Raced => continue,
         }
     }

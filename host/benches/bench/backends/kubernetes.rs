@@ -2,6 +2,8 @@
 //! (`tests/support/kube_api.rs`): no real API server can run on these
 //! machines, so its figures show the sidecar and the plugin, not a cluster's
 //! API server and etcd (which add their own latency, typically milliseconds).
+//! `BENCH_KUBE_LATENCY_MS` adds that latency to every request (e.g. 5 for a
+//! nearby API server on a fast etcd), to see how the round trips add up.
 
 use std::path::Path;
 
@@ -20,9 +22,15 @@ pub struct KubernetesBackend {
 impl KubernetesBackend {
     pub fn start() -> Self {
         eprintln!("bench: starting the test API server");
-        KubernetesBackend {
-            server: KubeApiServer::start(&[(TOKEN, Access::ReadWrite)], &[NAMESPACE]),
+        let server = KubeApiServer::start(&[(TOKEN, Access::ReadWrite)], &[NAMESPACE]);
+        if let Some(ms) = std::env::var("BENCH_KUBE_LATENCY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            eprintln!("bench: the test API server answers every request {ms} ms late");
+            server.set_latency(std::time::Duration::from_millis(ms));
         }
+        KubernetesBackend { server }
     }
 }
 
