@@ -258,6 +258,11 @@ impl<S: CasStore> Driver<S> {
                 seen,
                 left.min(until_expiry).max(Duration::from_millis(1)),
             )?;
+            // A wait that returned late (a slow store) ends the campaign
+            // rather than starting another round past its bound.
+            if started.elapsed() >= wait {
+                return Ok(None);
+            }
         }
     }
 
