@@ -84,7 +84,7 @@ impl Flink {
         let url = |p: &Path| format!("file://{}", p.display());
         let config = format!(
             "# Written by the ha-sidecar Flink demo.\n\
-             env.java.opts.all: {java_opts:?}\n\
+             env.java.opts.all: \"{java_opts} -Duser.timezone=UTC\"\n\
              jobmanager.rpc.address: localhost\n\
              jobmanager.bind-host: localhost\n\
              jobmanager.memory.process.size: 1024m\n\
@@ -215,32 +215,60 @@ impl Process {
 }
 
 impl Process {
-    /// The ids of the checkpoints Flink restored the job from, in the order
-    /// its log says `Restoring job <job> from Checkpoint <id>`.
-    pub fn restored_checkpoints(&self, job: &str) -> Vec<u64> {
+    /// The checkpoint Flink first restored the job from at or after `since`
+    /// (the log's UTC timestamps, see [`utc`]): `Restoring job <job> from
+    /// Checkpoint <id>` in any of this process's logs.
+    pub fn restored_since(&self, job: &str, since: &str) -> Option<u64> {
         let needle = format!("Restoring job {job} from Checkpoint ");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.log_dir)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.retain(|f| {
+        let files = std::fs::read_dir(&self.log_dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path());
+        let mut found: Vec<(String, u64)> = Vec::new();
+        for f in files.filter(|f| {
             f.extension().is_some_and(|e| e == "log")
                 && !f
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with("console-"))
-        });
-        files.sort();
-        let mut ids = Vec::new();
-        for f in files {
+        }) {
             for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
-                if let Some(rest) = line.split(&needle).nth(1)
-                    && let Some(id) = rest.split_whitespace().next().and_then(|n| n.parse().ok())
+                let (Some(stamp), Some(rest)) = (line.get(..23), line.split(&needle).nth(1)) else {
+                    continue;
+                };
+                if let Some(id) = rest.split_whitespace().next().and_then(|n| n.parse().ok())
+                    && stamp >= since
                 {
-                    ids.push(id);
+                    found.push((stamp.to_string(), id));
                 }
             }
         }
-        ids
+        found.into_iter().min().map(|(_, id)| id)
     }
+}
+
+/// Now in the format of Flink's log lines (`2026-12-02 05:47:35,600`), in
+/// UTC: the demo starts every JVM with `-Duser.timezone=UTC`.
+pub fn utc(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, ms) = (d.as_secs(), d.subsec_millis());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02},{ms:03}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// A REST client for the JobManagers: short timeouts, a dead one fails fast.
