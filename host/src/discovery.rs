@@ -116,7 +116,7 @@ pub async fn run(
                     // A missing permission is retried ever more slowly, not
                     // at the retry period: it is no outage.
                     let wait = if metrics.refusals.is_refused() {
-                        let wait = refused.next();
+                        let wait = refused.wait();
                         tracing::error!(error = %e, retry_in = ?wait, "the backend refuses what discovery needs; waiting before trying again");
                         wait
                     } else {

@@ -236,7 +236,7 @@ impl Election {
                 // A missing permission is no outage: retrying at the retry
                 // period would only fill the log. /healthz reports it.
                 Err(CallError::Failure(f)) if self.metrics.refusals.is_refused() => {
-                    let wait = refused.next();
+                    let wait = refused.wait();
                     tracing::error!(error = %CallError::Failure(f), retry_in = ?wait, "the backend refuses what campaigning needs; waiting before trying again");
                     self.pause(wait).await;
                 }

@@ -74,7 +74,7 @@ impl Backoff {
         Self { first, next: first }
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn wait(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(BACKOFF_MAX.max(self.first));
         d
@@ -109,12 +109,12 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_cap_and_starts_over() {
         let mut b = Backoff::new(Duration::from_millis(400));
-        let waits: Vec<u128> = (0..9).map(|_| b.next().as_millis()).collect();
+        let waits: Vec<u128> = (0..9).map(|_| b.wait().as_millis()).collect();
         assert_eq!(
             waits,
             [400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
         );
         b.reset();
-        assert_eq!(b.next(), Duration::from_millis(400));
+        assert_eq!(b.wait(), Duration::from_millis(400));
     }
 }
