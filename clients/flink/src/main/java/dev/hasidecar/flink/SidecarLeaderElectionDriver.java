@@ -23,6 +23,7 @@ import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
@@ -222,7 +223,7 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
                 }
                 final String reason = why;
                 if (!closed) {
-                    events.execute(() -> streamEnded(reason));
+                    post(() -> streamEnded(reason));
                     LOG.info("The candidacy stream from {} ended ({}); reopening", client.describe(), reason);
                 }
                 if (lines > 0) {
@@ -246,7 +247,7 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
             try {
                 in = open(client);
             } catch (SidecarConfigException e) {
-                events.execute(() -> fail(e));
+                post(() -> fail(e));
                 break;
             } catch (IOException | InterruptedException e) {
                 Thread.interrupted();
@@ -278,7 +279,7 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
             if (line.hasNonNull("candidacy")) {
                 candidacy = line.get("candidacy").asText();
             }
-            events.execute(() -> onLine(gen, line, received));
+            post(() -> onLine(gen, line, received));
             if (line.has("closed")) {
                 closedReason[0] = line.get("closed").asText();
                 return n;
@@ -299,6 +300,15 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
             closeQuietly(s);
             // A read blocked on a silent connection wakes on interrupt, not always on close.
             reader.interrupt();
+        }
+    }
+
+    /** Hands a task to the event thread, unless the driver closed meanwhile. */
+    private void post(Runnable task) {
+        try {
+            events.execute(task);
+        } catch (RejectedExecutionException e) {
+            LOG.debug("Dropped an event after close");
         }
     }
 
@@ -600,12 +610,16 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
                     if (version >= 0 && version != known) {
                         known = version;
                         LeaderInformation info = SidecarLeaderRetrievalDriver.information(componentId, j);
-                        componentEvents.execute(
-                                () -> {
-                                    if (!closed) {
-                                        listener.onLeaderInformationChange(componentId, info);
-                                    }
-                                });
+                        try {
+                            componentEvents.execute(
+                                    () -> {
+                                        if (!closed) {
+                                            listener.onLeaderInformationChange(componentId, info);
+                                        }
+                                    });
+                        } catch (RejectedExecutionException e) {
+                            return; // closed
+                        }
                     }
                     backoff = BACKOFF_MIN_MS;
                     continue;

@@ -221,7 +221,7 @@ public class SidecarLeaderElectionDriverTest {
     private static Process child(SidecarProcesses.Sidecar s, BlockingQueue<String> lines) throws Exception {
         String javaBin = java.nio.file.Paths.get(System.getProperty("java.home"), "bin", "java").toString();
         Process child =
-                new ProcessBuilder(javaBin, "-cp", System.getProperty("java.class.path"), CandidateMain.class.getName(), s.url().toString())
+                new ProcessBuilder(javaBin, "-XX:TieredStopAtLevel=1", "-cp", System.getProperty("java.class.path"), CandidateMain.class.getName(), s.url().toString())
                         .redirectErrorStream(true)
                         .start();
         Thread pump = new Thread(() -> {
@@ -230,6 +230,8 @@ public class SidecarLeaderElectionDriverTest {
                 while ((line = out.readLine()) != null) {
                     if (line.startsWith("granted ") || line.startsWith("revoke") || line.startsWith("error")) {
                         lines.add(line);
+                    } else {
+                        System.err.println("[child JVM] " + line);
                     }
                 }
             } catch (java.io.IOException e) {
@@ -242,7 +244,14 @@ public class SidecarLeaderElectionDriverTest {
     }
 
     private static String nextLine(BlockingQueue<String> lines, String prefix) throws InterruptedException {
-        String l = lines.poll(LONG.toMillis(), TimeUnit.MILLISECONDS);
+        return nextLine(lines, prefix, LONG);
+    }
+
+    /** A JVM with Flink's classpath starts in seconds, or in a minute on a loaded machine. */
+    private static final Duration CHILD_START = Duration.ofSeconds(120);
+
+    private static String nextLine(BlockingQueue<String> lines, String prefix, Duration timeout) throws InterruptedException {
+        String l = lines.poll(timeout.toMillis(), TimeUnit.MILLISECONDS);
         if (l == null || !l.startsWith(prefix)) {
             throw new AssertionError("the child JVM: expected " + prefix + ", got " + l);
         }
@@ -255,7 +264,7 @@ public class SidecarLeaderElectionDriverTest {
         BlockingQueue<String> lines = new LinkedBlockingQueue<>();
         Process child = child(s1, lines);
         try {
-            nextLine(lines, "granted ");
+            nextLine(lines, "granted ", CHILD_START);
             Candidate standby = candidate("s2");
             standby.listener.assertQuiet(Duration.ofMillis(500));
             long killed = System.nanoTime();
@@ -283,7 +292,7 @@ public class SidecarLeaderElectionDriverTest {
         Process child = child(s1, lines);
         long pid = child.pid();
         try {
-            nextLine(lines, "granted ");
+            nextLine(lines, "granted ", CHILD_START);
             Candidate standby = candidate("s2");
             new ProcessBuilder("kill", "-STOP", Long.toString(pid)).start().waitFor();
             try {
