@@ -109,7 +109,7 @@ final class SidecarProcesses implements AutoCloseable {
                     + "capabilities:\n"
                     + "  zookeeper:\n"
                     + "    quorum: '127.0.0.1:" + zookeeperPort + "'\n"
-                    + "    client: {session-timeout: 2s, connection-timeout: 5s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 10}\n";
+                    + "    client: {session-timeout: 4s, connection-timeout: 5s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 10}\n";
         }
         return "plugin:\n"
                 + "  path: '" + plugin("ha_plugin_file") + "'\n"
