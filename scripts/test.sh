@@ -20,3 +20,4 @@ ensure_debian_packages junit4
 ensure_flink
 cargo build --release --locked --bin ha-sidecar
 clients/flink/test.sh
+SIDECAR_BACKEND=zookeeper clients/flink/test.sh
