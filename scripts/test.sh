@@ -23,3 +23,4 @@ echo "==> host unit, conformance and integration tests (real Flink included)"
 cargo test --release --locked --workspace --no-fail-fast
 echo "==> Flink HA services plugin unit tests (clients/flink) against the release sidecar"
 clients/flink/test.sh
+SIDECAR_BACKEND=zookeeper clients/flink/test.sh

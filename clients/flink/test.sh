@@ -29,7 +29,7 @@ if [ $# -gt 0 ]; then
 else
     mapfile -t classes < <(cd "$HERE/src/test/java" && find . -name '*Test.java' | sed 's|^\./||; s|\.java$||; s|/|.|g' | sort)
 fi
-echo "==> Flink plugin tests: ${classes[*]} (plugin log: $BUILD/test.log)"
-java -cp "$BUILD/test-classes:$CP" -Drepo.root="$ROOT" ${TEST_JAVA_OPTS:-} -Dtest.log="$BUILD/test.log" \
+echo "==> Flink plugin tests on the ${SIDECAR_BACKEND:-file} backend: ${classes[*]} (plugin log: $BUILD/test.log)"
+java -cp "$BUILD/test-classes:$CP" -Drepo.root="$ROOT" -Dsidecar.backend="${SIDECAR_BACKEND:-file}" ${TEST_JAVA_OPTS:-} -Dtest.log="$BUILD/test.log" \
     -Dlog4j.configurationFile=log4j2-test.properties \
     org.junit.runner.JUnitCore "${classes[@]}"

@@ -20,7 +20,10 @@ import java.util.Collections;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.UUID;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
@@ -47,7 +50,9 @@ import java.util.concurrent.TimeUnit;
  * </ul>
  *
  * <p>{@link #hasLeadership()} is one volatile read of {@link Leadership}: Flink calls it under
- * its lock.
+ * its lock. Every component this driver publishes is watched (a long poll each), and changes are
+ * reported to Flink, which re-publishes when the stored information differs from what it
+ * confirmed.
  */
 final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
 
@@ -74,6 +79,20 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
     private volatile InputStream stream;
     private volatile long lastLineNanos;
     private volatile int generation;
+    /** One long poll per component this driver published, for Flink's self-healing re-publish. */
+    private final Map<String, Thread> watches = new ConcurrentHashMap<>();
+    /**
+     * Delivers component changes to Flink. Not the event thread: Flink re-publishes from inside
+     * the callback (a blocking request), which must not hold up grants, revokes and the
+     * validity check.
+     */
+    private final ExecutorService componentEvents =
+            Executors.newSingleThreadExecutor(
+                    r -> {
+                        Thread t = new Thread(r, "ha-sidecar-component-events");
+                        t.setDaemon(true);
+                        return t;
+                    });
 
     // Confined to the event thread.
     private boolean granted;
@@ -204,7 +223,7 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
                 }
                 final String reason = why;
                 if (!closed) {
-                    events.execute(() -> streamEnded(reason));
+                    post(() -> streamEnded(reason));
                     LOG.info("The candidacy stream from {} ended ({}); reopening", client.describe(), reason);
                 }
                 if (lines > 0) {
@@ -228,7 +247,7 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
             try {
                 in = open(client);
             } catch (SidecarConfigException e) {
-                events.execute(() -> fail(e));
+                post(() -> fail(e));
                 break;
             } catch (IOException | InterruptedException e) {
                 Thread.interrupted();
@@ -260,7 +279,7 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
             if (line.hasNonNull("candidacy")) {
                 candidacy = line.get("candidacy").asText();
             }
-            events.execute(() -> onLine(gen, line, received));
+            post(() -> onLine(gen, line, received));
             if (line.has("closed")) {
                 closedReason[0] = line.get("closed").asText();
                 return n;
@@ -281,6 +300,15 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
             closeQuietly(s);
             // A read blocked on a silent connection wakes on interrupt, not always on close.
             reader.interrupt();
+        }
+    }
+
+    /** Hands a task to the event thread, unless the driver closed meanwhile. */
+    private void post(Runnable task) {
+        try {
+            events.execute(task);
+        } catch (RejectedExecutionException e) {
+            LOG.debug("Dropped an event after close");
         }
     }
 
@@ -489,6 +517,7 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
                                 SidecarClient.JSON.writeValueAsBytes(body));
                 if (r.status == 200) {
                     LOG.debug("Published {} for {} under {}", info, componentId, g);
+                    watch(componentId);
                     return;
                 }
                 if (r.status == 409) {
@@ -544,12 +573,82 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
         }
     }
 
+    /**
+     * Watches what the sidecar holds for a component this driver published and tells Flink on
+     * every change, so Flink re-publishes when the stored information differs from what its
+     * leader confirmed (a deletion by someone else, a backend that lost it).
+     */
+    private void watch(String componentId) {
+        watches.computeIfAbsent(
+                componentId,
+                id -> {
+                    Thread t = new Thread(() -> watchLoop(id), "ha-sidecar-component-watch-" + id);
+                    t.setDaemon(true);
+                    t.start();
+                    return t;
+                });
+    }
+
+    private void watchLoop(String componentId) {
+        long known = -1;
+        long backoff = BACKOFF_MIN_MS;
+        String path = "/leader/components/" + componentId;
+        while (!closed) {
+            try {
+                SidecarClient.Response r =
+                        known < 0
+                                ? client.send("GET", path, Collections.emptyMap(), null)
+                                : client.send(
+                                        "GET",
+                                        path + "?wait=" + SidecarLeaderRetrievalDriver.WAIT.getSeconds() + "s&known=" + known,
+                                        Collections.emptyMap(),
+                                        null,
+                                        SidecarLeaderRetrievalDriver.WAIT.plus(client.timeout()));
+                if (r.status == 200) {
+                    JsonNode j = r.json();
+                    long version = j.path("version").asLong(-1);
+                    if (version >= 0 && version != known) {
+                        known = version;
+                        LeaderInformation info = SidecarLeaderRetrievalDriver.information(componentId, j);
+                        try {
+                            componentEvents.execute(
+                                    () -> {
+                                        if (!closed) {
+                                            listener.onLeaderInformationChange(componentId, info);
+                                        }
+                                    });
+                        } catch (RejectedExecutionException e) {
+                            return; // closed
+                        }
+                    }
+                    backoff = BACKOFF_MIN_MS;
+                    continue;
+                }
+                LOG.debug("Watching {} on {}: {}", componentId, client.describe(), r);
+            } catch (InterruptedException e) {
+                return;
+            } catch (IOException | RuntimeException e) {
+                LOG.debug("Watching {} on {}: {}", componentId, client.describe(), e.toString());
+            }
+            try {
+                Thread.sleep(backoff);
+            } catch (InterruptedException e) {
+                return;
+            }
+            backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+        }
+    }
+
     @Override
     public void close() throws Exception {
         if (closed) {
             return;
         }
         closed = true;
+        for (Thread t : watches.values()) {
+            t.interrupt();
+        }
+        componentEvents.shutdownNow();
         leadership.revoke();
         abortStream();
         reader.interrupt();

@@ -82,7 +82,7 @@ final class SidecarLeaderRetrievalDriver implements LeaderRetrievalDriver {
                         throw new IOException("an answer without a version: " + r);
                     }
                     if (version != known) {
-                        handler.notifyLeaderAddress(information(j));
+                        handler.notifyLeaderAddress(information(componentId, j));
                         known = version;
                     }
                     backoff = BACKOFF_MIN_MS;
@@ -126,7 +126,8 @@ final class SidecarLeaderRetrievalDriver implements LeaderRetrievalDriver {
         }
     }
 
-    private LeaderInformation information(JsonNode j) {
+    /** The information in a {@code GET /leader/components/{id}} answer; empty when there is none. */
+    static LeaderInformation information(String componentId, JsonNode j) {
         JsonNode address = j.path("address");
         JsonNode session = j.path("session");
         if (!address.isTextual() || !session.isTextual()) {

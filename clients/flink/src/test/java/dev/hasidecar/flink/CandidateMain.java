@@ -5,8 +5,8 @@ import java.time.Duration;
 
 /**
  * A JobManager stand-in for the tests: a JVM that opens a candidacy through the plugin's driver
- * on the sidecar at {@code args[0]} and prints "granted <session>" when it leads, then idles
- * until it is killed.
+ * on the sidecar at {@code args[0]} and prints every grant ("granted <session>") and revoke
+ * ("revoked") on stdout until it is killed.
  */
 public final class CandidateMain {
     private CandidateMain() {}
@@ -15,8 +15,10 @@ public final class CandidateMain {
         SidecarClient client = new SidecarClient(URI.create(args[0]), Duration.ofSeconds(5));
         RecordingListener listener = new RecordingListener("child");
         SidecarLeaderElectionDriver.create(client, listener, new Leadership());
-        System.out.println("granted " + listener.next("grant", Duration.ofSeconds(60)).session);
-        System.out.flush();
-        Thread.sleep(Long.MAX_VALUE);
+        while (true) {
+            RecordingListener.Event e = listener.events.take();
+            System.out.println(e.kind.equals("grant") ? "granted " + e.session : e.toString());
+            System.out.flush();
+        }
     }
 }

@@ -178,6 +178,36 @@ public class SidecarHaServicesTest {
         assertEquals("revoked", c2.next());
     }
 
+    /**
+     * Flink's self-healing, as Flink's driver tests check it: the stored information of a
+     * component is deleted behind the leader's back; the driver reports the change and Flink's
+     * election service publishes its confirmed information again.
+     */
+    @Test
+    public void informationDeletedBehindTheLeadersBackIsPublishedAgain() throws Exception {
+        SidecarProcesses.Sidecar s1 = sidecars.start("jm1", "client");
+        HighAvailabilityServices jm = services(s1);
+        Contender c = new Contender();
+        LeaderElection e = jm.getDispatcherLeaderElection();
+        e.startLeaderElection(c);
+        closing.add(e);
+        UUID session = (UUID) c.next();
+        e.confirmLeadershipAsync(session, "pekko://jm1/dispatcher").get();
+
+        Retrieved r = new Retrieved();
+        LeaderRetrievalService retriever = services(s1).getDispatcherLeaderRetriever();
+        retriever.start(r);
+        closing.add(retriever::stop);
+        assertEquals("pekko://jm1/dispatcher|" + session, r.next());
+
+        long term = s1.client().send("GET", "/leader", Collections.emptyMap(), null).json().path("term").asLong();
+        SidecarClient.Response d =
+                s1.client().send("DELETE", "/leader/components/dispatcher", Collections.singletonMap(SidecarClient.TERM_HEADER, Long.toString(term)), null);
+        assertEquals("external delete: " + d, 204, d.status);
+        assertEquals("null|null", r.next());
+        assertEquals("Flink re-published its confirmed information", "pekko://jm1/dispatcher|" + session, r.next());
+    }
+
     @Test
     public void theCliRetrievesTheRestEndpointThroughAnObserver() throws Exception {
         SidecarProcesses.Sidecar s1 = sidecars.start("jm1", "client");

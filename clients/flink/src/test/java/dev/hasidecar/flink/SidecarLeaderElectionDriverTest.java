@@ -143,6 +143,11 @@ public class SidecarLeaderElectionDriverTest {
             long expiredAfterMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - paused);
             assertTrue("hasLeadership() held " + expiredAfterMs + " ms after the sidecar hung", expiredAfterMs <= 1500 + 100);
             c.listener.next("revoke", LONG);
+            // Stay hung past the stall bound: the driver drops the silent stream and reopens.
+            long stalled = SidecarLeaderElectionDriver.STALL_NANOS + TimeUnit.MILLISECONDS.toNanos(1000);
+            while (System.nanoTime() - paused < stalled) {
+                Thread.sleep(50);
+            }
         } finally {
             c.sidecar.resume();
         }
@@ -212,21 +217,54 @@ public class SidecarLeaderElectionDriverTest {
      * out (the bound asserted is the candidacy TTL, 3 s, which a sidecar that kept the
      * leadership for the dead JVM would exceed).
      */
+    /** A JobManager JVM of its own (CandidateMain) on the sidecar; its stdout lines queued. */
+    private static Process child(SidecarProcesses.Sidecar s, BlockingQueue<String> lines) throws Exception {
+        String javaBin = java.nio.file.Paths.get(System.getProperty("java.home"), "bin", "java").toString();
+        Process child =
+                new ProcessBuilder(javaBin, "-XX:TieredStopAtLevel=1", "-cp", System.getProperty("java.class.path"), CandidateMain.class.getName(), s.url().toString())
+                        .redirectErrorStream(true)
+                        .start();
+        Thread pump = new Thread(() -> {
+            try (java.io.BufferedReader out = new java.io.BufferedReader(new java.io.InputStreamReader(child.getInputStream(), java.nio.charset.StandardCharsets.UTF_8))) {
+                String line;
+                while ((line = out.readLine()) != null) {
+                    if (line.startsWith("granted ") || line.startsWith("revoke") || line.startsWith("error")) {
+                        lines.add(line);
+                    } else {
+                        System.err.println("[child JVM] " + line);
+                    }
+                }
+            } catch (java.io.IOException e) {
+                // the child is gone
+            }
+        });
+        pump.setDaemon(true);
+        pump.start();
+        return child;
+    }
+
+    private static String nextLine(BlockingQueue<String> lines, String prefix) throws InterruptedException {
+        return nextLine(lines, prefix, LONG);
+    }
+
+    /** A JVM with Flink's classpath starts in seconds, or in a minute on a loaded machine. */
+    private static final Duration CHILD_START = Duration.ofSeconds(120);
+
+    private static String nextLine(BlockingQueue<String> lines, String prefix, Duration timeout) throws InterruptedException {
+        String l = lines.poll(timeout.toMillis(), TimeUnit.MILLISECONDS);
+        if (l == null || !l.startsWith(prefix)) {
+            throw new AssertionError("the child JVM: expected " + prefix + ", got " + l);
+        }
+        return l;
+    }
+
     @Test
     public void aKilledJobManagerJvmHandsOverWithoutWaitingForTheTtl() throws Exception {
         SidecarProcesses.Sidecar s1 = sidecars.start("s1", "client");
-        String javaBin = java.nio.file.Paths.get(System.getProperty("java.home"), "bin", "java").toString();
-        Process child =
-                new ProcessBuilder(javaBin, "-cp", System.getProperty("java.class.path"), CandidateMain.class.getName(), s1.url().toString())
-                        .redirectErrorStream(true)
-                        .start();
+        BlockingQueue<String> lines = new LinkedBlockingQueue<>();
+        Process child = child(s1, lines);
         try {
-            java.io.BufferedReader out = new java.io.BufferedReader(new java.io.InputStreamReader(child.getInputStream(), java.nio.charset.StandardCharsets.UTF_8));
-            String line;
-            while ((line = out.readLine()) != null && !line.startsWith("granted ")) {
-                // the child's log lines
-            }
-            assertTrue("the child JVM did not lead", line != null);
+            nextLine(lines, "granted ", CHILD_START);
             Candidate standby = candidate("s2");
             standby.listener.assertQuiet(Duration.ofMillis(500));
             long killed = System.nanoTime();
@@ -236,6 +274,35 @@ public class SidecarLeaderElectionDriverTest {
             long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - killed);
             System.err.println("kill -9 of the leading JobManager JVM -> the standby granted: " + tookMs + " ms");
             assertTrue("the standby waited " + tookMs + " ms: the sidecar kept the dead JVM's leadership", tookMs < 3000);
+            standby.listener.assertClean();
+        } finally {
+            child.destroyForcibly();
+        }
+    }
+
+    /**
+     * A JobManager JVM that hangs (SIGSTOP) stops renewing: its sidecar closes the candidacy by
+     * the TTL and the standby leads. Resumed, the old JVM must revoke at once (its validity
+     * deadline passed while it was stopped) and not lead again while the standby does.
+     */
+    @Test
+    public void aHungJobManagerJvmLosesTheLeadershipByTheTtlAndRevokesWhenResumed() throws Exception {
+        SidecarProcesses.Sidecar s1 = sidecars.start("s1", "client");
+        BlockingQueue<String> lines = new LinkedBlockingQueue<>();
+        Process child = child(s1, lines);
+        long pid = child.pid();
+        try {
+            nextLine(lines, "granted ", CHILD_START);
+            Candidate standby = candidate("s2");
+            new ProcessBuilder("kill", "-STOP", Long.toString(pid)).start().waitFor();
+            try {
+                standby.listener.next("grant", LONG);
+            } finally {
+                new ProcessBuilder("kill", "-CONT", Long.toString(pid)).start().waitFor();
+            }
+            nextLine(lines, "revoke");
+            assertEquals("the resumed JVM leads again while the standby leads", null, lines.poll(1500, TimeUnit.MILLISECONDS));
+            assertTrue(standby.driver.hasLeadership());
             standby.listener.assertClean();
         } finally {
             child.destroyForcibly();

@@ -50,7 +50,14 @@ public class SidecarMiniClusterTest {
         // Longer timings than the driver tests: a MiniCluster and a sidecar on 2 shared cores can
         // stall for more than a second, and each lapse is a (safe) revoke and a new term, which
         // is not what this test is about.
-        sidecar = sidecars.start("jm", "client", "timing: {lease: 8s, renew-deadline: 6s, retry-period: 1s}\n");
+        // (On ZooKeeper the renew deadline must stay below the session timeout, 4 s.)
+        sidecar =
+                sidecars.start(
+                        "jm",
+                        "client",
+                        sidecars.backend.equals("zookeeper")
+                                ? "timing: {lease: 5s, renew-deadline: 3500ms, retry-period: 1s}\n"
+                                : "timing: {lease: 8s, renew-deadline: 6s, retry-period: 1s}\n");
     }
 
     @After

@@ -22,6 +22,9 @@ import java.util.stream.Stream;
  * a free loopback port, killed when the test ends. A missing binary or plugin fails the test
  * loudly: nothing is mocked and nothing is skipped.
  *
+ * <p>With {@code -Dsidecar.backend=zookeeper} the sidecars use the ZooKeeper plugin on a
+ * standalone ZooKeeper of their own (Debian's {@code zookeeper} package), started per instance.
+ *
  * <p>Binary: {@code HA_SIDECAR_BIN}, default {@code <repo>/target/release/ha-sidecar}; plugin:
  * {@code <repo>/plugins/target/wasm32-wasip2/release/ha_plugin_file.wasm}; the repository root
  * comes from the {@code repo.root} system property that {@code test.sh} sets.
@@ -33,9 +36,86 @@ final class SidecarProcesses implements AutoCloseable {
 
     final Path dir;
     private final List<Sidecar> started = new ArrayList<>();
+    /** The backend of every sidecar: {@code file} (default) or {@code zookeeper}. */
+    final String backend = System.getProperty("sidecar.backend", "file");
+    private Process zookeeper;
+    private int zookeeperPort;
 
-    SidecarProcesses() throws IOException {
+    SidecarProcesses() throws Exception {
         dir = Files.createTempDirectory("ha-sidecar-flink-test");
+        switch (backend) {
+            case "file":
+                break;
+            case "zookeeper":
+                startZooKeeper();
+                break;
+            default:
+                throw new IllegalArgumentException("sidecar.backend=" + backend + ": use file or zookeeper");
+        }
+    }
+
+    /**
+     * A standalone ZooKeeper from the Debian package's jars (as the Rust tests run it), on a
+     * free port, with short session bounds (2 to 20 ticks of 200 ms).
+     */
+    private void startZooKeeper() throws Exception {
+        Path jars = Paths.get("/usr/share/java");
+        Path server = jars.resolve("zookeeper.jar");
+        if (!Files.isRegularFile(server)) {
+            throw new IllegalStateException("ZooKeeper is not installed (no " + server + "): install the Debian package zookeeper");
+        }
+        String cp = server.toString();
+        if (Files.isRegularFile(jars.resolve("slf4j-simple.jar"))) {
+            cp += ":" + jars.resolve("slf4j-simple.jar");
+        }
+        zookeeperPort = freePort();
+        Path zk = dir.resolve("zookeeper");
+        Files.createDirectories(zk.resolve("data"));
+        String cfg =
+                "tickTime=200\nminSessionTimeout=400\nmaxSessionTimeout=4000\ndataDir=data\n"
+                        + "clientPort=" + zookeeperPort + "\nclientPortAddress=127.0.0.1\n"
+                        + "4lw.commands.whitelist=*\nadmin.enableServer=false\nmaxClientCnxns=0\n"
+                        + "forceSync=no\npreAllocSize=4096\n";
+        Files.write(zk.resolve("zoo.cfg"), cfg.getBytes(StandardCharsets.UTF_8));
+        zookeeper =
+                new ProcessBuilder(
+                                Paths.get(System.getProperty("java.home"), "bin", "java").toString(),
+                                "-Xmx256m", "-XX:+UseSerialGC", "-XX:-UsePerfData", "-cp", cp,
+                                "org.apache.zookeeper.server.ZooKeeperServerMain", "./zoo.cfg")
+                        .directory(zk.toFile())
+                        .redirectErrorStream(true)
+                        .redirectOutput(zk.resolve("server.log").toFile())
+                        .start();
+        awaitTrue("ZooKeeper to serve", Duration.ofSeconds(60), () -> {
+            if (!zookeeper.isAlive()) {
+                throw new AssertionError("ZooKeeper exited during start; see " + zk.resolve("server.log"));
+            }
+            try (java.net.Socket sock = new java.net.Socket(InetAddress.getLoopbackAddress(), zookeeperPort)) {
+                sock.setSoTimeout(1000); // a server still starting may accept and not answer
+                sock.getOutputStream().write("ruok".getBytes(StandardCharsets.US_ASCII));
+                return new String(sock.getInputStream().readAllBytes(), StandardCharsets.US_ASCII).equals("imok");
+            } catch (IOException e) {
+                return false;
+            }
+        });
+    }
+
+    private String backendYaml() {
+        if (backend.equals("zookeeper")) {
+            return "plugin:\n"
+                    + "  path: '" + plugin("ha_plugin_zookeeper") + "'\n"
+                    + "  cache-dir: '" + repoRoot().resolve("target/test-compile-cache") + "'\n"
+                    + "  settings: {root: /flink, cluster-id: test}\n"
+                    + "capabilities:\n"
+                    + "  zookeeper:\n"
+                    + "    quorum: '127.0.0.1:" + zookeeperPort + "'\n"
+                    + "    client: {session-timeout: 4s, connection-timeout: 5s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 10}\n";
+        }
+        return "plugin:\n"
+                + "  path: '" + plugin("ha_plugin_file") + "'\n"
+                + "  cache-dir: '" + repoRoot().resolve("target/test-compile-cache") + "'\n"
+                + "  settings: {cluster-id: test, poll-interval-ms: 20}\n"
+                + "capabilities: {filesystem: {dir: '" + dir.resolve("data") + "'}}\n";
     }
 
     static Path repoRoot() {
@@ -56,11 +136,11 @@ final class SidecarProcesses implements AutoCloseable {
         return p;
     }
 
-    static Path filePlugin() {
-        Path p = repoRoot().resolve("plugins/target/wasm32-wasip2/release/ha_plugin_file.wasm");
+    static Path plugin(String name) {
+        Path p = repoRoot().resolve("plugins/target/wasm32-wasip2/release/" + name + ".wasm");
         if (!Files.isRegularFile(p)) {
             throw new IllegalStateException(
-                    "the file plugin is not built at " + p + ": run (cd plugins && cargo build --release --locked)");
+                    "the plugin " + name + " is not built at " + p + ": run (cd plugins && cargo build --release --locked)");
         }
         return p;
     }
@@ -82,11 +162,7 @@ final class SidecarProcesses implements AutoCloseable {
         String yaml =
                 "member: {id: " + id + ", address: 'http://" + id + ".example:8081'}\n"
                         + "http: {listen: '127.0.0.1:" + port + "'}\n"
-                        + "plugin:\n"
-                        + "  path: '" + filePlugin() + "'\n"
-                        + "  cache-dir: '" + repoRoot().resolve("target/test-compile-cache") + "'\n"
-                        + "  settings: {cluster-id: test, poll-interval-ms: 20}\n"
-                        + "capabilities: {filesystem: {dir: '" + dir.resolve("data") + "'}}\n"
+                        + backendYaml()
                         + timing
                         + "election: {candidacy: " + candidacy
                         + (candidacy.equals("client") ? ", candidacy-ttl: 3s" : "")
@@ -119,6 +195,10 @@ final class SidecarProcesses implements AutoCloseable {
     public void close() throws Exception {
         for (Sidecar s : started) {
             s.kill();
+        }
+        if (zookeeper != null) {
+            zookeeper.destroyForcibly();
+            zookeeper.waitFor();
         }
         if (Boolean.getBoolean("keep.dirs")) {
             System.err.println("kept " + dir);
