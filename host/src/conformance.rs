@@ -13,7 +13,7 @@
 //! the namespace is checked to be as empty as it was. The Role has no
 //! `delete` (the sidecar never deletes its ConfigMap), so what stays is the
 //! cluster's own ConfigMap, released and without keys, as a sidecar that
-//! resigned leaves it. Either way every check deletes what it wrote.
+//! resigned leaves it.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -273,26 +273,18 @@ async fn unused(s: &Subject, ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Deletes the check's keys, releases its terms (each through an instance
-/// with the setup of the member that won it, as if that sidecar came back),
-/// and checks that nothing of it is left.
+/// In the configured namespace: releases the check's terms (each through an
+/// instance with the setup of the member that won it, as if that sidecar
+/// came back), deletes its keys, and checks that nothing of it is left.
 async fn clean_up(c: &Check<'_>) -> Result<(), String> {
+    if c.s.namespaces == Namespaces::PerCheck {
+        // Nobody comes after it there: the namespace is thrown away.
+        return Ok(());
+    }
     let (terms, keys) = {
         let mut l = c.ledger.lock().unwrap_or_else(|e| e.into_inner());
         (std::mem::take(&mut l.terms), std::mem::take(&mut l.keys))
     };
-    let mut janitor = instance(c.s, &c.ns, "conformance-cleanup", None).await?;
-    for key in &keys {
-        call(
-            &format!("clean up: delete {key}"),
-            janitor.delete(key, None, None).await,
-        )?;
-    }
-    if c.s.namespaces == Namespaces::PerCheck {
-        // Nobody comes after it there: its keys are gone, and its terms
-        // end with their leases or sessions.
-        return Ok(());
-    }
     for (setup, term) in terms.iter().rev() {
         let mut holder = instance(c.s, &c.ns, &term.holder.id, Some(setup)).await?;
         // A term that was superseded is no longer the holder's to release.
@@ -300,6 +292,13 @@ async fn clean_up(c: &Check<'_>) -> Result<(), String> {
             Ok(()) | Err(CallError::Failure(Failure::NotLeader)) => {}
             Err(e) => return Err(format!("clean up: resign term {}: {e}", term.token)),
         }
+    }
+    let mut janitor = instance(c.s, &c.ns, "conformance-cleanup", None).await?;
+    for key in &keys {
+        call(
+            &format!("clean up: delete {key}"),
+            janitor.delete(key, None, None).await,
+        )?;
     }
     let left = call("clean up: list", janitor.list("").await)?;
     ensure!(left.is_empty(), "left keys behind: {left:?}");
