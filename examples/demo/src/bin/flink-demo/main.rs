@@ -370,9 +370,9 @@ fn run(args: Args) -> anyhow::Result<bool> {
 
     println!();
     println!(
-        "| fault | from → to | new leader | job RUNNING | 2 checkpoints | last count before | first count after |"
+        "| fault | from → to | new leader | job RUNNING | 2 checkpoints | latest checkpoint → restored | last count printed | first count after |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut report_faults = Vec::new();
     let mut recovery_problems = Vec::new();
     for o in &outcomes {
