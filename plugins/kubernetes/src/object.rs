@@ -248,7 +248,10 @@ mod tests {
         assert!(subject("401 Unauthorized: Unauthorized").contains("did not accept"));
         match failure("read configmap x", KubeError::Forbidden(user.into())) {
             Failure::Unavailable(m) => {
-                assert!(m.contains(r#"the user "alice@example.com" needs get"#), "{m}");
+                assert!(
+                    m.contains(r#"the user "alice@example.com" needs get"#),
+                    "{m}"
+                );
                 assert!(!m.contains("service account"), "{m}");
             }
             other => panic!("{other:?}"),
