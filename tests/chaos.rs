@@ -33,13 +33,11 @@ impl Backend for FileBackend {
     }
 
     fn config(&self, _node: usize, id: &str, port: u16, data: &Path) -> String {
-        format!(
-            "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  call-timeout: 2s\n  memory-limit: 32MiB\n  restart-backoff-max: 1s\n  settings: {{cluster-id: test, poll-interval-ms: 20}}\ncapabilities: {{filesystem: {{dir: '{}'}}}}\n{TIMING}{}",
-            plugin("fixture_faults_file").display(),
-            shared_cache_dir().display(),
-            data.display(),
-            workload::CONFIG_EXTRA,
-        )
+        schedule::chaos_yaml(id, port, "fixture_faults_file", data)
+            .plugin_key("call-timeout: 2s")
+            .settings("cluster-id: test, poll-interval-ms: 20")
+            .build()
+            + workload::CONFIG_EXTRA
     }
 
     fn takeover_after(&self) -> Duration {

@@ -58,13 +58,13 @@ impl Backend for EtcdBackend {
 
     fn config(&self, node: usize, id: &str, port: u16, data: &Path) -> String {
         let endpoint = format!("http://127.0.0.1:{}", self.cuts.proxies[node][0].port());
-        format!(
-            "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  memory-limit: 32MiB\n  restart-backoff-max: 1s\n  settings: {{endpoints: '{endpoint}', cluster-id: chaos, request-timeout-ms: '1000'}}\ncapabilities:\n  filesystem: {{dir: '{}'}}\n  outgoing-http: {{endpoints: ['{endpoint}']}}\n{TIMING}{}",
-            plugin("fixture_faults_etcd").display(),
-            shared_cache_dir().display(),
-            data.display(),
-            support::workload::CONFIG_EXTRA,
-        )
+        schedule::chaos_yaml(id, port, "fixture_faults_etcd", data)
+            .settings(&format!(
+                "endpoints: '{endpoint}', cluster-id: chaos, request-timeout-ms: '1000'"
+            ))
+            .capability(&format!("outgoing-http: {{endpoints: ['{endpoint}']}}"))
+            .build()
+            + support::workload::CONFIG_EXTRA
     }
 
     fn takeover_after(&self) -> Duration {

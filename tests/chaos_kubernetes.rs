@@ -85,14 +85,14 @@ impl Backend for KubernetesBackend {
             ),
         )
         .expect("write the kubeconfig");
-        format!(
-            "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  memory-limit: 32MiB\n  restart-backoff-max: 1s\n  settings: {{cluster-id: chaos}}\ncapabilities:\n  filesystem: {{dir: '{}'}}\n  kubernetes: {{kubeconfig: '{}'}}\n{TIMING}{}",
-            plugin("fixture_faults_kubernetes").display(),
-            shared_cache_dir().display(),
-            data.display(),
-            kubeconfig.display(),
-            support::workload::CONFIG_EXTRA,
-        )
+        schedule::chaos_yaml(id, port, "fixture_faults_kubernetes", data)
+            .settings("cluster-id: chaos")
+            .capability(&format!(
+                "kubernetes: {{kubeconfig: '{}'}}",
+                kubeconfig.display()
+            ))
+            .build()
+            + support::workload::CONFIG_EXTRA
     }
 
     /// A candidate takes over after a lease of observed silence.

@@ -89,15 +89,11 @@ impl Backend for ZkBackend {
             .iter()
             .map(|p| format!("127.0.0.1:{}", p.port()))
             .collect();
-        format!(
-            "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  memory-limit: 32MiB\n  restart-backoff-max: 1s\n  settings: {{root: /flink, cluster-id: chaos}}\ncapabilities:\n  filesystem: {{dir: '{}'}}\n  zookeeper:\n    quorum: '{}'\n    client: {{session-timeout: {}ms, connection-timeout: 2s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 3}}\n{TIMING}{}",
-            plugin("fixture_faults_zookeeper").display(),
-            shared_cache_dir().display(),
-            data.display(),
-            quorum.join(","),
-            SESSION.as_millis(),
-            support::workload::CONFIG_EXTRA,
-        )
+        schedule::chaos_yaml(id, port, "fixture_faults_zookeeper", data)
+            .settings("root: /flink, cluster-id: chaos")
+            .capability(&zookeeper_grant(&quorum.join(","), SESSION))
+            .build()
+            + support::workload::CONFIG_EXTRA
     }
 
     fn takeover_after(&self) -> Duration {

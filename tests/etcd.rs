@@ -26,15 +26,12 @@ fn etcd_config(
     endpoints: &str,
     granted: Option<&str>,
 ) -> PathBuf {
-    let grant = granted
-        .map(|g| format!("capabilities:\n  outgoing-http: {{endpoints: ['{g}']}}\n"))
-        .unwrap_or_default();
-    let yaml = format!(
-        "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{endpoints: '{endpoints}', cluster-id: test}}\n{grant}{TIMING}",
-        plugin("ha_plugin_etcd").display(),
-        shared_cache_dir().display(),
-    );
-    cluster.write_config(id, &yaml)
+    let mut yaml = SidecarYaml::new(id, port, "ha_plugin_etcd")
+        .settings(&format!("endpoints: '{endpoints}', cluster-id: test"));
+    if let Some(g) = granted {
+        yaml = yaml.capability(&format!("outgoing-http: {{endpoints: ['{g}']}}"));
+    }
+    cluster.write_config(id, &yaml.build())
 }
 
 fn start(cluster: &Cluster, id: &str, etcd: &Etcd) -> Sidecar {

@@ -26,12 +26,13 @@ fn server(ids: &[&str]) -> KubeApiServer {
 /// A sidecar config on the Kubernetes backend; the token is the member id.
 fn k8s_config(cluster: &Cluster, api: &KubeApiServer, id: &str, port: u16, extra: &str) -> PathBuf {
     let kubeconfig = api.kubeconfig(cluster.path(), id, NAMESPACE);
-    let yaml = format!(
-        "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{cluster-id: test}}\ncapabilities:\n  kubernetes: {{kubeconfig: '{}'{extra}}}\n{TIMING}",
-        plugin("ha_plugin_kubernetes").display(),
-        shared_cache_dir().display(),
-        kubeconfig.display(),
-    );
+    let yaml = SidecarYaml::new(id, port, "ha_plugin_kubernetes")
+        .settings("cluster-id: test")
+        .capability(&format!(
+            "kubernetes: {{kubeconfig: '{}'{extra}}}",
+            kubeconfig.display()
+        ))
+        .build();
     cluster.write_config(id, &yaml)
 }
 
@@ -659,12 +660,13 @@ fn rbac_config(
     port: u16,
 ) -> PathBuf {
     let kubeconfig = api.kubeconfig(cluster.path(), token, namespace);
-    let yaml = format!(
-        "member: {{id: {token}, address: 'http://{token}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{cluster-id: {cluster_id}}}\ncapabilities:\n  kubernetes: {{kubeconfig: '{}'}}\n{TIMING}",
-        plugin("ha_plugin_kubernetes").display(),
-        shared_cache_dir().display(),
-        kubeconfig.display(),
-    );
+    let yaml = SidecarYaml::new(token, port, "ha_plugin_kubernetes")
+        .settings(&format!("cluster-id: {cluster_id}"))
+        .capability(&format!(
+            "kubernetes: {{kubeconfig: '{}'}}",
+            kubeconfig.display()
+        ))
+        .build();
     cluster.write_config(token, &yaml)
 }
 

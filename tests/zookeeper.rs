@@ -24,11 +24,10 @@ fn zk_config_with(
     quorum: &str,
     settings: &str,
 ) -> std::path::PathBuf {
-    let yaml = format!(
-        "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{root: /flink, cluster-id: test{settings}}}\ncapabilities:\n  zookeeper:\n    quorum: '{quorum}'\n    client: {{session-timeout: 2s, connection-timeout: 2s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 3}}\n{TIMING}",
-        plugin("ha_plugin_zookeeper").display(),
-        shared_cache_dir().display(),
-    );
+    let yaml = SidecarYaml::new(id, port, "ha_plugin_zookeeper")
+        .settings(&format!("root: /flink, cluster-id: test{settings}"))
+        .capability(&zookeeper_grant(quorum, SESSION))
+        .build();
     cluster.write_config(id, &yaml)
 }
 

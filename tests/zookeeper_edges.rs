@@ -14,11 +14,10 @@ use support::*;
 use zk::ZooKeeper;
 
 fn zk_config(cluster: &Cluster, id: &str, port: u16, quorum: &str) -> std::path::PathBuf {
-    let yaml = format!(
-        "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{root: /flink, cluster-id: review}}\ncapabilities:\n  zookeeper:\n    quorum: '{quorum}'\n    client: {{session-timeout: 2s, connection-timeout: 2s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 3}}\n{TIMING}",
-        plugin("ha_plugin_zookeeper").display(),
-        shared_cache_dir().display(),
-    );
+    let yaml = SidecarYaml::new(id, port, "ha_plugin_zookeeper")
+        .settings("root: /flink, cluster-id: review")
+        .capability(&zookeeper_grant(quorum, Duration::from_secs(2)))
+        .build();
     cluster.write_config(id, &yaml)
 }
 

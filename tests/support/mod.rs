@@ -83,6 +83,82 @@ pub const LEASE: Duration = Duration::from_secs(2);
 pub const TIMING: &str =
     "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms, resign-holdoff: 3s}\n";
 
+/// The `zookeeper` capability grant every ZooKeeper test uses: `quorum`, a
+/// session of `session` and quick, bounded connection retries.
+pub fn zookeeper_grant(quorum: &str, session: Duration) -> String {
+    format!(
+        "zookeeper: {{quorum: '{quorum}', client: {{session-timeout: {}ms, connection-timeout: 2s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 3}}}}",
+        session.as_millis()
+    )
+}
+
+/// A test sidecar's config: the member (`http://<id>.example:8081`), the
+/// loopback listener, a plugin built in this repository with its settings,
+/// the granted capabilities and the test `TIMING`. One builder, so that every
+/// backend's tests spell the shared parts the same way.
+pub struct SidecarYaml {
+    id: String,
+    port: u16,
+    plugin: String,
+    plugin_lines: String,
+    settings: String,
+    capabilities: Vec<String>,
+}
+
+impl SidecarYaml {
+    /// `plugin` is the crate's artifact name, e.g. `ha_plugin_zookeeper`.
+    pub fn new(id: &str, port: u16, plugin: &str) -> Self {
+        Self {
+            id: id.into(),
+            port,
+            plugin: plugin.into(),
+            plugin_lines: String::new(),
+            settings: String::new(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    /// The inside of the plugin's `settings` flow map, e.g. `cluster-id: test`.
+    pub fn settings(mut self, flow: &str) -> Self {
+        self.settings = flow.into();
+        self
+    }
+
+    /// One more key of the `plugin` section, e.g. `memory-limit: 32MiB`.
+    pub fn plugin_key(mut self, line: &str) -> Self {
+        self.plugin_lines.push_str(&format!("  {line}\n"));
+        self
+    }
+
+    /// One capability grant, as YAML under `capabilities:` (its own lines
+    /// indented by two spaces after the first), e.g. `filesystem: {dir: x}`.
+    pub fn capability(mut self, yaml: &str) -> Self {
+        self.capabilities.push(yaml.into());
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let id = &self.id;
+        let mut y = format!(
+            "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n{}",
+            self.port,
+            plugin(&self.plugin).display(),
+            shared_cache_dir().display(),
+            self.plugin_lines,
+        );
+        if !self.settings.is_empty() {
+            y.push_str(&format!("  settings: {{{}}}\n", self.settings));
+        }
+        if !self.capabilities.is_empty() {
+            y.push_str("capabilities:\n");
+            for c in &self.capabilities {
+                y.push_str(&format!("  {c}\n"));
+            }
+        }
+        y + TIMING
+    }
+}
+
 /// Polls `f` every 10 ms until it returns `Some`, or panics after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -212,12 +288,12 @@ impl Cluster {
 
     /// A config for the file backend, shared directory `data/`.
     pub fn file_config(&self, id: &str, port: u16, extra: &str) -> String {
-        format!(
-            "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{cluster-id: test, poll-interval-ms: 20}}\ncapabilities: {{filesystem: {{dir: '{}'}}}}\n{TIMING}{extra}",
-            plugin("ha_plugin_file").display(),
-            shared_cache_dir().display(),
-            self.path().join("data").display(),
-        )
+        let dir = self.path().join("data");
+        SidecarYaml::new(id, port, "ha_plugin_file")
+            .settings("cluster-id: test, poll-interval-ms: 20")
+            .capability(&format!("filesystem: {{dir: '{}'}}", dir.display()))
+            .build()
+            + extra
     }
 
     pub fn write_config(&self, name: &str, yaml: &str) -> PathBuf {
@@ -228,8 +304,14 @@ impl Cluster {
 
     /// Starts a sidecar on the file backend and waits until it serves.
     pub fn start(&self, id: &str) -> Sidecar {
+        self.start_with(id, |port| self.file_config(id, port, ""))
+    }
+
+    /// Starts sidecar `id` on a free port with the config `yaml(port)` (written
+    /// to `<id>.yaml`, logging to `<id>.log`) and waits until it serves.
+    pub fn start_with(&self, id: &str, yaml: impl FnOnce(u16) -> String) -> Sidecar {
         let port = free_port();
-        let cfg = self.write_config(id, &self.file_config(id, port, ""));
+        let cfg = self.write_config(id, &yaml(port));
         Sidecar::start(id, port, &cfg, &self.path().join(format!("{id}.log")))
     }
 

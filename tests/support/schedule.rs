@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::overlap::{self, Event, History, Kind};
 use super::workload::{self, FinalState, Workload};
-use super::{Cluster, Sidecar, free_port, request_within, wait_for};
+use super::{Cluster, Sidecar, SidecarYaml, free_port, request_within, wait_for};
 
 /// The renew deadline in `support::TIMING`, which every schedule runs with.
 pub const RENEW_DEADLINE: Duration = Duration::from_millis(1500);
@@ -266,6 +266,17 @@ struct PausedLeader {
     node: usize,
     term: u64,
     resumed: Option<Instant>,
+}
+
+/// The config every schedule's sidecar starts from: the plugin `plugin` under
+/// the limits a faulty plugin must hit quickly (32 MiB, restarts backing off
+/// to 1 s) and the schedule's data directory (the filesystem capability, where
+/// the workload's evidence goes).
+pub fn chaos_yaml(id: &str, port: u16, plugin: &str, data: &Path) -> SidecarYaml {
+    SidecarYaml::new(id, port, plugin)
+        .plugin_key("memory-limit: 32MiB")
+        .plugin_key("restart-backoff-max: 1s")
+        .capability(&format!("filesystem: {{dir: '{}'}}", data.display()))
 }
 
 pub fn run(backend: &mut dyn Backend, settings: &Settings) -> Summary {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::overlap::{self, History, Kind, Verdict, Watchers};
 use crate::support::{
-    Cluster, Sidecar, TIMING, agreed_leader, free_port, plugin, shared_cache_dir, wait_for,
+    Cluster, Sidecar, SidecarYaml, agreed_leader, free_port, wait_for, zookeeper_grant,
 };
 use crate::zk::{Ensemble, Mode, ZooKeeper};
 
@@ -293,12 +293,10 @@ impl Rig {
 
 /// A sidecar's config: the whole ensemble as its quorum, a 2 s session.
 fn config(id: &str, port: u16, quorum: &str) -> String {
-    format!(
-        "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n  settings: {{root: /flink, cluster-id: {CLUSTER_ID}}}\ncapabilities:\n  zookeeper:\n    quorum: '{quorum}'\n    client: {{session-timeout: {}ms, connection-timeout: 2s, retry-wait: 200ms, max-retry-wait: 1s, max-retry-attempts: 3}}\n{TIMING}",
-        plugin("ha_plugin_zookeeper").display(),
-        shared_cache_dir().display(),
-        SESSION.as_millis(),
-    )
+    SidecarYaml::new(id, port, "ha_plugin_zookeeper")
+        .settings(&format!("root: /flink, cluster-id: {CLUSTER_ID}"))
+        .capability(&zookeeper_grant(quorum, SESSION))
+        .build()
 }
 
 struct Outcome {
