@@ -103,11 +103,9 @@ fn a_wrong_sha256_is_refused() {
 fn a_plugin_importing_an_ungranted_capability_is_refused() {
     let cluster = Cluster::new();
     // The file plugin needs a directory; without the grant it is refused at load.
-    let no_grant: String = good(&cluster)
-        .lines()
-        .filter(|l| !l.starts_with("capabilities:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let no_grant = SidecarYaml::new("s1", free_port(), "ha_plugin_file")
+        .settings("cluster-id: test, poll-interval-ms: 20")
+        .build();
     refused(
         &cluster,
         &no_grant,

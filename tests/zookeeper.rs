@@ -303,8 +303,8 @@ async fn digest_auth_with_creator_acls_keeps_others_out() {
     let yaml = std::fs::read_to_string(zk_config(&cluster, "z1", port, &server.quorum()))
         .unwrap()
         .replace(
-            "    client: {",
-            "    digest: 'sidecar:s3cret'\n    client: {acl: creator, ",
+            "client: {",
+            "digest: 'sidecar:s3cret', client: {acl: creator, ",
         );
     let cfg = cluster.write_config("z1", &yaml);
     let s = Sidecar::start("z1", port, &cfg, &cluster.path().join("z1.log"));
