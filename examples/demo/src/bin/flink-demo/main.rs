@@ -9,9 +9,17 @@
 //! checkpoint with no value lost. Each killed JobManager is started again as
 //! a standby, as Flink's own HA end-to-end test does.
 //!
-//! `flink-demo [--backend file|zookeeper=<quorum>] [--kills N] [--run-dir DIR] [--report FILE]`,
+//! `flink-demo [--backend file|zookeeper=<quorum>|flink-zookeeper=<quorum>] [--kills N]
+//! [--faults kill,machine-loss,sigterm] [--session-timeout DUR] [--run-dir DIR] [--report FILE]`,
 //! with `FLINK_HOME` set to a Flink 2.3.0 distribution (`./scripts/demo.sh`
 //! installs one from PyPI, builds everything and runs this).
+//!
+//! `--backend flink-zookeeper=<quorum>` runs the same cluster, job and faults
+//! on Flink's own ZooKeeper HA services, without sidecars: the baseline that
+//! `./scripts/bench.sh` puts beside the sidecar's figures. There a "machine
+//! loss" is the JobManager's kill -9 alone (it has no sidecar), and
+//! `--session-timeout` sets Flink's ZooKeeper session timeout (its default
+//! is 60 s).
 
 mod counts;
 mod flink;
@@ -31,7 +39,50 @@ use sidecars::{Backend, Paths, Sampler, Sidecar};
 const JOBMANAGERS: usize = 3;
 /// Three JVMs and a TaskManager starting at once on two cores are slow.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a recovery may take beyond the time a dead leader's session may
+/// still hold the leadership (none with a sidecar: its candidacy closes).
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Flink's default `high-availability.zookeeper.client.session-timeout`.
+const FLINK_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which HA services the JobManagers, the TaskManager and the CLI use.
+#[derive(Clone)]
+pub enum Ha {
+    /// ha-sidecar's Flink plugin, a sidecar on this backend beside every process.
+    Sidecar(Backend),
+    /// Flink's own ZooKeeper HA services and no sidecars: the baseline.
+    FlinkZooKeeper {
+        quorum: String,
+        session_timeout: Duration,
+    },
+}
+
+impl Ha {
+    fn name(&self) -> String {
+        match self {
+            Ha::Sidecar(Backend::File) => "ha-sidecar, file backend".into(),
+            Ha::Sidecar(Backend::ZooKeeper(q)) => format!("ha-sidecar, zookeeper backend ({q})"),
+            Ha::FlinkZooKeeper {
+                quorum,
+                session_timeout,
+            } => format!(
+                "Flink's own ZooKeeper HA ({quorum}), session timeout {} ms",
+                session_timeout.as_millis()
+            ),
+        }
+    }
+
+    /// The longest a crashed leader can keep the leadership: its ZooKeeper
+    /// session's timeout on Flink's own HA.
+    fn recovery_timeout(&self) -> Duration {
+        match self {
+            Ha::Sidecar(_) => RECOVERY_TIMEOUT,
+            Ha::FlinkZooKeeper {
+                session_timeout, ..
+            } => RECOVERY_TIMEOUT + *session_timeout,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
@@ -51,51 +102,97 @@ impl Fault {
             Fault::Sigterm => "SIGTERM JobManager",
         }
     }
+
+    fn parse(word: &str) -> anyhow::Result<Fault> {
+        Ok(match word {
+            "kill" => Fault::Crash,
+            "machine-loss" => Fault::MachineLoss,
+            "sigterm" => Fault::Sigterm,
+            _ => bail!("--faults: {word:?} is not a fault; use kill, machine-loss or sigterm"),
+        })
+    }
 }
 
 struct Args {
-    backend: Backend,
-    kills: usize,
+    ha: Ha,
+    faults: Vec<Fault>,
     run_dir: Option<PathBuf>,
     report: Option<PathBuf>,
 }
 
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        backend: Backend::File,
-        kills: 3,
-        run_dir: None,
-        report: None,
+/// `60s`, `4s`, `1500ms`.
+fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
+    let parsed = match v.strip_suffix("ms") {
+        Some(n) => n.parse().ok().map(Duration::from_millis),
+        None => v
+            .strip_suffix('s')
+            .and_then(|n| n.parse().ok())
+            .map(Duration::from_secs),
     };
+    parsed.with_context(|| format!("{flag} {v:?}: give a duration such as 60s or 1500ms"))
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut backend = "file".to_string();
+    let mut kills = 3;
+    let mut faults = None;
+    let mut session_timeout = FLINK_SESSION_TIMEOUT;
+    let mut run_dir = None;
+    let mut report = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
-            "--backend" => {
-                let v = value("--backend")?;
-                a.backend = match v.split_once('=') {
-                    None if v == "file" => Backend::File,
-                    Some(("zookeeper", q)) if !q.is_empty() => Backend::ZooKeeper(q.into()),
-                    _ => bail!("--backend {v:?}: use file or zookeeper=<host:port,...>"),
-                }
-            }
+            "--backend" => backend = value("--backend")?,
             "--kills" => {
-                a.kills = value("--kills")?
+                kills = value("--kills")?
                     .parse()
                     .context("--kills: a whole number")?
             }
-            "--run-dir" => a.run_dir = Some(value("--run-dir")?.into()),
-            "--report" => a.report = Some(value("--report")?.into()),
+            "--faults" => {
+                faults = Some(
+                    value("--faults")?
+                        .split(',')
+                        .map(Fault::parse)
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                )
+            }
+            "--session-timeout" => {
+                session_timeout = duration("--session-timeout", &value("--session-timeout")?)?
+            }
+            "--run-dir" => run_dir = Some(value("--run-dir")?.into()),
+            "--report" => report = Some(value("--report")?.into()),
             "-h" | "--help" => {
                 println!(
-                    "flink-demo [--backend file|zookeeper=<quorum>] [--kills N] [--run-dir DIR] [--report FILE]\n  FLINK_HOME must name a Flink 2.3.0 distribution; ./scripts/demo.sh sets everything up."
+                    "flink-demo [--backend file|zookeeper=<quorum>|flink-zookeeper=<quorum>] [--kills N]\n           [--faults kill,machine-loss,sigterm] [--session-timeout DUR] [--run-dir DIR] [--report FILE]\n  --kills N          N kill -9 of the leader, then a machine loss and a SIGTERM (default 3)\n  --faults LIST      these faults instead, in this order\n  --session-timeout  Flink's ZooKeeper session timeout with flink-zookeeper (default 60s)\n  FLINK_HOME must name a Flink 2.3.0 distribution; ./scripts/demo.sh sets everything up."
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
         }
     }
-    Ok(a)
+    let ha = match backend.split_once('=') {
+        None if backend == "file" => Ha::Sidecar(Backend::File),
+        Some(("zookeeper", q)) if !q.is_empty() => Ha::Sidecar(Backend::ZooKeeper(q.into())),
+        Some(("flink-zookeeper", q)) if !q.is_empty() => Ha::FlinkZooKeeper {
+            quorum: q.into(),
+            session_timeout,
+        },
+        _ => bail!(
+            "--backend {backend:?}: use file, zookeeper=<host:port,...> or flink-zookeeper=<host:port,...>"
+        ),
+    };
+    let faults = faults.unwrap_or_else(|| {
+        let mut f = vec![Fault::Crash; kills];
+        f.extend([Fault::MachineLoss, Fault::Sigterm]);
+        f
+    });
+    Ok(Args {
+        ha,
+        faults,
+        run_dir,
+        report,
+    })
 }
 
 fn main() -> ExitCode {
@@ -148,6 +245,9 @@ struct Outcome {
     from: usize,
     to: usize,
     takeover: Duration,
+    /// When the new leader's log says its Dispatcher was granted leadership
+    /// (measured the same way on every kind of HA, from the log's clock).
+    granted: Option<Duration>,
     running: Duration,
     checkpointed: Duration,
     /// How many output lines there were when the fault struck.
@@ -159,6 +259,7 @@ struct Outcome {
 }
 
 struct Cluster {
+    ha: Ha,
     flink: Flink,
     sidecar_bin: PathBuf,
     sidecars: Vec<Sidecar>,
@@ -171,8 +272,20 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Which candidate sidecar leads right now, if exactly one says so.
+    /// Which JobManager leads right now: on the sidecar, the one whose
+    /// sidecar alone says so; on Flink's own HA, the live one whose
+    /// Dispatcher was granted leadership last.
     fn leader(&self) -> Option<usize> {
+        if let Ha::FlinkZooKeeper { .. } = self.ha {
+            return self
+                .jobmanagers
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.alive())
+                .filter_map(|(i, p)| Some((p.granted_since("")?, i)))
+                .max()
+                .map(|(_, i)| i);
+        }
         let leading: Vec<usize> = self
             .sidecars
             .iter()
@@ -189,8 +302,11 @@ impl Cluster {
         (leading.len() == 1).then(|| leading[0])
     }
 
-    fn candidacy_open(&self, i: usize) -> bool {
-        candidacy_open(&self.probe, self.sidecars[i].port)
+    /// JobManager `i` is up and would take over: its candidacy is open (on
+    /// the sidecar), or its REST endpoint answers (on Flink's own HA, whose
+    /// HA services start before it).
+    fn stands_by(&self, i: usize) -> bool {
+        stands_by(&self.ha, &self.probe, &self.rest, &self.roles[i])
     }
 
     fn tm_lines(&self) -> Vec<(u64, u64)> {
@@ -209,28 +325,24 @@ fn run(args: Args) -> anyhow::Result<bool> {
             .with_context(|| format!("cannot remove {}", run.display()))?;
     }
     std::fs::create_dir_all(&run)?;
-    let backend_name = match &args.backend {
-        Backend::File => "file".to_string(),
-        Backend::ZooKeeper(q) => format!("zookeeper ({q})"),
-    };
-    println!(
-        "==> Flink 2.3 on ha-sidecar, {backend_name} backend; logs in {}",
-        run.display()
-    );
+    let ha_name = args.ha.name();
+    println!("==> Flink 2.3 on {ha_name}; logs in {}", run.display());
 
     let ports = free_ports(3 * JOBMANAGERS + 3)?;
     let mut sidecars = Vec::new();
     let mut roles = Vec::new();
     for i in 0..JOBMANAGERS {
         let name = format!("jm-{}", i + 1);
-        sidecars.push(Sidecar::start(
-            &name,
-            ports[i],
-            "client",
-            &args.backend,
-            &root.sidecars,
-            &run,
-        )?);
+        if let Ha::Sidecar(backend) = &args.ha {
+            sidecars.push(Sidecar::start(
+                &name,
+                ports[i],
+                "client",
+                backend,
+                &root.sidecars,
+                &run,
+            )?);
+        }
         roles.push(Role {
             name,
             sidecar_port: ports[i],
@@ -238,38 +350,40 @@ fn run(args: Args) -> anyhow::Result<bool> {
             rpc_port: ports[2 * JOBMANAGERS + 2 + i],
         });
     }
-    sidecars.push(Sidecar::start(
-        "tm-1",
-        ports[JOBMANAGERS],
-        "never",
-        &args.backend,
-        &root.sidecars,
-        &run,
-    )?);
+    if let Ha::Sidecar(backend) = &args.ha {
+        sidecars.push(Sidecar::start(
+            "tm-1",
+            ports[JOBMANAGERS],
+            "never",
+            backend,
+            &root.sidecars,
+            &run,
+        )?);
+    }
     let observer = Role {
         name: "tm-1".into(),
         sidecar_port: ports[JOBMANAGERS],
         rest_port: ports[2 * JOBMANAGERS + 1],
         rpc_port: ports[3 * JOBMANAGERS + 2],
     };
-    let flink = Flink::prepare(&home, &root.plugin_jar, &run)?;
+    let flink = Flink::prepare(&home, &root.plugin_jar, &run, &args.ha)?;
     let probe = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(1000))
         .build();
     let started = Instant::now();
     // One JVM at a time: several starting at once on two cores can miss
     // Flink's fixed 10 s actor-system start timeout.
+    let rest = Rest::new();
     let mut jobmanagers = Vec::new();
-    for (i, role) in roles.iter().enumerate() {
+    for role in &roles {
         jobmanagers.push(flink.jobmanager(role)?);
-        wait_for(
-            &format!("{} to open its candidacy", role.name),
-            START_TIMEOUT,
-            || candidacy_open(&probe, sidecars[i].port).then_some(()),
-        )?;
+        wait_for(&format!("{} to stand by", role.name), START_TIMEOUT, || {
+            stands_by(&args.ha, &probe, &rest, role).then_some(())
+        })?;
     }
     let taskmanager = flink.taskmanager(&observer)?;
     let mut c = Cluster {
+        ha: args.ha.clone(),
         flink,
         sidecar_bin: root.sidecars.sidecar.clone(),
         sidecars,
@@ -277,16 +391,18 @@ fn run(args: Args) -> anyhow::Result<bool> {
         jobmanagers,
         taskmanager,
         observer,
-        rest: Rest::new(),
+        rest,
         probe,
     };
-    let sampler = Sampler::start(
-        c.sidecars
-            .iter()
-            .take(JOBMANAGERS)
-            .map(|s| s.port)
-            .collect(),
-    );
+    let sampler = matches!(c.ha, Ha::Sidecar(_)).then(|| {
+        Sampler::start(
+            c.sidecars
+                .iter()
+                .take(JOBMANAGERS)
+                .map(|s| s.port)
+                .collect(),
+        )
+    });
 
     let first = wait_for("a leading JobManager", START_TIMEOUT, || c.leader())?;
     wait_for("the TaskManager to register", START_TIMEOUT, || {
@@ -308,7 +424,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
         .with_context(|| format!("no job id in the CLI's output:\n{submitted}"))?
         .to_string();
     println!(
-        "    job {job} submitted through the CLI (REST leader found through the observer sidecar)"
+        "    job {job} submitted through the CLI ({})",
+        match c.ha {
+            Ha::Sidecar(_) => "REST leader found through the observer sidecar",
+            Ha::FlinkZooKeeper { .. } => "REST leader found in ZooKeeper",
+        }
     );
     wait_for("the job to checkpoint twice", RECOVERY_TIMEOUT, || {
         let port = c.roles[c.leader()?].rest_port;
@@ -317,17 +437,15 @@ fn run(args: Args) -> anyhow::Result<bool> {
             .then_some(())
     })?;
 
-    let mut faults = vec![Fault::Crash; args.kills];
-    faults.extend([Fault::MachineLoss, Fault::Sigterm]);
     let mut outcomes = Vec::new();
-    for fault in faults {
+    for &fault in &args.faults {
         outcomes.push(inject(&mut c, fault, &job)?);
     }
 
     let listed = c.flink.cli(&c.observer, &["list", "-r"])?;
     let list_ok = listed.contains(&job);
     println!(
-        "    flink list -r through the sidecar: {}",
+        "    flink list -r: {}",
         if list_ok {
             "lists the job"
         } else {
@@ -335,34 +453,37 @@ fn run(args: Args) -> anyhow::Result<bool> {
         }
     );
     c.flink.cli(&c.observer, &["cancel", &job])?;
-    let cleaned = wait_for(
-        "the job's HA data to be cleaned up",
-        RECOVERY_TIMEOUT,
-        || {
-            let i = c.leader()?;
-            let keys: serde_json::Value = c
-                .probe
-                .get(&format!(
-                    "http://127.0.0.1:{}/state?prefix=flink/",
-                    c.sidecars[i].port
-                ))
-                .call()
-                .ok()?
-                .into_json()
-                .ok()?;
-            let left: Vec<String> = keys["keys"]
-                .as_array()?
-                .iter()
-                .filter_map(|k| k.as_str())
-                .filter(|k| k.contains(&job))
-                .map(str::to_string)
-                .collect();
-            left.is_empty().then_some(())
-        },
-    )
-    .is_ok();
+    // Flink's own HA cleans up after itself in ZooKeeper; only the sidecar's
+    // keys are checked here.
+    let cleaned = !matches!(c.ha, Ha::Sidecar(_))
+        || wait_for(
+            "the job's HA data to be cleaned up",
+            RECOVERY_TIMEOUT,
+            || {
+                let i = c.leader()?;
+                let keys: serde_json::Value = c
+                    .probe
+                    .get(&format!(
+                        "http://127.0.0.1:{}/state?prefix=flink/",
+                        c.sidecars[i].port
+                    ))
+                    .call()
+                    .ok()?
+                    .into_json()
+                    .ok()?;
+                let left: Vec<String> = keys["keys"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|k| k.as_str())
+                    .filter(|k| k.contains(&job))
+                    .map(str::to_string)
+                    .collect();
+                left.is_empty().then_some(())
+            },
+        )
+        .is_ok();
 
-    let samples = sampler.finish();
+    let samples = sampler.map(Sampler::finish).unwrap_or_default();
     let overlaps = sidecars::overlaps(&samples);
     let lines = c.tm_lines();
     let problems = counts::problems(&lines);
@@ -370,9 +491,9 @@ fn run(args: Args) -> anyhow::Result<bool> {
 
     println!();
     println!(
-        "| fault | from → to | new leader | job RUNNING | 2 checkpoints | latest checkpoint → restored | last count printed | first count after |"
+        "| fault | from → to | new leader | Flink granted | job RUNNING | 2 checkpoints | latest checkpoint → restored | last count printed | first count after |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut report_faults = Vec::new();
     let mut recovery_problems = Vec::new();
     for o in &outcomes {
@@ -395,11 +516,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
             ));
         }
         println!(
-            "| {} | {} → {} | {} ms | {:.2} s | {:.2} s | {} → {} | {} | {} |",
+            "| {} | {} → {} | {} ms | {} | {:.2} s | {:.2} s | {} → {} | {} | {} |",
             o.fault.name(),
             c.roles[o.from].name,
             c.roles[o.to].name,
             o.takeover.as_millis(),
+            o.granted
+                .map_or("?".to_string(), |d| format!("{} ms", d.as_millis())),
             o.running.as_secs_f64(),
             o.checkpointed.as_secs_f64(),
             id(o.latest_before),
@@ -412,6 +535,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             "from": c.roles[o.from].name,
             "to": c.roles[o.to].name,
             "takeover_ms": o.takeover.as_millis() as u64,
+            "granted_ms": o.granted.map(|d| d.as_millis() as u64),
             "running_ms": o.running.as_millis() as u64,
             "checkpointed_ms": o.checkpointed.as_millis() as u64,
             "latest_checkpoint_before": o.latest_before,
@@ -432,15 +556,17 @@ fn run(args: Args) -> anyhow::Result<bool> {
             problems.join("; ")
         }
     );
-    println!(
-        "    leadership: {} samples of the three candidate sidecars, {}",
-        samples.len(),
-        if overlaps.is_empty() {
-            "never two leaders at once".to_string()
-        } else {
-            format!("OVERLAPS: {}", overlaps.join("; "))
-        }
-    );
+    if matches!(c.ha, Ha::Sidecar(_)) {
+        println!(
+            "    leadership: {} samples of the three candidate sidecars, {}",
+            samples.len(),
+            if overlaps.is_empty() {
+                "never two leaders at once".to_string()
+            } else {
+                format!("OVERLAPS: {}", overlaps.join("; "))
+            }
+        );
+    }
     println!(
         "    recoveries: {}",
         if recovery_problems.is_empty() {
@@ -451,7 +577,9 @@ fn run(args: Args) -> anyhow::Result<bool> {
     );
     println!(
         "    cleanup after cancel: {}",
-        if cleaned {
+        if !matches!(c.ha, Ha::Sidecar(_)) {
+            "Flink's own (not checked)"
+        } else if cleaned {
             "the job's keys are gone"
         } else {
             "job keys are LEFT"
@@ -465,7 +593,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         && cleaned;
     if let Some(path) = &args.report {
         let report = json!({
-            "backend": backend_name,
+            "backend": ha_name,
             "job": job,
             "faults": report_faults,
             "count_lines": lines.len(),
@@ -488,6 +616,16 @@ fn run(args: Args) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// A JobManager stands by once it holds its sidecar's candidacy open (on
+/// the sidecar) or its REST endpoint answers (on Flink's own HA, whose HA
+/// services start before it).
+fn stands_by(ha: &Ha, probe: &ureq::Agent, rest: &Rest, role: &Role) -> bool {
+    match ha {
+        Ha::Sidecar(_) => candidacy_open(probe, role.sidecar_port),
+        Ha::FlinkZooKeeper { .. } => rest.config(role.rest_port),
+    }
+}
+
 /// A JobManager stands by once it holds its sidecar's candidacy open.
 fn candidacy_open(probe: &ureq::Agent, port: u16) -> bool {
     probe
@@ -501,15 +639,16 @@ fn candidacy_open(probe: &ureq::Agent, port: u16) -> bool {
 
 /// Fails the leader the way `fault` says and measures the recovery.
 fn inject(c: &mut Cluster, fault: Fault, job: &str) -> anyhow::Result<Outcome> {
-    // Every JobManager up and a standby (its candidacy open), as before a real failure.
+    // Every JobManager up and a standby, as before a real failure.
     for i in 0..JOBMANAGERS {
         if !c.jobmanagers[i].alive() {
             c.jobmanagers[i] = c.flink.jobmanager(&c.roles[i])?;
         }
     }
     wait_for("every JobManager to stand by", START_TIMEOUT, || {
-        (0..JOBMANAGERS).all(|i| c.candidacy_open(i)).then_some(())
+        (0..JOBMANAGERS).all(|i| c.stands_by(i)).then_some(())
     })?;
+    let recovery = c.ha.recovery_timeout();
     let from = wait_for("a leader", RECOVERY_TIMEOUT, || c.leader())?;
     let lines_at_fault = c.tm_lines().len();
     let latest_before = wait_for("the latest checkpoint", RECOVERY_TIMEOUT, || {
@@ -522,20 +661,25 @@ fn inject(c: &mut Cluster, fault: Fault, job: &str) -> anyhow::Result<Outcome> {
         Fault::Crash => c.jobmanagers[from].kill()?,
         Fault::MachineLoss => {
             c.jobmanagers[from].kill()?;
-            c.sidecars[from].kill()?;
+            // On Flink's own HA there is no sidecar: the JVM is the machine.
+            if let Some(s) = c.sidecars.get_mut(from) {
+                s.kill()?;
+            }
         }
         Fault::Sigterm => c.jobmanagers[from].terminate(Duration::from_secs(30))?,
     }
-    let to = wait_for("a new leader", RECOVERY_TIMEOUT, || {
+    let to = wait_for("a new leader", recovery, || {
         c.leader().filter(|&i| i != from)
     })?;
     let takeover = t0.elapsed();
     let port = c.roles[to].rest_port;
-    wait_for(
-        "the job to run under the new leader",
-        RECOVERY_TIMEOUT,
-        || (c.rest.job_state(port, job)? == "RUNNING").then_some(()),
-    )?;
+    // RUNNING counts once the new leader restored the job: before that its
+    // REST endpoint may still show what it cached from the old leader.
+    wait_for("the job to run under the new leader", recovery, || {
+        (c.jobmanagers[to].restored_since(job, &fault_at).is_some()
+            && c.rest.job_state(port, job)? == "RUNNING")
+            .then_some(())
+    })?;
     let running = t0.elapsed();
     let base = wait_for(
         "the new leader's checkpoint statistics",
@@ -549,6 +693,9 @@ fn inject(c: &mut Cluster, fault: Fault, job: &str) -> anyhow::Result<Outcome> {
     )?;
     let checkpointed = t0.elapsed();
     let restored = c.jobmanagers[to].restored_since(job, &fault_at);
+    let granted = c.jobmanagers[to]
+        .granted_since(&fault_at)
+        .and_then(|stamp| flink::elapsed(&fault_at, &stamp));
     println!(
         "    {}: {} → {}: new leader after {} ms, job RUNNING after {:.2} s, two checkpoints after {:.2} s",
         fault.name(),
@@ -558,15 +705,18 @@ fn inject(c: &mut Cluster, fault: Fault, job: &str) -> anyhow::Result<Outcome> {
         running.as_secs_f64(),
         checkpointed.as_secs_f64()
     );
-    if fault == Fault::MachineLoss {
+    if fault == Fault::MachineLoss
+        && let Some(s) = c.sidecars.get_mut(from)
+    {
         // The machine comes back: its sidecar first, then its JobManager.
-        c.sidecars[from].restart(&c.sidecar_bin)?;
+        s.restart(&c.sidecar_bin)?;
     }
     Ok(Outcome {
         fault,
         from,
         to,
         takeover,
+        granted,
         running,
         checkpointed,
         lines_at_fault,
