@@ -120,7 +120,9 @@ fn main() -> ExitCode {
     if runs(Part::Overhead) {
         overhead::boundary(&mut report);
     }
-    for (i, name) in cli.backends.iter().enumerate() {
+    // The Flink section starts its own sidecars and services.
+    let sidecar_sections = cli.only.is_empty() || cli.only.iter().any(|p| *p != Part::Flink);
+    for (i, name) in cli.backends.iter().enumerate().filter(|_| sidecar_sections) {
         let backend = backends::start(name);
         let backend = backend.as_ref();
         // Compiling first also warms the shared compile cache, so that no

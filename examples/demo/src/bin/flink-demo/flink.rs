@@ -40,6 +40,10 @@ pub struct Role {
 pub struct Process {
     pub log_dir: PathBuf,
     pub console: PathBuf,
+    /// When this process was started, as its log stamps it (see [`utc`]):
+    /// a restarted JobManager writes a new log beside its earlier ones, whose
+    /// lines are not this process's.
+    started: String,
     child: Option<KillOnDrop>,
 }
 
@@ -161,10 +165,12 @@ impl Flink {
         cmd.arg("start-foreground");
         let n = std::fs::read_dir(&log_dir)?.count();
         let console = log_dir.join(format!("console-{n}.log"));
+        let started = utc(std::time::SystemTime::now());
         let child = spawn(cmd, &console)?;
         Ok(Process {
             log_dir,
             console,
+            started,
             child: Some(child),
         })
     }
@@ -260,11 +266,12 @@ impl Process {
 
     /// `(timestamp, text after needle)` of every line of this process's
     /// Flink logs (not its console) that holds `needle`, stamped at or
-    /// after `since`.
+    /// after `since` and after the process started.
     fn log_lines_since(&self, needle: &str, since: &str) -> Vec<(String, String)> {
         let Ok(dir) = std::fs::read_dir(&self.log_dir) else {
             return Vec::new();
         };
+        let since = since.max(self.started.as_str());
         let mut found = Vec::new();
         for f in dir.flatten().map(|e| e.path()).filter(|f| {
             f.extension().is_some_and(|e| e == "log")
