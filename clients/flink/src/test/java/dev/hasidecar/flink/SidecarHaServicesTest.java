@@ -241,15 +241,7 @@ public class SidecarHaServicesTest {
 
     private SidecarHaServices servicesWith(SidecarProcesses.Sidecar s, Leadership l) throws Exception {
         Configuration c = conf(s);
-        SidecarHaServices h =
-                new SidecarHaServices(
-                        c,
-                        io,
-                        s.client(),
-                        l,
-                        org.apache.flink.runtime.blob.BlobUtils.createBlobStoreFromConfig(c),
-                        org.apache.flink.runtime.highavailability.FileSystemJobResultStore.fromConfiguration(c, io),
-                        org.apache.flink.runtime.highavailability.FileSystemApplicationResultStore.fromConfiguration(c, io));
+        SidecarHaServices h = SidecarHaServices.create(c, io, s.client(), l);
         closing.add(h);
         return h;
     }
