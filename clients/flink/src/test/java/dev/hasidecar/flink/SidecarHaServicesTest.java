@@ -305,7 +305,7 @@ public class SidecarHaServicesTest {
         for (JobID j : new JobID[] {done, running}) {
             h.getCheckpointRecoveryFactory().createCheckpointIDCounter(j).getAndIncrement();
             state.put(Keys.checkpoints(j) + Keys.Checkpoints.INSTANCE.checkpointIDToName(1), bytes("p"), SidecarState.ANY, term);
-            state.put(Keys.EXECUTION_PLANS + j, bytes("plan"), SidecarState.ANY, term);
+            state.put(JobStoreKeys.JOBS + j, bytes("plan"), SidecarState.ANY, term);
             publish(s, Keys.jobManager(j), term);
         }
         publish(s, Keys.DISPATCHER, term);
@@ -314,7 +314,7 @@ public class SidecarHaServicesTest {
 
         assertTrue(state.list(Keys.job(done)).isEmpty());
         assertEquals(2, state.list(Keys.job(running)).size());
-        assertEquals("execution plans are the plan store's to remove", 2, state.list(Keys.EXECUTION_PLANS).size());
+        assertEquals("submitted jobs are the job store's to remove", 2, state.list(JobStoreKeys.JOBS).size());
         assertEquals(0, component(s, Keys.jobManager(done)));
         assertTrue(component(s, Keys.jobManager(running)) > 0);
         assertTrue(component(s, Keys.DISPATCHER) > 0);
