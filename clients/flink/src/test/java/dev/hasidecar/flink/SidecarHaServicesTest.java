@@ -17,6 +17,8 @@ import org.apache.flink.runtime.leaderelection.LeaderElection;
 import org.apache.flink.runtime.leaderelection.LeadershipLostException;
 import org.apache.flink.runtime.leaderretrieval.LeaderRetrievalListener;
 import org.apache.flink.runtime.leaderretrieval.LeaderRetrievalService;
+import org.apache.flink.runtime.util.EnvironmentInformation;
+import org.apache.flink.util.FlinkException;
 
 import org.junit.After;
 import org.junit.Before;
@@ -244,6 +246,35 @@ public class SidecarHaServicesTest {
         SidecarHaServices h = SidecarHaServices.create(c, io, s.client(), l);
         closing.add(h);
         return h;
+    }
+
+    /**
+     * The jar of the other major version fails at start with the jar to use, not later with a
+     * NoSuchMethodError; the Flink this test runs on (its lib/ is the jar's own) passes.
+     */
+    @Test
+    public void aJarForTheOtherMajorFlinkIsRefusedWithTheJarToUse() throws Exception {
+        SidecarHaServicesFactory.checkFlinkVersion(EnvironmentInformation.getVersion());
+        assertEquals(FlinkVersion.BUILT_FOR, EnvironmentInformation.getVersion());
+        SidecarHaServicesFactory.checkFlinkVersion(FlinkVersion.LINE + ".99"); // a warning only
+        boolean is2 = FlinkVersion.LINE.startsWith("2.");
+        String other = is2 ? "1.20.3" : "2.3.0";
+        String otherJar = is2 ? "ha-sidecar-flink-1.20.jar" : "ha-sidecar-flink-2.3.jar";
+        try {
+            SidecarHaServicesFactory.checkFlinkVersion(other);
+            fail("the jar for Flink " + FlinkVersion.LINE + " accepted Flink " + other);
+        } catch (FlinkException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("runs Flink " + other));
+            assertTrue(e.getMessage(), e.getMessage().contains("ha-sidecar-flink-" + FlinkVersion.LINE + ".jar"));
+            assertTrue(e.getMessage(), e.getMessage().contains("replace it with " + otherJar));
+        }
+        // A major release no jar is built for.
+        try {
+            SidecarHaServicesFactory.checkFlinkVersion("3.0.0");
+            fail("the jar for Flink " + FlinkVersion.LINE + " accepted Flink 3.0.0");
+        } catch (FlinkException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("no jar of the plugin is built for Flink 3.0.0"));
+        }
     }
 
     @Test
