@@ -17,7 +17,7 @@ ensure_etcd
 ensure_flink
 build_plugins >&2
 echo "==> building the Flink HA services plugin, the counting job and the Flink demo" >&2
-clients/flink/build.sh >&2
+clients/flink/build.sh 2.3 >&2  # the benchmark runs Flink 2.3 only
 examples/flink/job/build.sh >&2
 cargo build --release --locked -p ha-sidecar -p demo >&2
 echo "==> benchmark (release build)" >&2

@@ -1,4 +1,4 @@
-//! Real Flink 2.3 on the sidecar: three stock JobManagers, each beside a
+//! Real Flink (2.3, and 1.20) on the sidecar: three stock JobManagers, each beside a
 //! client-candidacy sidecar, one TaskManager beside an observer, and a job that
 //! counts forever with a checkpoint every second. The scenario of Flink's own
 //! `test_ha_datastream.sh`, adapted: three times `kill -9` the leading
@@ -13,6 +13,10 @@
 //! ZooKeeper ensemble and checks its evidence. It needs `FLINK_HOME` (a Flink
 //! 2.3.0 distribution, installed by `scripts/setup.sh`), the plugin jar and
 //! the job jar (`scripts/test.sh` builds them) and fails loudly without them.
+//!
+//! One more case runs the demo on Flink 1.20 (`FLINK_1_20_HOME`, the plugin's
+//! 1.20 jar and the job built against 1.20) on the file backend, with one
+//! `kill -9` instead of three to keep the suite's time down.
 
 mod support;
 #[path = "support/zk.rs"]
@@ -29,12 +33,41 @@ use zk::ZooKeeper;
 /// Two Flink clusters at once would not fit two cores: one at a time.
 static ONE_CLUSTER: Mutex<()> = Mutex::new(());
 
-fn demo(backend: &str, name: &str) -> Value {
+/// The Flink release a case runs: `--flink`, the variable naming its
+/// distribution, the release the demo reports, and how scripts/setup.sh
+/// installs it.
+struct Release {
+    line: &'static str,
+    home_var: &'static str,
+    version: &'static str,
+    ensure: &'static str,
+}
+
+const FLINK_2_3: Release = Release {
+    line: "2.3",
+    home_var: "FLINK_HOME",
+    version: "2.3.0",
+    ensure: "ensure_flink",
+};
+
+const FLINK_1_20: Release = Release {
+    line: "1.20",
+    home_var: "FLINK_1_20_HOME",
+    version: "1.20.3",
+    ensure: "ensure_flink_1_20",
+};
+
+/// Runs flink-demo on `flink` and `backend` with `kills` crashes (then a
+/// machine loss and a SIGTERM) and checks its report.
+fn demo(flink: &Release, backend: &str, name: &str, kills: usize) -> Value {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let root = repo_root();
-    let home = std::env::var_os("FLINK_HOME").expect(
-        "FLINK_HOME is not set: the Flink tests need a Flink 2.3.0 distribution (scripts/test.sh installs it with ensure_flink)",
-    );
+    let home = std::env::var_os(flink.home_var).unwrap_or_else(|| {
+        panic!(
+            "{} is not set: the Flink tests need a Flink {} distribution (scripts/test.sh installs it with {})",
+            flink.home_var, flink.version, flink.ensure
+        )
+    });
     let binary = root.join("target/release/flink-demo");
     assert!(
         binary.is_file(),
@@ -46,8 +79,9 @@ fn demo(backend: &str, name: &str) -> Value {
     let report = run.with_extension("json");
     let status = Command::new(&binary)
         .current_dir(&root)
-        .env("FLINK_HOME", home)
-        .args(["--backend", backend, "--run-dir"])
+        .env(flink.home_var, home)
+        .args(["--flink", flink.line, "--backend", backend])
+        .args(["--kills", &kills.to_string(), "--run-dir"])
         .arg(&run)
         .arg("--report")
         .arg(&report)
@@ -62,6 +96,10 @@ fn demo(backend: &str, name: &str) -> Value {
     });
     let r: Value = serde_json::from_str(&text).expect("the report is JSON");
     assert_eq!(
+        r["flink"], flink.version,
+        "the demo ran the Flink asked for: {text}"
+    );
+    assert_eq!(
         r["overlaps"],
         Value::Array(vec![]),
         "two leaders at once: {text}"
@@ -74,8 +112,8 @@ fn demo(backend: &str, name: &str) -> Value {
     let faults = r["faults"].as_array().expect("faults");
     assert_eq!(
         faults.len(),
-        5,
-        "three crashes, a machine loss, a SIGTERM: {text}"
+        kills + 2,
+        "{kills} crashes, a machine loss, a SIGTERM: {text}"
     );
     assert_eq!(r["recovery_problems"], Value::Array(vec![]), "{text}");
     for f in faults {
@@ -110,13 +148,24 @@ fn demo(backend: &str, name: &str) -> Value {
 
 #[test]
 fn real_flink_fails_over_on_the_file_backend() {
-    let r = demo("file", "file");
+    let r = demo(&FLINK_2_3, "file", "file", 3);
     eprintln!("file backend: {}", r["faults"]);
 }
 
 #[test]
 fn real_flink_fails_over_on_a_zookeeper_ensemble() {
     let zk = ZooKeeper::ensemble(3);
-    let r = demo(&format!("zookeeper={}", zk.quorum()), "zookeeper");
+    let r = demo(
+        &FLINK_2_3,
+        &format!("zookeeper={}", zk.quorum()),
+        "zookeeper",
+        3,
+    );
     eprintln!("ZooKeeper backend: {}", r["faults"]);
+}
+
+#[test]
+fn real_flink_1_20_fails_over_on_the_file_backend() {
+    let r = demo(&FLINK_1_20, "file", "file-1.20", 1);
+    eprintln!("Flink 1.20, file backend: {}", r["faults"]);
 }

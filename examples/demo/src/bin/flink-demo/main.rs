@@ -1,4 +1,4 @@
-//! The demo on real Flink: three stock Flink 2.3 JobManagers, each beside a
+//! The demo on real Flink: three stock Flink JobManagers (2.3, or 1.20), each beside a
 //! sidecar that campaigns only while its JobManager holds a candidacy, one
 //! TaskManager beside an observer sidecar, and a job that counts forever with
 //! a checkpoint every second. The demo kills the leading JobManager's JVM
@@ -9,10 +9,11 @@
 //! checkpoint with no value lost. Each killed JobManager is started again as
 //! a standby, as Flink's own HA end-to-end test does.
 //!
-//! `flink-demo [--backend file|zookeeper=<quorum>|flink-zookeeper=<quorum>] [--kills N]
+//! `flink-demo [--flink 2.3|1.20] [--backend file|zookeeper=<quorum>|flink-zookeeper=<quorum>] [--kills N]
 //! [--faults kill,machine-loss,sigterm] [--session-timeout DUR] [--run-dir DIR] [--report FILE]`,
-//! with `FLINK_HOME` set to a Flink 2.3.0 distribution (`./scripts/demo.sh`
-//! installs one from PyPI, builds everything and runs this).
+//! with `FLINK_HOME` set to a Flink 2.3.0 distribution, or for `--flink 1.20`
+//! `FLINK_1_20_HOME` to a Flink 1.20.3 one (`./scripts/demo.sh [--flink 1.20]`
+//! installs it from PyPI, builds everything and runs this).
 //!
 //! `--backend flink-zookeeper=<quorum>` runs the same cluster, job and faults
 //! on Flink's own ZooKeeper HA services, without sidecars: the baseline that
@@ -23,6 +24,7 @@
 
 mod counts;
 mod flink;
+mod release;
 mod sidecars;
 
 use std::path::PathBuf;
@@ -34,6 +36,7 @@ use demo::process::free_ports;
 use serde_json::json;
 
 use flink::{Flink, Process, Rest, Role, wait_for};
+use release::Release;
 use sidecars::{Backend, Paths, Sampler, Sidecar};
 
 const JOBMANAGERS: usize = 3;
@@ -114,6 +117,7 @@ impl Fault {
 }
 
 struct Args {
+    release: Release,
     ha: Ha,
     faults: Vec<Fault>,
     run_dir: Option<PathBuf>,
@@ -133,6 +137,7 @@ fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
 }
 
 fn args() -> anyhow::Result<Args> {
+    let mut release = Release::V2_3;
     let mut backend = "file".to_string();
     let mut kills = 3;
     let mut faults = None;
@@ -143,6 +148,7 @@ fn args() -> anyhow::Result<Args> {
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
+            "--flink" => release = Release::parse(&value("--flink")?)?,
             "--backend" => backend = value("--backend")?,
             "--kills" => {
                 kills = value("--kills")?
@@ -164,7 +170,7 @@ fn args() -> anyhow::Result<Args> {
             "--report" => report = Some(value("--report")?.into()),
             "-h" | "--help" => {
                 println!(
-                    "flink-demo [--backend file|zookeeper=<quorum>|flink-zookeeper=<quorum>] [--kills N]\n           [--faults kill,machine-loss,sigterm] [--session-timeout DUR] [--run-dir DIR] [--report FILE]\n  --kills N          N kill -9 of the leader, then a machine loss and a SIGTERM (default 3)\n  --faults LIST      these faults instead, in this order\n  --session-timeout  Flink's ZooKeeper session timeout with flink-zookeeper (default 60s)\n  FLINK_HOME must name a Flink 2.3.0 distribution; ./scripts/demo.sh sets everything up."
+                    "flink-demo [--flink 2.3|1.20] [--backend file|zookeeper=<quorum>|flink-zookeeper=<quorum>] [--kills N]\n           [--faults kill,machine-loss,sigterm] [--session-timeout DUR] [--run-dir DIR] [--report FILE]\n  --kills N          N kill -9 of the leader, then a machine loss and a SIGTERM (default 3)\n  --faults LIST      these faults instead, in this order\n  --session-timeout  Flink's ZooKeeper session timeout with flink-zookeeper (default 60s)\n  --flink 1.20       Flink 1.20 (FLINK_1_20_HOME, the plugin's 1.20 jar) instead of 2.3 (FLINK_HOME)\n  FLINK_HOME must name a Flink 2.3.0 distribution; ./scripts/demo.sh [--flink 1.20] sets everything up."
                 );
                 std::process::exit(0);
             }
@@ -188,6 +194,7 @@ fn args() -> anyhow::Result<Args> {
         f
     });
     Ok(Args {
+        release,
         ha,
         faults,
         run_dir,
@@ -213,7 +220,7 @@ struct Root {
     default_run: PathBuf,
 }
 
-fn locate() -> anyhow::Result<Root> {
+fn locate(release: Release) -> anyhow::Result<Root> {
     let cwd = std::env::current_dir()?;
     let root = cwd
         .ancestors()
@@ -227,13 +234,17 @@ fn locate() -> anyhow::Result<Root> {
                 .unwrap_or_else(|| root.join("target/release/ha-sidecar")),
             plugins: root.join("plugins/target/wasm32-wasip2/release"),
         },
-        plugin_jar: root.join("clients/flink/build/ha-sidecar-flink-2.3.jar"),
-        job_jar: root.join("examples/flink/job/build/count-forever.jar"),
+        plugin_jar: release.plugin_jar(&root),
+        job_jar: release.job_jar(&root),
         default_run: root.join("flink-demo-run"),
     };
     for f in [&r.sidecars.sidecar, &r.plugin_jar, &r.job_jar] {
         if !f.is_file() {
-            bail!("{} is missing: ./scripts/demo.sh builds it", f.display());
+            bail!(
+                "{} is missing: {} builds it",
+                f.display(),
+                release.demo_command()
+            );
         }
     }
     Ok(r)
@@ -315,10 +326,8 @@ impl Cluster {
 }
 
 fn run(args: Args) -> anyhow::Result<bool> {
-    let root = locate()?;
-    let home = PathBuf::from(std::env::var_os("FLINK_HOME").context(
-        "FLINK_HOME is not set: point it at a Flink 2.3.0 distribution (./scripts/demo.sh installs one)",
-    )?);
+    let root = locate(args.release)?;
+    let home = args.release.home()?;
     let run = args.run_dir.clone().unwrap_or(root.default_run.clone());
     if run.exists() {
         std::fs::remove_dir_all(&run)
@@ -326,7 +335,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
     }
     std::fs::create_dir_all(&run)?;
     let ha_name = args.ha.name();
-    println!("==> Flink 2.3 on {ha_name}; logs in {}", run.display());
+    println!(
+        "==> Flink {} on {ha_name}; logs in {}",
+        args.release.version(),
+        run.display()
+    );
 
     let ports = free_ports(3 * JOBMANAGERS + 3)?;
     let mut sidecars = Vec::new();
@@ -593,6 +606,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         && cleaned;
     if let Some(path) = &args.report {
         let report = json!({
+            "flink": args.release.version(),
             "backend": ha_name,
             "job": job,
             "faults": report_faults,

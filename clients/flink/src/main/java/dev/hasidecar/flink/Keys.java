@@ -1,21 +1,17 @@
 package dev.hasidecar.flink;
 
-import org.apache.flink.api.common.ApplicationID;
 import org.apache.flink.api.common.JobID;
 import org.apache.flink.runtime.checkpoint.CheckpointStoreUtil;
-import org.apache.flink.runtime.jobmanager.ApplicationStoreUtil;
-import org.apache.flink.runtime.jobmanager.ExecutionPlanStoreUtil;
 
 /**
  * Where the plugin keeps what in the sidecar's state (the table in docs/flink.md), and the
- * names Flink's default stores use inside each prefix.
+ * names Flink's default stores use inside each prefix. Where the submitted jobs go differs
+ * between Flink versions (execution plans and applications in 2.x, job graphs in 1.x): each
+ * version's {@code JobStoreKeys} says.
  */
 final class Keys {
     /** Everything the plugin writes to {@code /state} is under this prefix. */
     static final String ROOT = "flink/";
-
-    static final String EXECUTION_PLANS = ROOT + "execution-plans/";
-    static final String APPLICATIONS = ROOT + "applications/";
 
     // Component ids of the leader information, as Flink's Kubernetes HA names them.
     static final String RESOURCE_MANAGER = "resourcemanager";
@@ -60,34 +56,6 @@ final class Keys {
             } catch (NumberFormatException | IndexOutOfBoundsException e) {
                 return INVALID_CHECKPOINT_ID;
             }
-        }
-    }
-
-    enum ExecutionPlans implements ExecutionPlanStoreUtil {
-        INSTANCE;
-
-        @Override
-        public String jobIDToName(JobID jobId) {
-            return jobId.toString();
-        }
-
-        @Override
-        public JobID nameToJobID(String name) {
-            return JobID.fromHexString(name);
-        }
-    }
-
-    enum Applications implements ApplicationStoreUtil {
-        INSTANCE;
-
-        @Override
-        public String applicationIdToName(ApplicationID id) {
-            return id.toString();
-        }
-
-        @Override
-        public ApplicationID nameToApplicationId(String name) {
-            return ApplicationID.fromHexString(name);
         }
     }
 }
