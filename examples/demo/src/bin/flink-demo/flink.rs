@@ -18,6 +18,7 @@ pub const CLUSTER_ID: &str = "flink-demo";
 
 /// A Flink distribution with the plugin's jar added to a `lib/` of our own
 /// (`FLINK_LIB_DIR`), so the installed distribution stays untouched.
+#[derive(Clone)]
 pub struct Flink {
     pub home: PathBuf,
     lib: PathBuf,
@@ -28,6 +29,7 @@ pub struct Flink {
 }
 
 /// What one Flink process is: its name, its sidecar and its ports.
+#[derive(Clone)]
 pub struct Role {
     pub name: String,
     pub sidecar_port: u16,
@@ -66,26 +68,21 @@ impl Flink {
             .find_map(|l| l.strip_prefix("all: --add"))
             .map(|rest| format!("--add{rest}"))
             .unwrap_or_default();
-        let ha = match ha {
-            Ha::Sidecar(_) => format!("high-availability.type: {FACTORY}\n"),
-            Ha::FlinkZooKeeper {
-                quorum,
-                session_timeout,
-            } => format!(
-                "high-availability.type: zookeeper\n\
-                 high-availability.zookeeper.quorum: \"{quorum}\"\n\
-                 high-availability.zookeeper.path.root: /flink-own-ha\n\
-                 high-availability.zookeeper.client.session-timeout: {} ms\n",
-                session_timeout.as_millis()
-            ),
-        };
         Ok(Flink {
             home: home.to_path_buf(),
             lib,
             run: run.to_path_buf(),
             java_opts,
-            ha,
+            ha: ha_lines(ha),
         })
+    }
+
+    /// The same distribution and storage, with processes started on `ha`.
+    pub fn with_ha(&self, ha: &Ha) -> Flink {
+        Flink {
+            ha: ha_lines(ha),
+            ..self.clone()
+        }
     }
 
     fn conf_dir(&self, role: &Role) -> anyhow::Result<PathBuf> {
@@ -303,6 +300,25 @@ pub fn elapsed(from: &str, to: &str) -> Option<Duration> {
 
 fn stamp_date(stamp: &str) -> &str {
     stamp.get(..10).unwrap_or("")
+}
+
+/// The `high-availability.*` lines of `ha`. Flink's own ZooKeeper HA keeps
+/// Flink's default root, `/flink`, where the sidecar's ZooKeeper plugin
+/// keeps the same cluster-id too: a cluster can move between them.
+fn ha_lines(ha: &Ha) -> String {
+    match ha {
+        Ha::Sidecar(_) => format!("high-availability.type: {FACTORY}\n"),
+        Ha::FlinkZooKeeper {
+            quorum,
+            session_timeout,
+        } => format!(
+            "high-availability.type: zookeeper\n\
+             high-availability.zookeeper.quorum: \"{quorum}\"\n\
+             high-availability.zookeeper.path.root: /flink\n\
+             high-availability.zookeeper.client.session-timeout: {} ms\n",
+            session_timeout.as_millis()
+        ),
+    }
 }
 
 /// Now in the format of Flink's log lines (`2026-12-02 05:47:35,600`), in

@@ -27,7 +27,7 @@ mod flink;
 mod release;
 mod sidecars;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,9 @@ enum Fault {
     MachineLoss,
     /// SIGTERM of the leading JobManager: an orderly shutdown.
     Sigterm,
+    /// Not injected: the whole cluster stopped on Flink's own ZooKeeper HA
+    /// and started again on the sidecar (`--move-from-flink-ha`).
+    Moved,
 }
 
 impl Fault {
@@ -103,6 +106,7 @@ impl Fault {
             Fault::Crash => "kill -9 JobManager",
             Fault::MachineLoss => "machine loss",
             Fault::Sigterm => "SIGTERM JobManager",
+            Fault::Moved => "moved from Flink's own HA",
         }
     }
 
@@ -119,6 +123,7 @@ impl Fault {
 struct Args {
     release: Release,
     ha: Ha,
+    move_from_flink_ha: bool,
     faults: Vec<Fault>,
     run_dir: Option<PathBuf>,
     report: Option<PathBuf>,
@@ -142,6 +147,7 @@ fn args() -> anyhow::Result<Args> {
     let mut kills = 3;
     let mut faults = None;
     let mut session_timeout = FLINK_SESSION_TIMEOUT;
+    let mut move_from_flink_ha = false;
     let mut run_dir = None;
     let mut report = None;
     let mut it = std::env::args().skip(1);
@@ -166,11 +172,12 @@ fn args() -> anyhow::Result<Args> {
             "--session-timeout" => {
                 session_timeout = duration("--session-timeout", &value("--session-timeout")?)?
             }
+            "--move-from-flink-ha" => move_from_flink_ha = true,
             "--run-dir" => run_dir = Some(value("--run-dir")?.into()),
             "--report" => report = Some(value("--report")?.into()),
             "-h" | "--help" => {
                 println!(
-                    "flink-demo [--flink 2.3|1.20] [--backend file|zookeeper=<quorum>|flink-zookeeper=<quorum>] [--kills N]\n           [--faults kill,machine-loss,sigterm] [--session-timeout DUR] [--run-dir DIR] [--report FILE]\n  --kills N          N kill -9 of the leader, then a machine loss and a SIGTERM (default 3)\n  --faults LIST      these faults instead, in this order\n  --session-timeout  Flink's ZooKeeper session timeout with flink-zookeeper (default 60s)\n  --flink 1.20       Flink 1.20 (FLINK_1_20_HOME, the plugin's 1.20 jar) instead of 2.3 (FLINK_HOME)\n  FLINK_HOME must name a Flink 2.3.0 distribution; ./scripts/demo.sh [--flink 1.20] sets everything up."
+                    "flink-demo [--flink 2.3|1.20] [--backend file|zookeeper=<quorum>|flink-zookeeper=<quorum>] [--kills N]\n           [--faults kill,machine-loss,sigterm] [--session-timeout DUR] [--move-from-flink-ha]\n           [--run-dir DIR] [--report FILE]\n  --kills N          N kill -9 of the leader, then a machine loss and a SIGTERM (default 3)\n  --faults LIST      these faults instead, in this order\n  --session-timeout  Flink's ZooKeeper session timeout with flink-zookeeper (default 60s)\n  --move-from-flink-ha  with zookeeper=: run the job on Flink's own ZooKeeper HA first, stop the\n                     cluster, start it on the sidecar (same quorum, root, cluster-id), then the faults\n  --flink 1.20       Flink 1.20 (FLINK_1_20_HOME, the plugin's 1.20 jar) instead of 2.3 (FLINK_HOME)\n  FLINK_HOME must name a Flink 2.3.0 distribution; ./scripts/demo.sh [--flink 1.20] sets everything up."
                 );
                 std::process::exit(0);
             }
@@ -196,6 +203,7 @@ fn args() -> anyhow::Result<Args> {
     Ok(Args {
         release,
         ha,
+        move_from_flink_ha,
         faults,
         run_dir,
         report,
@@ -342,37 +350,14 @@ fn run(args: Args) -> anyhow::Result<bool> {
     );
 
     let ports = free_ports(3 * JOBMANAGERS + 3)?;
-    let mut sidecars = Vec::new();
-    let mut roles = Vec::new();
-    for i in 0..JOBMANAGERS {
-        let name = format!("jm-{}", i + 1);
-        if let Ha::Sidecar(backend) = &args.ha {
-            sidecars.push(Sidecar::start(
-                &name,
-                ports[i],
-                "client",
-                backend,
-                &root.sidecars,
-                &run,
-            )?);
-        }
-        roles.push(Role {
-            name,
+    let roles: Vec<Role> = (0..JOBMANAGERS)
+        .map(|i| Role {
+            name: format!("jm-{}", i + 1),
             sidecar_port: ports[i],
             rest_port: ports[JOBMANAGERS + 1 + i],
             rpc_port: ports[2 * JOBMANAGERS + 2 + i],
-        });
-    }
-    if let Ha::Sidecar(backend) = &args.ha {
-        sidecars.push(Sidecar::start(
-            "tm-1",
-            ports[JOBMANAGERS],
-            "never",
-            backend,
-            &root.sidecars,
-            &run,
-        )?);
-    }
+        })
+        .collect();
     let observer = Role {
         name: "tm-1".into(),
         sidecar_port: ports[JOBMANAGERS],
@@ -383,30 +368,61 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let probe = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(1000))
         .build();
-    let started = Instant::now();
-    // One JVM at a time: several starting at once on two cores can miss
-    // Flink's fixed 10 s actor-system start timeout.
-    let rest = Rest::new();
-    let mut jobmanagers = Vec::new();
-    for role in &roles {
-        jobmanagers.push(flink.jobmanager(role)?);
-        wait_for(&format!("{} to stand by", role.name), START_TIMEOUT, || {
-            stands_by(&args.ha, &probe, &rest, role).then_some(())
-        })?;
-    }
-    let taskmanager = flink.taskmanager(&observer)?;
-    let mut c = Cluster {
-        ha: args.ha.clone(),
-        flink,
-        sidecar_bin: root.sidecars.sidecar.clone(),
-        sidecars,
-        roles,
-        jobmanagers,
-        taskmanager,
-        observer,
-        rest,
-        probe,
+    let job_jar = root.job_jar.display().to_string();
+
+    // A cluster that ran on Flink's own ZooKeeper HA first, then stopped.
+    let moved = match &args.ha {
+        Ha::Sidecar(Backend::ZooKeeper(quorum)) if args.move_from_flink_ha => {
+            let own = Ha::FlinkZooKeeper {
+                quorum: quorum.clone(),
+                session_timeout: FLINK_SESSION_TIMEOUT,
+            };
+            println!("    first on {}:", own.name());
+            let old = start_cluster(
+                &own,
+                flink.with_ha(&own),
+                Vec::new(),
+                &roles,
+                &observer,
+                &probe,
+                &root.sidecars.sidecar,
+            )?;
+            Some(run_then_stop(old, &job_jar)?)
+        }
+        _ if args.move_from_flink_ha => {
+            bail!(
+                "--move-from-flink-ha needs --backend zookeeper=<quorum>: the cluster moves within one ZooKeeper"
+            )
+        }
+        _ => None,
     };
+
+    let mut sidecars = Vec::new();
+    if let Ha::Sidecar(backend) = &args.ha {
+        for (role, candidacy) in roles
+            .iter()
+            .map(|r| (r, "client"))
+            .chain([(&observer, "never")])
+        {
+            sidecars.push(Sidecar::start(
+                &role.name,
+                role.sidecar_port,
+                candidacy,
+                backend,
+                &root.sidecars,
+                &run,
+            )?);
+        }
+    }
+    let mut c = start_cluster(
+        &args.ha,
+        flink,
+        sidecars,
+        &roles,
+        &observer,
+        &probe,
+        &root.sidecars.sidecar,
+    )?;
     let sampler = matches!(c.ha, Ha::Sidecar(_)).then(|| {
         Sampler::start(
             c.sidecars
@@ -417,40 +433,15 @@ fn run(args: Args) -> anyhow::Result<bool> {
         )
     });
 
-    let first = wait_for("a leading JobManager", START_TIMEOUT, || c.leader())?;
-    wait_for("the TaskManager to register", START_TIMEOUT, || {
-        c.rest
-            .taskmanagers(c.roles[c.leader()?].rest_port)
-            .filter(|n| *n >= 1)
-    })?;
-    println!(
-        "    {} leads; cluster up in {:.1} s",
-        c.roles[first].name,
-        started.elapsed().as_secs_f64()
-    );
-
-    let job_jar = root.job_jar.display().to_string();
-    let submitted = c.flink.cli(&c.observer, &["run", "-d", &job_jar, "10"])?;
-    let job = submitted
-        .split_whitespace()
-        .find(|w| w.len() == 32 && w.chars().all(|ch| ch.is_ascii_hexdigit()))
-        .with_context(|| format!("no job id in the CLI's output:\n{submitted}"))?
-        .to_string();
-    println!(
-        "    job {job} submitted through the CLI ({})",
-        match c.ha {
-            Ha::Sidecar(_) => "REST leader found through the observer sidecar",
-            Ha::FlinkZooKeeper { .. } => "REST leader found in ZooKeeper",
-        }
-    );
-    wait_for("the job to checkpoint twice", RECOVERY_TIMEOUT, || {
-        let port = c.roles[c.leader()?].rest_port;
-        (c.rest.job_state(port, &job)? == "RUNNING"
-            && c.rest.completed_checkpoints(port, &job)? >= 2)
-            .then_some(())
-    })?;
-
     let mut outcomes = Vec::new();
+    let job = match moved {
+        Some(m) => {
+            let job = m.job.clone();
+            outcomes.push(recover_moved(&c, m)?);
+            job
+        }
+        None => submit(&c, &job_jar)?,
+    };
     for &fault in &args.faults {
         outcomes.push(inject(&mut c, fault, &job)?);
     }
@@ -472,27 +463,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         || wait_for(
             "the job's HA data to be cleaned up",
             RECOVERY_TIMEOUT,
-            || {
-                let i = c.leader()?;
-                let keys: serde_json::Value = c
-                    .probe
-                    .get(&format!(
-                        "http://127.0.0.1:{}/state?prefix=flink/",
-                        c.sidecars[i].port
-                    ))
-                    .call()
-                    .ok()?
-                    .into_json()
-                    .ok()?;
-                let left: Vec<String> = keys["keys"]
-                    .as_array()?
-                    .iter()
-                    .filter_map(|k| k.as_str())
-                    .filter(|k| k.contains(&job))
-                    .map(str::to_string)
-                    .collect();
-                left.is_empty().then_some(())
-            },
+            || job_keys_left(&c, &job)?.is_empty().then_some(()),
         )
         .is_ok();
 
@@ -651,6 +622,195 @@ fn candidacy_open(probe: &ureq::Agent, port: u16) -> bool {
         .unwrap_or(false)
 }
 
+/// Starts the JobManagers one at a time (several JVMs starting at once on
+/// two cores can miss Flink's fixed 10 s actor-system start timeout), then
+/// the TaskManager, and waits until one JobManager leads and the TaskManager
+/// registered with it.
+fn start_cluster(
+    ha: &Ha,
+    flink: Flink,
+    sidecars: Vec<Sidecar>,
+    roles: &[Role],
+    observer: &Role,
+    probe: &ureq::Agent,
+    sidecar_bin: &Path,
+) -> anyhow::Result<Cluster> {
+    let started = Instant::now();
+    let rest = Rest::new();
+    let mut jobmanagers = Vec::new();
+    for role in roles {
+        jobmanagers.push(flink.jobmanager(role)?);
+        wait_for(&format!("{} to stand by", role.name), START_TIMEOUT, || {
+            stands_by(ha, probe, &rest, role).then_some(())
+        })?;
+    }
+    let taskmanager = flink.taskmanager(observer)?;
+    let c = Cluster {
+        ha: ha.clone(),
+        flink,
+        sidecar_bin: sidecar_bin.to_path_buf(),
+        sidecars,
+        roles: roles.to_vec(),
+        jobmanagers,
+        taskmanager,
+        observer: observer.clone(),
+        rest,
+        probe: probe.clone(),
+    };
+    let first = wait_for("a leading JobManager", START_TIMEOUT, || c.leader())?;
+    wait_for("the TaskManager to register", START_TIMEOUT, || {
+        c.rest
+            .taskmanagers(c.roles[c.leader()?].rest_port)
+            .filter(|n| *n >= 1)
+    })?;
+    println!(
+        "    {} leads; cluster up in {:.1} s",
+        c.roles[first].name,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(c)
+}
+
+/// Submits the counting job through the CLI and waits until it has
+/// checkpointed twice; returns its id.
+fn submit(c: &Cluster, job_jar: &str) -> anyhow::Result<String> {
+    let submitted = c.flink.cli(&c.observer, &["run", "-d", job_jar, "10"])?;
+    let job = submitted
+        .split_whitespace()
+        .find(|w| w.len() == 32 && w.chars().all(|ch| ch.is_ascii_hexdigit()))
+        .with_context(|| format!("no job id in the CLI's output:\n{submitted}"))?
+        .to_string();
+    println!(
+        "    job {job} submitted through the CLI ({})",
+        match c.ha {
+            Ha::Sidecar(_) => "REST leader found through the observer sidecar",
+            Ha::FlinkZooKeeper { .. } => "REST leader found in ZooKeeper",
+        }
+    );
+    wait_for("the job to checkpoint twice", RECOVERY_TIMEOUT, || {
+        let port = c.roles[c.leader()?].rest_port;
+        (c.rest.job_state(port, &job)? == "RUNNING"
+            && c.rest.completed_checkpoints(port, &job)? >= 2)
+            .then_some(())
+    })?;
+    Ok(job)
+}
+
+/// What a cluster left when it stopped on Flink's own HA.
+struct Moved {
+    job: String,
+    from: usize,
+    latest: Option<u64>,
+    lines: usize,
+    stopped: Instant,
+    stopped_utc: String,
+}
+
+/// Runs the job on `old` (Flink's own HA), then stops the cluster as an
+/// operator would before moving it: SIGTERM to the standbys, then to the
+/// leader (a session cluster suspends its jobs and keeps their HA data),
+/// then the TaskManager.
+fn run_then_stop(mut old: Cluster, job_jar: &str) -> anyhow::Result<Moved> {
+    let job = submit(&old, job_jar)?;
+    let from = wait_for("a leader", RECOVERY_TIMEOUT, || old.leader())?;
+    let latest = old.rest.latest_checkpoint(old.roles[from].rest_port, &job);
+    let lines = old.tm_lines().len();
+    let stopped_utc = flink::utc(std::time::SystemTime::now());
+    for i in (0..JOBMANAGERS).filter(|&i| i != from).chain([from]) {
+        old.jobmanagers[i].terminate(Duration::from_secs(30))?;
+    }
+    old.taskmanager.kill()?;
+    let stopped = Instant::now();
+    println!(
+        "    stopped the cluster (SIGTERM to every JobManager, the leader {} last): job {job} suspended at checkpoint {}",
+        old.roles[from].name,
+        latest.map_or("?".to_string(), |n| n.to_string())
+    );
+    println!("    then on the sidecar, same ZooKeeper quorum, root and cluster-id:");
+    Ok(Moved {
+        job,
+        from,
+        latest,
+        lines,
+        stopped,
+        stopped_utc,
+    })
+}
+
+/// Waits until the cluster, started on the sidecar, runs the job it found
+/// in ZooKeeper again, from the checkpoint it was suspended at (or a newer one).
+fn recover_moved(c: &Cluster, m: Moved) -> anyhow::Result<Outcome> {
+    let to = wait_for("a leader", RECOVERY_TIMEOUT, || c.leader())?;
+    let takeover = m.stopped.elapsed();
+    let port = c.roles[to].rest_port;
+    wait_for("the moved job to run", RECOVERY_TIMEOUT, || {
+        (c.jobmanagers[to]
+            .restored_since(&m.job, &m.stopped_utc)
+            .is_some()
+            && c.rest.job_state(port, &m.job)? == "RUNNING")
+            .then_some(())
+    })?;
+    let running = m.stopped.elapsed();
+    let base = wait_for("checkpoint statistics", RECOVERY_TIMEOUT, || {
+        c.rest.completed_checkpoints(port, &m.job)
+    })?;
+    wait_for("two checkpoints on the sidecar", RECOVERY_TIMEOUT, || {
+        (c.rest.completed_checkpoints(port, &m.job)? >= base + 2).then_some(())
+    })?;
+    let checkpointed = m.stopped.elapsed();
+    let restored = c.jobmanagers[to].restored_since(&m.job, &m.stopped_utc);
+    println!(
+        "    moved from Flink's own HA: {} leads {:.1} s after the stop (the cluster restarted), job RUNNING from checkpoint {} after {:.1} s",
+        c.roles[to].name,
+        takeover.as_secs_f64(),
+        restored.map_or("?".to_string(), |n| n.to_string()),
+        running.as_secs_f64()
+    );
+    Ok(Outcome {
+        fault: Fault::Moved,
+        from: m.from,
+        to,
+        takeover,
+        granted: c.jobmanagers[to]
+            .granted_since(&m.stopped_utc)
+            .and_then(|stamp| flink::elapsed(&m.stopped_utc, &stamp)),
+        running,
+        checkpointed,
+        lines_at_fault: m.lines,
+        latest_before: m.latest,
+        restored,
+    })
+}
+
+/// The keys of `job` still in the leading sidecar's state (None while no
+/// sidecar leads or answers). The plugin's keys are Flink's znode names: the
+/// job store's (`execution-plans/`, 1.x `jobgraphs/`) and `jobs/<job>/`.
+fn job_keys_left(c: &Cluster, job: &str) -> Option<Vec<String>> {
+    let i = c.leader()?;
+    let mut left = Vec::new();
+    for prefix in ["execution-plans/", "jobgraphs/", "jobs/"] {
+        let keys: serde_json::Value = c
+            .probe
+            .get(&format!(
+                "http://127.0.0.1:{}/state?prefix={prefix}",
+                c.sidecars[i].port
+            ))
+            .call()
+            .ok()?
+            .into_json()
+            .ok()?;
+        left.extend(
+            keys["keys"]
+                .as_array()?
+                .iter()
+                .filter_map(|k| k.as_str())
+                .filter(|k| k.contains(job))
+                .map(str::to_string),
+        );
+    }
+    Some(left)
+}
+
 /// Fails the leader the way `fault` says and measures the recovery.
 fn inject(c: &mut Cluster, fault: Fault, job: &str) -> anyhow::Result<Outcome> {
     // Every JobManager up and a standby, as before a real failure.
@@ -681,6 +841,7 @@ fn inject(c: &mut Cluster, fault: Fault, job: &str) -> anyhow::Result<Outcome> {
             }
         }
         Fault::Sigterm => c.jobmanagers[from].terminate(Duration::from_secs(30))?,
+        Fault::Moved => bail!("a move is not a fault to inject"),
     }
     let to = wait_for("a new leader", recovery, || {
         c.leader().filter(|&i| i != from)

@@ -11,9 +11,12 @@ import org.apache.flink.runtime.jobmanager.ExecutionPlanStoreUtil;
  */
 final class JobStoreKeys {
     /** One pointer per submitted job: its execution plan. */
-    static final String JOBS = Keys.ROOT + "execution-plans/";
+    static final String JOBS = "execution-plans/";
 
-    static final String APPLICATIONS = Keys.ROOT + "applications/";
+    static final String APPLICATIONS = "applications/";
+
+    /** Both prefixes, for a whole-cluster cleanup. */
+    static final String[] ALL = {JOBS, APPLICATIONS};
 
     private JobStoreKeys() {}
 

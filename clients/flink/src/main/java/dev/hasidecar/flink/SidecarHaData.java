@@ -91,7 +91,7 @@ final class SidecarHaData {
                                 + " did not lead within "
                                 + client.timeout().toMillis()
                                 + " ms (another JobManager leads?); the keys under "
-                                + Keys.ROOT
+                                + String.join(", ", Keys.cluster())
                                 + " remain");
             }
             deleteEverything(cleaner.fencingTerm("the cluster's HA data"));
@@ -99,7 +99,9 @@ final class SidecarHaData {
     }
 
     private void deleteEverything(long term) throws Exception {
-        deleteAll(Keys.ROOT, term);
+        for (String prefix : Keys.cluster()) {
+            deleteAll(prefix, term);
+        }
         SidecarClient.Response r = client.send("GET", "/leader/components", Collections.emptyMap(), null);
         if (r.status != 200) {
             throw new IOException("listing the component leader information on " + client.describe() + ": " + r);

@@ -351,7 +351,9 @@ public class SidecarHaServicesTest {
         assertTrue(component(s, Keys.DISPATCHER) > 0);
 
         h.cleanupAllData();
-        assertTrue(state.list(Keys.ROOT).isEmpty());
+        for (String prefix : Keys.cluster()) {
+            assertTrue(prefix, state.list(prefix).isEmpty());
+        }
         assertEquals(0, component(s, Keys.jobManager(running)));
         assertEquals(0, component(s, Keys.DISPATCHER));
     }

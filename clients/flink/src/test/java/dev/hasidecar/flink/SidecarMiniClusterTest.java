@@ -209,7 +209,9 @@ public class SidecarMiniClusterTest {
 
         cluster.closeAsync().get(LONG.toMillis(), TimeUnit.MILLISECONDS);
         cluster = null;
-        assertEquals(Collections.emptyList(), keys(Keys.ROOT));
+        for (String prefix : Keys.cluster()) {
+            assertEquals(prefix, Collections.emptyList(), keys(prefix));
+        }
     }
 
     @Test
@@ -222,6 +224,8 @@ public class SidecarMiniClusterTest {
         awaitCounterAbove(job, 2);
         cluster.closeAsync().get(LONG.toMillis(), TimeUnit.MILLISECONDS);
         cluster = null;
-        assertEquals(Collections.emptyList(), keys(Keys.ROOT));
+        for (String prefix : Keys.cluster()) {
+            assertEquals(prefix, Collections.emptyList(), keys(prefix));
+        }
     }
 }
