@@ -1,6 +1,6 @@
 //! The leadership state machine: candidate → leader → (lost | resigned) → candidate.
 //!
-//! Safety rules (DESIGN.md):
+//! Safety rules:
 //! - Leadership is published with a deadline: the start of the last successful
 //!   `keep` plus the renew deadline. Everyone who reads it checks the deadline
 //!   against the local monotonic clock, so even a stuck election task cannot

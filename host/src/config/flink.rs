@@ -2,7 +2,7 @@
 //! pointed at the `flink-conf.yaml` (1.x: flat `key: value` lines) or
 //! `config.yaml` (2.x: nested YAML) the JobManager already uses. Values set
 //! in the sidecar's own config win; Flink's defaults apply otherwise
-//! (reference: flink-ha.md §1.1, including the deprecated aliases).
+//! (each key and its deprecated aliases are the constants below).
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! (`ZooKeeperUtils.writeLeaderInformationToZooKeeper`): Java serialization
 //! of `writeUTF(address)` then `writeObject(java.util.UUID)`, so that Flink
 //! clients reading ZooKeeper find the sidecar's leader. Layout as observed on
-//! Flink 2.3 (reference/flink-ha.md §8).
+//! Flink 2.3 (`matches_the_bytes_flink_writes` holds the bytes it wrote).
 
 /// java.util.UUID's serialVersionUID.
 const UUID_SERIAL_VERSION: [u8; 8] = [0xbc, 0x99, 0x03, 0xf7, 0x98, 0x6d, 0x85, 0x2f];
