@@ -11,6 +11,7 @@
 //! - `candidacy`: a client-owned candidacy (Flink's JobManager opens it);
 //! - `components`: per-component leader information (Flink's dispatcher, JobMasters, ...);
 //! - `refusals`: whether the backend refuses this sidecar's credentials;
+//! - `shared`: the facade the HTTP handlers work through;
 //! - `sidecar`: starts and stops all of the above.
 
 pub mod candidacy;
@@ -27,6 +28,7 @@ pub mod leadership;
 pub mod metrics;
 pub mod refusals;
 pub mod runtime;
+pub mod shared;
 pub mod sidecar;
 pub mod state;
 pub mod storage;
