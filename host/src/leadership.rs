@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 
 use crate::candidacy::OpenId;
-use crate::capabilities::zookeeper::Health;
+use crate::capabilities::Health;
 use crate::config::{Candidacy, Timing};
 use crate::metrics::Metrics;
 use crate::refusals::Backoff;
@@ -132,8 +132,9 @@ pub struct Election {
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
     pub progress: Arc<Progress>,
-    /// Session backends (ZooKeeper) report here when the session can no
-    /// longer back leadership; the leader steps down at once.
+    /// A capability holding a session (see `capabilities::Connection`)
+    /// reports here when the session can no longer back leadership; the
+    /// leader steps down at once.
     pub session: Option<watch::Receiver<Health>>,
     pub candidacy: Candidacy,
     /// The open client candidacy (client mode; always none otherwise).

@@ -10,14 +10,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::candidacy::Candidacies;
-use crate::capabilities::zookeeper::ZkSession;
 use crate::components::Components;
 use crate::config::Config;
 use crate::discovery::{self, Discovered};
 use crate::jobs::{Cleanup, JobStore, LeaderDuties, Lifecycle};
 use crate::leadership::{self, Election, Progress};
 use crate::metrics::Metrics;
-use crate::runtime::{CallError, LoadedPlugin, Member, Setup, Slot, Timing};
+use crate::runtime::{CallError, Member, Setup, Slot, Timing};
 use crate::shared::Shared;
 use crate::state::StateService;
 use crate::storage::{BlobStore, FileBlobStore, ValueStore};
@@ -54,33 +53,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "file-descriptor budget"
     );
     let metrics = Arc::new(Metrics::default());
-    let zookeeper = match &config.grants.zookeeper {
-        Some(settings) => Some(ZkSession::connect(settings.clone()).await?),
-        None => None,
-    };
-    let plugin = LoadedPlugin::load(
-        &config.plugin,
-        &config.grants,
-        zookeeper.clone(),
-        metrics.clone(),
-    )?;
+    // Connected, loaded, checked and readied (its directory made only now:
+    // a refused plugin leaves no trace on disk).
+    let plugin = crate::wiring::open(&config, metrics.clone()).await?;
+    let connections = plugin.connections().clone();
     let contract = plugin
         .inspection
         .contract()
         .map(|(i, _)| i.to_string())
         .unwrap_or_default();
     tracing::info!(path = %config.plugin.path.display(), sha256 = %plugin.sha256, %contract, from = ?plugin.source, "plugin loaded");
-    if let Some(k) = &plugin.kubernetes {
-        tracing::info!(server = %k.server(), namespace = k.namespace(), "Kubernetes API granted to the plugin");
-    }
-    // Only now: a refused plugin leaves no trace on disk.
-    if let Some(dir) = &config.grants.filesystem {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "capabilities.filesystem.dir: cannot create {}",
-                dir.display()
-            )
-        })?;
+    for (capability, granted) in plugin.granted() {
+        if let Some(granted) = granted {
+            tracing::info!(capability, "{granted}");
+        }
     }
 
     let setup = setup(&config);
@@ -196,7 +182,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shutdown: shutdown_rx.clone(),
             metrics,
             progress,
-            session: zookeeper.as_ref().map(|z| z.health()),
+            session: connections.session_health(),
             candidacy: config.election.candidacy,
             open: candidacies.watch(),
         }
@@ -225,11 +211,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.timing.retry_period + 2 * config.plugin.call_timeout + Duration::from_secs(1);
     let stopped = async {
         let _ = election.await;
-        // Closing the session removes this sidecar's ephemeral nodes now,
+        // Closing a session removes this sidecar's ephemeral nodes now,
         // not after the session timeout.
-        if let Some(z) = &zookeeper {
-            z.close().await;
-        }
+        connections.shut_down().await;
         let _ = http.await;
     };
     tokio::select! {

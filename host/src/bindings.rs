@@ -1,0 +1,12 @@
+//! Host bindings generated from `wit/`, the one module both the plugin
+//! runtime and the capabilities use (it imports nothing of the crate).
+//! Each capability links its own interface from here (see
+//! `capabilities::Capability::link`); the runtime links the contract's own
+//! imports (`log`, `types`) and calls the backend's exports.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "capabilities",
+    imports: { "ha:sidecar/zookeeper": async, "ha:sidecar/kubernetes": async },
+    exports: { default: async },
+});
