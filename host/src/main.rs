@@ -187,8 +187,20 @@ fn inspect_plugin(path: &Path) -> anyhow::Result<()> {
             println!(
                 "refused:  this sidecar will not load the plugin, whatever the config grants:"
             );
-            for (interface, reason) in &never {
-                println!("  {interface}: {reason}");
+            // One line per reason: a socket user imports seven interfaces.
+            let mut reasons: Vec<&str> = Vec::new();
+            for (_, r) in &never {
+                if !reasons.contains(r) {
+                    reasons.push(r);
+                }
+            }
+            for reason in reasons {
+                let interfaces: Vec<&str> = never
+                    .iter()
+                    .filter(|(_, r)| *r == reason)
+                    .map(|(i, _)| *i)
+                    .collect();
+                println!("  {}: {reason}", interfaces.join(", "));
             }
         }
     }
