@@ -424,7 +424,7 @@ impl Election {
         };
         tokio::select! {
             _ = self.pause(self.timing.retry_period) => {}
-            _ = connected => tracing::debug!("ZooKeeper connection back; campaigning at once"),
+            _ = connected => tracing::debug!("session connection back; campaigning at once"),
         }
     }
 

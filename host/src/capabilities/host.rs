@@ -122,7 +122,7 @@ impl WasiView for HostState {
 impl types::Host for HostState {}
 
 impl log::Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
+    async fn log(&mut self, level: Level, message: String) {
         let role = self.role;
         match level {
             Level::Trace => tracing::trace!(target: "plugin", role, "{message}"),

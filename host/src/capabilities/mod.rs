@@ -294,3 +294,42 @@ impl Connections {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_each_interface_has_one_owner() {
+        let mut names: Vec<&str> = ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len(), "two capabilities share a name");
+        for interface in [
+            "wasi:filesystem/types",
+            "wasi:filesystem/preopens",
+            "ha:sidecar/zookeeper",
+            "ha:sidecar/kubernetes",
+            "wasi:http/types",
+            "wasi:http/outgoing-handler",
+        ] {
+            let owners: Vec<&str> = ALL
+                .iter()
+                .filter(|c| c.claims(interface))
+                .map(|c| c.name())
+                .collect();
+            assert_eq!(owners.len(), 1, "{interface}: {owners:?}");
+        }
+        assert_eq!(
+            claiming("ha:sidecar/zookeeper@0.1.0").map(|c| c.name()),
+            Some("zookeeper")
+        );
+        for never in [
+            "wasi:sockets/tcp",
+            "wasi:http/incoming-handler",
+            "ha:sidecar/log",
+        ] {
+            assert!(claiming(never).is_none(), "{never} is no capability's");
+        }
+    }
+}

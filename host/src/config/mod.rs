@@ -734,6 +734,46 @@ mod tests {
     }
 
     #[test]
+    fn capability_sections_go_to_their_capability() {
+        let e = parse(&format!("{MIN}capabilities: {{sockets: {{}}}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("capabilities")
+                && e.contains("`sockets`")
+                && e.contains("`zookeeper`")
+                && e.contains("`outgoing-http`"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{MIN}capabilities: {{zookeeper: {{quorum: 'zk1:2181', client: {{sesion-timeout: 5s}}}}}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("capabilities.zookeeper.client") && e.contains("sesion-timeout"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{MIN}capabilities: {{zookeeper: {{quorum: 'zk1'}}}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("capabilities.zookeeper.quorum"), "{e}");
+        let c = parse(&format!(
+            "{MIN}capabilities: {{filesystem: {{dir: fs}}, zookeeper: {{quorum: 'zk1:2181'}}}}\n"
+        ))
+        .unwrap();
+        assert!(c.grants.is_granted("filesystem") && c.grants.is_granted("zookeeper"));
+        assert!(!c.grants.is_granted("kubernetes"));
+        let dir = c
+            .grants
+            .get::<crate::capabilities::filesystem::Dir>()
+            .unwrap();
+        assert!(dir.0.is_absolute() && dir.0.ends_with("fs"), "{dir:?}");
+    }
+
+    #[test]
     fn max_connections_is_checked_and_optional() {
         assert_eq!(parse(MIN).unwrap().max_connections, None);
         let c = parse(&format!("{MIN}http: {{max-connections: 300}}\n")).unwrap();
