@@ -752,7 +752,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("capabilities.zookeeper.client") && e.contains("sesion-timeout"),
+            e.contains("capabilities.zookeeper.client")
+                && e.contains("sesion-timeout")
+                && e.contains("line 3"),
             "{e}"
         );
         let e = parse(&format!(
