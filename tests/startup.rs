@@ -199,3 +199,57 @@ fn plugin_check_runs_the_conformance_suite_on_any_plugin() {
         "{out}"
     );
 }
+
+#[test]
+fn plugin_inspect_names_the_imports_that_will_be_refused() {
+    let net = plugin("fixture_net_user").display().to_string();
+    let (code, out) = run_cli(&["plugin", "inspect", &net]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("no capabilities"),
+        "a plugin that will be refused does not need \"no capabilities\":\n{out}"
+    );
+    let refused = out
+        .lines()
+        .skip_while(|l| !l.starts_with("refused:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        refused.contains("will not load") && refused.contains("wasi:sockets/"),
+        "{out}"
+    );
+    assert!(
+        refused.contains("never granted"),
+        "the reason is given:\n{out}"
+    );
+    // A plugin that imports only what a config can grant says what it needs.
+    let file = plugin("ha_plugin_file").display().to_string();
+    let (code, out) = run_cli(&["plugin", "inspect", &file]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("needs:    capabilities.filesystem") && !out.contains("refused:"),
+        "{out}"
+    );
+}
+
+#[test]
+fn plugin_check_refuses_a_plugin_that_cannot_load_once_up_front() {
+    let cluster = Cluster::new();
+    let cfg = cluster.write_config("check", &good(&cluster));
+    let net = plugin("fixture_net_user").display().to_string();
+    let (code, out) = run_cli(&["plugin", "check", &net, "--config", &cfg.to_string_lossy()]);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(
+        out.matches("never granted").count(),
+        1,
+        "the refusal is printed once:\n{out}"
+    );
+    assert!(
+        out.contains("wasi:sockets/") && out.contains("refusing"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("checks,"),
+        "no checks run for a plugin that cannot load:\n{out}"
+    );
+}

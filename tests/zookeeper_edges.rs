@@ -9,7 +9,8 @@ mod zk;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ha_sidecar::capabilities::zookeeper::{Health, ZkSession, ZkSettings, to_wit};
+use ha_sidecar::capabilities::Health;
+use ha_sidecar::capabilities::zookeeper::{ZkSession, ZkSettings, to_wit};
 use support::*;
 use zk::ZooKeeper;
 

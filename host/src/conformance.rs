@@ -35,8 +35,9 @@ macro_rules! ensure {
 }
 
 /// Gives each simulated sidecar its plugin. Lease backends can share one
-/// loaded plugin; session backends (ZooKeeper) need one session, and so one
-/// loaded plugin, per member, as real sidecars have.
+/// loaded plugin; a backend on a capability holding a session (ZooKeeper)
+/// needs one session, and so one loaded plugin, per member, as real
+/// sidecars have.
 pub type PluginSource = Box<
     dyn Fn() -> Pin<Box<dyn Future<Output = Result<Arc<LoadedPlugin>, String>> + Send>>
         + Send
@@ -57,9 +58,14 @@ impl Subject {
             plugins: source_for(config),
             settings: config.plugin.settings.clone(),
             namespace_setting: "cluster-id".into(),
-            namespaces: match config.grants.kubernetes {
-                Some(_) => Namespaces::Configured(configured),
-                None => Namespaces::PerCheck,
+            namespaces: if config
+                .grants
+                .iter()
+                .any(|g| g.capability.confines_namespace())
+            {
+                Namespaces::Configured(configured)
+            } else {
+                Namespaces::PerCheck
             },
             lease: config.timing.lease,
             renew_deadline: config.timing.renew_deadline,
@@ -68,44 +74,27 @@ impl Subject {
     }
 }
 
-/// The plugin source a sidecar config implies: with the `zookeeper`
-/// capability every member gets its own session (and loaded plugin), as
-/// real sidecars have; otherwise all share one loaded plugin.
+/// The plugin source a sidecar config implies, wired as `ha-sidecar run`
+/// wires it (`wiring::open`): when the capabilities keep something open (a
+/// session), every member gets its own, and its own loaded plugin, as real
+/// sidecars have; otherwise all share one loaded plugin.
 pub fn source_for(config: &crate::config::Config) -> PluginSource {
-    let (cfg, grants) = (config.plugin.clone(), config.grants.clone());
-    let shared_plugin: std::sync::OnceLock<Arc<LoadedPlugin>> = std::sync::OnceLock::new();
-    let shared_plugin = Arc::new(shared_plugin);
+    let config = Arc::new(config.clone());
+    let shared_plugin: Arc<std::sync::OnceLock<Arc<LoadedPlugin>>> = Arc::default();
     Box::new(move || {
-        let (cfg, grants, shared_plugin) = (cfg.clone(), grants.clone(), shared_plugin.clone());
+        let (config, shared_plugin) = (config.clone(), shared_plugin.clone());
         Box::pin(async move {
-            let metrics = Arc::new(crate::metrics::Metrics::default());
-            match &grants.zookeeper {
-                Some(settings) => {
-                    let session =
-                        crate::capabilities::zookeeper::ZkSession::connect(settings.clone())
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    LoadedPlugin::load(&cfg, &grants, Some(session), metrics)
-                        .map_err(|e| e.to_string())
-                }
-                None => {
-                    if let Some(p) = shared_plugin.get() {
-                        return Ok(p.clone());
-                    }
-                    // As `ha-sidecar run` does: the granted directory may not exist yet.
-                    if let Some(dir) = &grants.filesystem {
-                        std::fs::create_dir_all(dir).map_err(|e| {
-                            format!(
-                                "capabilities.filesystem.dir: cannot create {}: {e}",
-                                dir.display()
-                            )
-                        })?;
-                    }
-                    let p = LoadedPlugin::load(&cfg, &grants, None, metrics)
-                        .map_err(|e| e.to_string())?;
-                    Ok(shared_plugin.get_or_init(|| p).clone())
-                }
+            if let Some(p) = shared_plugin.get() {
+                return Ok(p.clone());
             }
+            let metrics = Arc::new(crate::metrics::Metrics::default());
+            let p = crate::wiring::open(&config, metrics)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if !p.connections().is_empty() {
+                return Ok(p);
+            }
+            Ok(shared_plugin.get_or_init(|| p).clone())
         })
     })
 }
@@ -343,6 +332,8 @@ pub fn render(outcomes: &[Outcome]) -> String {
 /// A simulated sidecar: an instance with its own member id and session,
 /// whose terms and writes are noted for the cleanup.
 pub struct Member {
+    /// The plugin it was made from (and what its capabilities keep open).
+    plugin: Arc<LoadedPlugin>,
     instance: Instance,
     setup: Setup,
     ledger: Arc<Mutex<Ledger>>,
@@ -410,13 +401,14 @@ fn setup_for(s: &Subject, namespace: &str, id: &str) -> Setup {
     }
 }
 
-/// A bare instance in `namespace` (the given setup, or a fresh one for `id`).
-async fn instance(
+/// A bare instance in `namespace` (the given setup, or a fresh one for
+/// `id`), with the plugin it was made from.
+async fn instance_of(
     s: &Subject,
     namespace: &str,
     id: &str,
     setup: Option<&Setup>,
-) -> Result<Instance, String> {
+) -> Result<(Arc<LoadedPlugin>, Instance), String> {
     let fresh;
     let setup = match setup {
         Some(setup) => setup,
@@ -425,17 +417,29 @@ async fn instance(
             &fresh
         }
     };
-    (s.plugins)()
-        .await?
+    let plugin = (s.plugins)().await?;
+    let instance = plugin
         .instantiate("election", setup)
         .await
-        .map_err(|e| format!("cannot instantiate member {id}: {e}"))
+        .map_err(|e| format!("cannot instantiate member {id}: {e}"))?;
+    Ok((plugin, instance))
+}
+
+async fn instance(
+    s: &Subject,
+    namespace: &str,
+    id: &str,
+    setup: Option<&Setup>,
+) -> Result<Instance, String> {
+    Ok(instance_of(s, namespace, id, setup).await?.1)
 }
 
 async fn member(c: &Check<'_>, id: &str) -> Result<Member, String> {
     let setup = setup_for(c.s, &c.ns, id);
+    let (plugin, instance) = instance_of(c.s, &c.ns, id, Some(&setup)).await?;
     Ok(Member {
-        instance: instance(c.s, &c.ns, id, Some(&setup)).await?,
+        plugin,
+        instance,
         setup,
         ledger: c.ledger.clone(),
     })
@@ -798,9 +802,10 @@ async fn expiry(ck: &Check<'_>) -> Result<(), String> {
     // takes over at once; with a lease backend it goes silent and b takes
     // over after about one lease, never before the leader's own renew
     // deadline has passed (the leader would still call itself leader until then).
-    let session = a.zookeeper_session();
-    if let Some(z) = &session {
-        z.close().await;
+    let connections = a.plugin.connections().clone();
+    let session = connections.session_health().is_some();
+    if session {
+        connections.shut_down().await;
     }
     let tb = win(&mut b, 4 * s.lease).await?;
     let after = last_keep.elapsed();
@@ -811,11 +816,11 @@ async fn expiry(ck: &Check<'_>) -> Result<(), String> {
         t.token
     );
     ensure!(
-        session.is_some() || after >= s.renew_deadline,
+        session || after >= s.renew_deadline,
         "took over {after:?} after the leader's last renewal began, before its renew deadline ({:?}) had passed",
         s.renew_deadline
     );
-    if session.is_some() {
+    if session {
         return Ok(()); // the old leader's session is closed: it cannot even ask
     }
     match a.keep(&t).await {

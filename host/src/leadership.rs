@@ -1,6 +1,6 @@
 //! The leadership state machine: candidate → leader → (lost | resigned) → candidate.
 //!
-//! Safety rules (DESIGN.md):
+//! Safety rules:
 //! - Leadership is published with a deadline: the start of the last successful
 //!   `keep` plus the renew deadline. Everyone who reads it checks the deadline
 //!   against the local monotonic clock, so even a stuck election task cannot
@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 
 use crate::candidacy::OpenId;
-use crate::capabilities::zookeeper::Health;
+use crate::capabilities::Health;
 use crate::config::{Candidacy, Timing};
 use crate::metrics::Metrics;
 use crate::refusals::Backoff;
@@ -132,8 +132,9 @@ pub struct Election {
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
     pub progress: Arc<Progress>,
-    /// Session backends (ZooKeeper) report here when the session can no
-    /// longer back leadership; the leader steps down at once.
+    /// A capability holding a session (see `capabilities::Connection`)
+    /// reports here when the session can no longer back leadership; the
+    /// leader steps down at once.
     pub session: Option<watch::Receiver<Health>>,
     pub candidacy: Candidacy,
     /// The open client candidacy (client mode; always none otherwise).
@@ -423,7 +424,7 @@ impl Election {
         };
         tokio::select! {
             _ = self.pause(self.timing.retry_period) => {}
-            _ = connected => tracing::debug!("ZooKeeper connection back; campaigning at once"),
+            _ = connected => tracing::debug!("session connection back; campaigning at once"),
         }
     }
 

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ha_sidecar::capabilities::filesystem;
 use ha_sidecar::config::Config;
-use ha_sidecar::runtime::{LoadedPlugin, inspect};
+use ha_sidecar::runtime::inspect;
 
 #[derive(Parser)]
 #[command(
@@ -105,7 +106,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
 
 fn validate(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    LoadedPlugin::load(&config.plugin, &config.grants, None, Default::default())?;
+    ha_sidecar::wiring::check(&config, Default::default())?;
     let t = &config.timing;
     println!(
         "{}: ok (member {}, listen {}, plugin {}, lease {:?} / renew deadline {:?} / retry {:?})",
@@ -126,9 +127,10 @@ fn check_plugin(plugin: &Path, config: &Path, only: Option<&str>) -> anyhow::Res
     config.plugin.sha256 = None;
     // Checks write throwaway namespaces: keep them out of the configured directory.
     let scratch = std::env::temp_dir().join(format!("ha-sidecar-check-{}", std::process::id()));
-    if config.grants.filesystem.is_some() {
-        config.grants.filesystem = Some(scratch.clone());
-    }
+    config.grants.replace(filesystem::Dir(scratch.clone()));
+    // A plugin that cannot load fails here, once, with the reason; not in
+    // every check.
+    ha_sidecar::wiring::check(&config, Default::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -169,18 +171,39 @@ fn inspect_plugin(path: &Path) -> anyhow::Result<()> {
         None => println!("contract: none (not an ha-sidecar backend plugin)"),
     }
     let needed = info.capabilities();
-    println!(
-        "needs:    {}",
-        if needed.is_empty() {
-            "no capabilities".to_string()
-        } else {
-            needed
-                .iter()
-                .map(|c| format!("capabilities.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+    let never = info.never_granted();
+    let needs = needed
+        .iter()
+        .map(|c| format!("capabilities.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match (needs.is_empty(), never.is_empty()) {
+        (true, true) => println!("needs:    no capabilities"),
+        (false, true) => println!("needs:    {needs}"),
+        (_, false) => {
+            if !needs.is_empty() {
+                println!("needs:    {needs}");
+            }
+            println!(
+                "refused:  this sidecar will not load the plugin, whatever the config grants:"
+            );
+            // One line per reason: a socket user imports seven interfaces.
+            let mut reasons: Vec<&str> = Vec::new();
+            for (_, r) in &never {
+                if !reasons.contains(r) {
+                    reasons.push(r);
+                }
+            }
+            for reason in reasons {
+                let interfaces: Vec<&str> = never
+                    .iter()
+                    .filter(|(_, r)| *r == reason)
+                    .map(|(i, _)| *i)
+                    .collect();
+                println!("  {}: {reason}", interfaces.join(", "));
+            }
         }
-    );
+    }
     println!("exports:");
     for e in &info.exports {
         println!("  {e}");

@@ -10,120 +10,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::candidacy::Candidacies;
-use crate::capabilities::zookeeper::ZkSession;
 use crate::components::Components;
 use crate::config::Config;
-use crate::discovery::{self, Discovered, View};
+use crate::discovery::{self, Discovered};
 use crate::jobs::{Cleanup, JobStore, LeaderDuties, Lifecycle};
-use crate::leadership::{self, Command, Election, Local, Progress, ResignError};
+use crate::leadership::{self, Election, Progress};
 use crate::metrics::Metrics;
-use crate::runtime::{CallError, LoadedPlugin, Member, Setup, Slot, Term, Timing};
+use crate::runtime::{CallError, Member, Setup, Slot, Timing};
+use crate::shared::Shared;
 use crate::state::StateService;
 use crate::storage::{BlobStore, FileBlobStore, ValueStore};
-
-/// What the HTTP handlers share.
-pub struct Shared {
-    pub config: Config,
-    pub metrics: Arc<Metrics>,
-    pub values: Arc<ValueStore>,
-    pub jobs: Arc<JobStore>,
-    pub lifecycle: Arc<Lifecycle>,
-    pub progress: Arc<Progress>,
-    pub candidacies: Arc<Candidacies>,
-    pub components: Arc<Components>,
-    local: watch::Receiver<Local>,
-    discovered: watch::Receiver<Discovered>,
-    commands: mpsc::Sender<Command>,
-    shutting_down: AtomicBool,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Shared {
-    pub fn view(&self) -> View {
-        discovery::view(&self.local.borrow(), &self.discovered.borrow())
-    }
-
-    /// This sidecar's own leadership, for the candidacy stream.
-    pub fn local(&self) -> watch::Receiver<Local> {
-        self.local.clone()
-    }
-
-    /// Wakes on every change of who leads as this sidecar sees it.
-    pub fn discovered(&self) -> watch::Receiver<Discovered> {
-        self.discovered.clone()
-    }
-
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.clone()
-    }
-
-    /// Returns once the leader's token differs from `known`, or (with
-    /// `leading`) this sidecar's own leadership differs from it, or after
-    /// `wait`. A client that caches "I lead" learns of a local step-down here
-    /// at once, not a lease later when a new term appears.
-    pub async fn wait_for_change(&self, known: Option<u64>, leading: Option<bool>, wait: Duration) {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut local = self.local.clone();
-        let mut discovered = self.discovered.clone();
-        // A sidecar shutting down answers long polls at once.
-        let mut shutdown = self.shutdown.clone();
-        loop {
-            let v = self.view();
-            if v.term.map(|t| t.token) != known || leading.is_some_and(|l| l != v.leading) {
-                return;
-            }
-            // Our own leadership can lapse by time alone (a renewal moves the
-            // deadline and is announced on the channel); wake for that too.
-            let lapse = self
-                .local
-                .borrow()
-                .valid_until()
-                .filter(|t| *t > Instant::now())
-                .map(tokio::time::Instant::from_std);
-            tokio::select! {
-                r = local.changed() => if r.is_err() { return },
-                r = discovered.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep_until(deadline) => return,
-                _ = shutdown.wait_for(|s| *s) => return,
-                _ = tokio::time::sleep_until(lapse.unwrap_or(deadline)) => {}
-            }
-        }
-    }
-
-    pub async fn resign(&self, holdoff: Duration) -> Result<Term, ResignError> {
-        let (reply, answer) = oneshot::channel();
-        // A stopped election loop leads nothing.
-        self.commands
-            .send(Command::Resign { holdoff, reply })
-            .await
-            .map_err(|_| ResignError::NotLeader)?;
-        answer.await.map_err(|_| ResignError::NotLeader)?
-    }
-
-    /// Longest plausible time between two steps of the election loop.
-    pub fn stall_limit(&self) -> Duration {
-        let t = &self.config.timing;
-        (t.lease + 2 * self.config.plugin.call_timeout + self.config.plugin.restart_backoff_max)
-            .max(Duration::from_secs(10))
-    }
-
-    pub fn not_ready_reason(&self) -> Option<String> {
-        if self.shutting_down.load(Relaxed) {
-            return Some("shutting down".into());
-        }
-        if let Some(refused) = self.metrics.refusals.current() {
-            return Some(format!(
-                "the backend refuses this sidecar's requests: {refused}"
-            ));
-        }
-        let d = self.discovered.borrow();
-        match (&d.error, d.known) {
-            (Some(e), _) => Some(format!("cannot ask the backend who leads: {e}")),
-            (None, false) => Some("waiting for the backend's first answer".into()),
-            (None, true) => None,
-        }
-    }
-}
 
 fn setup(config: &Config) -> Setup {
     let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
@@ -157,33 +53,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "file-descriptor budget"
     );
     let metrics = Arc::new(Metrics::default());
-    let zookeeper = match &config.grants.zookeeper {
-        Some(settings) => Some(ZkSession::connect(settings.clone()).await?),
-        None => None,
-    };
-    let plugin = LoadedPlugin::load(
-        &config.plugin,
-        &config.grants,
-        zookeeper.clone(),
-        metrics.clone(),
-    )?;
+    // Connected, loaded, checked and readied (its directory made only now:
+    // a refused plugin leaves no trace on disk).
+    let plugin = crate::wiring::open(&config, metrics.clone()).await?;
+    let connections = plugin.connections().clone();
     let contract = plugin
         .inspection
         .contract()
         .map(|(i, _)| i.to_string())
         .unwrap_or_default();
     tracing::info!(path = %config.plugin.path.display(), sha256 = %plugin.sha256, %contract, from = ?plugin.source, "plugin loaded");
-    if let Some(k) = &plugin.kubernetes {
-        tracing::info!(server = %k.server(), namespace = k.namespace(), "Kubernetes API granted to the plugin");
-    }
-    // Only now: a refused plugin leaves no trace on disk.
-    if let Some(dir) = &config.grants.filesystem {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "capabilities.filesystem.dir: cannot create {}",
-                dir.display()
-            )
-        })?;
+    for (capability, granted) in plugin.granted() {
+        if let Some(granted) = granted {
+            tracing::info!(capability, "{granted}");
+        }
     }
 
     let setup = setup(&config);
@@ -299,7 +182,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shutdown: shutdown_rx.clone(),
             metrics,
             progress,
-            session: zookeeper.as_ref().map(|z| z.health()),
+            session: connections.session_health(),
             candidacy: config.election.candidacy,
             open: candidacies.watch(),
         }
@@ -328,11 +211,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.timing.retry_period + 2 * config.plugin.call_timeout + Duration::from_secs(1);
     let stopped = async {
         let _ = election.await;
-        // Closing the session removes this sidecar's ephemeral nodes now,
+        // Closing a session removes this sidecar's ephemeral nodes now,
         // not after the session timeout.
-        if let Some(z) = &zookeeper {
-            z.close().await;
-        }
+        connections.shut_down().await;
         let _ = http.await;
     };
     tokio::select! {

@@ -1,6 +1,6 @@
 //! An in-process Kubernetes API server for tests: no API server can be
 //! installed on these machines, so this one behaves like a real one (v1.28,
-//! reference/flink-ha.md §9) on everything the sidecar's `kubernetes`
+//! as observed) on everything the sidecar's `kubernetes`
 //! capability and plugin use, and says so exactly here. It runs on its own
 //! thread and runtime, on a free loopback port, plain HTTP.
 //!
@@ -41,7 +41,7 @@
 //!   `metadata.resourceVersion` only at that version, else 409 `Conflict`
 //!   ("the object has been modified"); without it, a ConfigMap is replaced
 //!   unconditionally but a Lease is 422 `Invalid` ("must be specified for an
-//!   update"), as §9 observed. A replace that changes nothing keeps the
+//!   update"), as observed on v1.28. A replace that changes nothing keeps the
 //!   resourceVersion and sends no event, as the real server does.
 //! - **DELETE**: 200 with a `Status` of `Success`; 404 if absent;
 //!   `DeleteOptions.preconditions.resourceVersion` enforced with 409 `Conflict`.

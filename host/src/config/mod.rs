@@ -6,46 +6,20 @@
 //! directory of the config file, so a config works from any working directory.
 
 mod election;
-mod flink;
-mod kubernetes;
-mod units;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::capabilities::kubernetes::KubeSettings;
-use crate::capabilities::outgoing_http::Endpoint;
-use crate::capabilities::zookeeper::ZkSettings;
+use crate::capabilities::{self, SectionContext};
+use crate::section::{Keys as Validator, flink};
 
+pub use crate::capabilities::Grants;
+pub use crate::section::{Bytes, ConfigError, Dur, FlinkDur, Timing, parse_duration};
 pub use election::{Candidacy, ElectionConfig};
-pub use units::{Bytes, Dur, FlinkDur, parse_duration};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {key}: {message}")]
-    Parse {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
-    #[error("{path}: {key} = {value}: {reason}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        value: String,
-        reason: String,
-    },
-}
 
 /// The file as written.
 #[derive(Deserialize, Debug)]
@@ -57,8 +31,10 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     plugin: RawPlugin,
+    /// Each capability's section, read and checked by that capability (see
+    /// `capabilities::ALL`); here only their names are checked.
     #[serde(default)]
-    capabilities: RawCapabilities,
+    capabilities: BTreeMap<String, serde::de::IgnoredAny>,
     #[serde(default)]
     timing: RawTiming,
     #[serde(default)]
@@ -128,50 +104,6 @@ struct RawPlugin {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawCapabilities {
-    filesystem: Option<RawFilesystem>,
-    zookeeper: Option<RawZookeeper>,
-    kubernetes: Option<kubernetes::RawKubernetes>,
-    outgoing_http: Option<RawOutgoingHttp>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawOutgoingHttp {
-    endpoints: Vec<String>,
-}
-
-/// Flink's `high-availability.zookeeper.*` keys, without that prefix.
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawZookeeper {
-    quorum: String,
-    #[serde(default)]
-    client: RawZkClient,
-    /// `user:password` for digest authentication.
-    digest: Option<String>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawZkClient {
-    session_timeout: Option<FlinkDur>,
-    connection_timeout: Option<FlinkDur>,
-    retry_wait: Option<FlinkDur>,
-    max_retry_wait: Option<FlinkDur>,
-    max_retry_attempts: Option<u32>,
-    tolerate_suspended_connections: Option<bool>,
-    acl: Option<String>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawFilesystem {
-    dir: PathBuf,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawTiming {
     lease: Option<Dur>,
     renew_deadline: Option<Dur>,
@@ -231,25 +163,6 @@ pub struct PluginConfig {
     pub restart_backoff_max: Duration,
 }
 
-/// Capabilities the config grants to the plugin.
-#[derive(Debug, Clone, Default)]
-pub struct Grants {
-    /// Host directory mounted into the plugin at `/data`.
-    pub filesystem: Option<PathBuf>,
-    pub zookeeper: Option<ZkSettings>,
-    /// Servers the plugin may send HTTP requests to; any other is refused.
-    pub outgoing_http: Option<Arc<[Endpoint]>>,
-    pub kubernetes: Option<KubeSettings>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    pub lease: Duration,
-    pub renew_deadline: Duration,
-    pub retry_period: Duration,
-    pub resign_holdoff: Duration,
-}
-
 /// client-go's defaults for core components: tolerant of API hiccups, quick enough to fail over.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
@@ -276,60 +189,29 @@ impl Config {
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let de = serde_yaml::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let message = e.into_inner().to_string();
-            // serde_yaml names the key in some messages itself: say it once.
-            let message = match message.strip_prefix(&format!("{key}: ")) {
-                Some(rest) => rest.to_string(),
-                None => message,
-            };
-            ConfigError::Parse {
-                path: path.into(),
-                key: if key == "." {
-                    "(top level)".into()
-                } else {
-                    key
-                },
-                message,
-            }
-        })?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let v = Validator { path, base };
+        let v = Validator { path, text, base };
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| v.parse_error(None, e))?;
         let mut raw = raw;
-        if let Some(flink) = raw.flink_config.take() {
-            let file = v.resolve(&flink);
-            let f = flink::FlinkConfig::load(&file)
-                .map_err(|reason| v.err("flink-config", file.display(), reason))?;
-            v.apply_flink(&mut raw, &f)?;
-        }
-        v.validate(raw)
+        let flink = match raw.flink_config.take() {
+            Some(flink) => {
+                let file = v.resolve(&flink);
+                let f = flink::FlinkConfig::load(&file)
+                    .map_err(|reason| v.err("flink-config", file.display(), reason))?;
+                v.apply_flink(&mut raw, &f)?;
+                Some(f)
+            }
+            None => None,
+        };
+        v.validate(raw, flink.as_ref())
     }
-}
-
-struct Validator<'a> {
-    path: &'a Path,
-    base: &'a Path,
 }
 
 impl Validator<'_> {
-    fn err(
-        &self,
-        key: &str,
-        value: impl std::fmt::Display,
-        reason: impl Into<String>,
-    ) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.into(),
-            key: key.into(),
-            value: value.to_string(),
-            reason: reason.into(),
-        }
-    }
-
     /// Fills what the sidecar config leaves unset from Flink's HA keys.
     fn apply_flink(&self, raw: &mut RawConfig, f: &flink::FlinkConfig) -> Result<(), ConfigError> {
         let bad = |key: &str, value: &str, reason: String| ConfigError::Invalid {
@@ -338,71 +220,20 @@ impl Validator<'_> {
             value: format!("{value:?}"),
             reason,
         };
-        if let Some((k, v)) = f.get(flink::HA_TYPE)
-            && !v.eq_ignore_ascii_case("zookeeper")
-        {
-            return Err(bad(k, v, "only ZooKeeper HA settings are read from a Flink config in this version; configure the sidecar's capabilities directly".into()));
-        }
-        if raw.capabilities.zookeeper.is_none()
-            && let Some((_, q)) = f.get(flink::QUORUM)
-        {
-            raw.capabilities.zookeeper = Some(RawZookeeper {
-                quorum: q.to_string(),
-                client: RawZkClient::default(),
-                digest: None,
-            });
-        }
-        if let Some(z) = raw.capabilities.zookeeper.as_mut() {
-            let c = &mut z.client;
-            let dur = |name: &str, slot: &mut Option<FlinkDur>| -> Result<(), ConfigError> {
-                if slot.is_none()
-                    && let Some((k, v)) =
-                        f.get(&flink::client_key(name).each_ref().map(String::as_str))
-                {
-                    *slot = Some(FlinkDur(
-                        units::parse_flink_duration(v).map_err(|e| bad(k, v, e))?,
-                    ));
-                }
-                Ok(())
-            };
-            dur("session-timeout", &mut c.session_timeout)?;
-            dur("connection-timeout", &mut c.connection_timeout)?;
-            dur("retry-wait", &mut c.retry_wait)?;
-            dur("max-retry-wait", &mut c.max_retry_wait)?;
-            let keys = |name: &str| flink::client_key(name);
-            if c.max_retry_attempts.is_none()
-                && let Some((k, v)) =
-                    f.get(&keys("max-retry-attempts").each_ref().map(String::as_str))
-            {
-                c.max_retry_attempts = Some(
-                    v.trim()
-                        .parse()
-                        .map_err(|_| bad(k, v, "must be a whole number".into()))?,
-                );
-            }
-            if c.tolerate_suspended_connections.is_none()
-                && let Some((k, v)) = f.get(
-                    &keys("tolerate-suspended-connections")
-                        .each_ref()
-                        .map(String::as_str),
-                )
-            {
-                c.tolerate_suspended_connections = Some(
-                    v.trim()
-                        .parse()
-                        .map_err(|_| bad(k, v, "must be true or false".into()))?,
-                );
-            }
-            if c.acl.is_none()
-                && let Some((_, v)) = f.get(&keys("acl").each_ref().map(String::as_str))
-            {
-                c.acl = Some(v.trim().to_string());
-            }
-            if let Some((_, root)) = f.get(flink::ROOT) {
-                raw.plugin
-                    .settings
-                    .entry("root".into())
-                    .or_insert_with(|| serde_yaml::Value::String(root.to_string()));
+        if let Some((k, v)) = f.get(flink::HA_TYPE) {
+            let readers: Vec<&str> = capabilities::ALL
+                .iter()
+                .filter_map(|c| c.flink_ha_type())
+                .collect();
+            if !readers.iter().any(|r| v.eq_ignore_ascii_case(r)) {
+                return Err(bad(
+                    k,
+                    v,
+                    format!(
+                        "only {} HA settings are read from a Flink config in this version; configure the sidecar's capabilities directly",
+                        readers.join(", ")
+                    ),
+                ));
             }
         }
         let cluster_id = f
@@ -424,15 +255,11 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base.join(p)
-        }
-    }
-
-    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+    fn validate(
+        &self,
+        raw: RawConfig,
+        flink: Option<&flink::FlinkConfig>,
+    ) -> Result<Config, ConfigError> {
         let id = raw.member.id;
         if id.is_empty()
             || id.len() > 128
@@ -476,26 +303,19 @@ impl Validator<'_> {
         }
 
         let timing = self.timing(&raw.timing)?;
-        let plugin = self.plugin(raw.plugin)?;
-
-        let zookeeper = match raw.capabilities.zookeeper {
-            Some(z) => Some(self.zookeeper(z, &timing)?),
-            None => None,
-        };
-        let outgoing_http = match raw.capabilities.outgoing_http {
-            Some(h) => Some(self.outgoing_http(h)?),
-            None => None,
-        };
-        let kubernetes = match raw.capabilities.kubernetes {
-            Some(k) => Some(self.kubernetes(k, &timing)?),
-            None => None,
-        };
-        let grants = Grants {
-            filesystem: raw.capabilities.filesystem.map(|fs| self.resolve(&fs.dir)),
-            zookeeper,
-            outgoing_http,
-            kubernetes,
-        };
+        let mut raw_plugin = raw.plugin;
+        let grants = self.capabilities(raw.capabilities, &timing, flink)?;
+        if let Some(f) = flink {
+            for g in grants.iter() {
+                for (key, value) in g.capability.flink_plugin_settings(f) {
+                    raw_plugin
+                        .settings
+                        .entry(key)
+                        .or_insert(serde_yaml::Value::String(value));
+                }
+            }
+        }
+        let plugin = self.plugin(raw_plugin)?;
 
         let election = self.election(raw.election)?;
         let storage = self.storage(raw.storage)?;
@@ -518,27 +338,40 @@ impl Validator<'_> {
         })
     }
 
-    fn outgoing_http(&self, h: RawOutgoingHttp) -> Result<Arc<[Endpoint]>, ConfigError> {
-        if h.endpoints.is_empty() {
-            return Err(self.err(
-                "capabilities.outgoing-http.endpoints",
-                "[]",
-                "lists no endpoint; list the servers the plugin may reach (such as http://127.0.0.1:2379), or remove capabilities.outgoing-http",
-            ));
+    /// Each section under `capabilities:` goes to the capability of that
+    /// name, which checks it; a name no capability has is refused.
+    fn capabilities(
+        &self,
+        sections: BTreeMap<String, serde::de::IgnoredAny>,
+        timing: &Timing,
+        flink: Option<&flink::FlinkConfig>,
+    ) -> Result<Grants, ConfigError> {
+        if let Some(unknown) = sections.keys().find(|k| capabilities::named(k).is_none()) {
+            let known: Vec<String> = capabilities::ALL
+                .iter()
+                .map(|c| format!("`{}`", c.name()))
+                .collect();
+            return Err(ConfigError::Parse {
+                path: self.path.into(),
+                key: "capabilities".into(),
+                message: format!(
+                    "unknown field `{unknown}`, expected one of {}",
+                    known.join(", ")
+                ),
+            });
         }
-        h.endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                Endpoint::parse(e).map_err(|reason| {
-                    self.err(
-                        &format!("capabilities.outgoing-http.endpoints[{i}]"),
-                        format!("{e:?}"),
-                        reason,
-                    )
-                })
-            })
-            .collect()
+        let cx = SectionContext {
+            keys: self,
+            timing,
+            flink,
+        };
+        let mut grants = Grants::default();
+        for c in capabilities::ALL {
+            if let Some(settings) = c.parse(&cx)? {
+                grants.grant(*c, settings);
+            }
+        }
+        Ok(grants)
     }
 
     /// Enforces lease > renew-deadline > 1.2 × retry-period: a leader that
@@ -610,87 +443,6 @@ impl Validator<'_> {
             inline_limit,
             sweep_interval,
             sweep_grace,
-        })
-    }
-
-    /// Flink's defaults: session 60 s, connection 15 s, retry wait 5 s, 3
-    /// attempts, suspended connections not tolerated, open ACLs.
-    fn zookeeper(&self, z: RawZookeeper, timing: &Timing) -> Result<ZkSettings, ConfigError> {
-        let quorum: String = z.quorum.chars().filter(|c| !c.is_whitespace()).collect();
-        let bad_quorum = quorum.is_empty()
-            || quorum.split(',').any(|hp| match hp.rsplit_once(':') {
-                Some((host, port)) => {
-                    host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0)
-                }
-                None => true,
-            });
-        if bad_quorum {
-            return Err(self.err(
-                "capabilities.zookeeper.quorum",
-                format!("{:?}", z.quorum),
-                "must be host:port pairs separated by commas, such as zk1:2181,zk2:2181,zk3:2181",
-            ));
-        }
-        let c = z.client;
-        let ms =
-            |d: Option<FlinkDur>, default: u64| d.map_or(Duration::from_millis(default), |d| d.0);
-        let session_timeout = ms(c.session_timeout, 60_000);
-        let connection_timeout = ms(c.connection_timeout, 15_000);
-        let retry_wait = ms(c.retry_wait, 5_000);
-        let max_retry_wait = ms(c.max_retry_wait, 60_000);
-        if session_timeout < Duration::from_millis(100) {
-            return Err(self.err(
-                "capabilities.zookeeper.client.session-timeout",
-                Dur(session_timeout),
-                "must be at least 100ms (the server also clamps it to [2, 20] ticks)",
-            ));
-        }
-        if connection_timeout.is_zero() || retry_wait.is_zero() || max_retry_wait < retry_wait {
-            return Err(self.err(
-                "capabilities.zookeeper.client",
-                format!(
-                    "connection-timeout {}, retry-wait {}, max-retry-wait {}",
-                    Dur(connection_timeout),
-                    Dur(retry_wait),
-                    Dur(max_retry_wait)
-                ),
-                "timeouts and waits must be above zero, and max-retry-wait at least retry-wait",
-            ));
-        }
-        // A leader whose renewals fail keeps calling itself leader until the
-        // renew deadline; that must end before its session could expire.
-        if timing.renew_deadline >= session_timeout {
-            return Err(self.err(
-                "timing.renew-deadline",
-                Dur(timing.renew_deadline),
-                format!("must be shorter than capabilities.zookeeper.client.session-timeout ({}), so that a leader that cannot renew steps down before its session can expire; lower timing.renew-deadline or raise the session timeout", Dur(session_timeout)),
-            ));
-        }
-        let acl_creator = match c.acl.as_deref().unwrap_or("open") {
-            "open" => false,
-            "creator" if z.digest.is_some() => true,
-            "creator" => return Err(self.err("capabilities.zookeeper.client.acl", "creator", "needs an authenticated identity: set capabilities.zookeeper.digest (user:password); SASL is not supported by this version")),
-            other => return Err(self.err("capabilities.zookeeper.client.acl", format!("{other:?}"), "must be open or creator")),
-        };
-        if let Some(d) = &z.digest
-            && !d.contains(':')
-        {
-            return Err(self.err(
-                "capabilities.zookeeper.digest",
-                "(hidden)",
-                "must be user:password",
-            ));
-        }
-        Ok(ZkSettings {
-            quorum,
-            session_timeout,
-            connection_timeout,
-            retry_wait,
-            max_retry_wait,
-            max_retry_attempts: c.max_retry_attempts.unwrap_or(3).max(1),
-            tolerate_suspended_connections: c.tolerate_suspended_connections.unwrap_or(false),
-            acl_creator,
-            digest: z.digest,
         })
     }
 
@@ -899,7 +651,10 @@ mod tests {
         )
         .unwrap();
         let c = Config::parse(&dir.path().join("c.yaml"), "flink-config: flink-conf.yaml\nmember: {id: a}\nplugin: {path: p.wasm, settings: {root: /mine}}\n").unwrap();
-        let zk = c.grants.zookeeper.unwrap();
+        let zk = c
+            .grants
+            .get::<crate::capabilities::zookeeper::ZkSettings>()
+            .unwrap();
         assert_eq!(zk.quorum, "zk1:2181,zk2:2181");
         assert_eq!(zk.session_timeout, Duration::from_secs(30));
         assert!(zk.tolerate_suspended_connections);
@@ -955,8 +710,11 @@ mod tests {
             "{MIN}capabilities: {{outgoing-http: {{endpoints: ['http://127.0.0.1:2379', 'https://etcd.example']}}}}\n"
         ))
         .unwrap();
-        let granted = c.grants.outgoing_http.unwrap();
-        assert_eq!(granted[1].to_string(), "https://etcd.example:443");
+        let granted = c
+            .grants
+            .get::<crate::capabilities::outgoing_http::Endpoints>()
+            .unwrap();
+        assert_eq!(granted.0[1].to_string(), "https://etcd.example:443");
         let e = parse(&format!(
             "{MIN}capabilities: {{outgoing-http: {{endpoints: ['http://ok:1', 'http://etcd:2379/v3']}}}}\n"
         ))
@@ -974,6 +732,48 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("lists no endpoint"), "{e}");
+    }
+
+    #[test]
+    fn capability_sections_go_to_their_capability() {
+        let e = parse(&format!("{MIN}capabilities: {{sockets: {{}}}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("capabilities")
+                && e.contains("`sockets`")
+                && e.contains("`zookeeper`")
+                && e.contains("`outgoing-http`"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{MIN}capabilities: {{zookeeper: {{quorum: 'zk1:2181', client: {{sesion-timeout: 5s}}}}}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("capabilities.zookeeper.client")
+                && e.contains("sesion-timeout")
+                && e.contains("line 3"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{MIN}capabilities: {{zookeeper: {{quorum: 'zk1'}}}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("capabilities.zookeeper.quorum"), "{e}");
+        let c = parse(&format!(
+            "{MIN}capabilities: {{filesystem: {{dir: fs}}, zookeeper: {{quorum: 'zk1:2181'}}}}\n"
+        ))
+        .unwrap();
+        assert!(c.grants.is_granted("filesystem") && c.grants.is_granted("zookeeper"));
+        assert!(!c.grants.is_granted("kubernetes"));
+        let dir = c
+            .grants
+            .get::<crate::capabilities::filesystem::Dir>()
+            .unwrap();
+        assert!(dir.0.is_absolute() && dir.0.ends_with("fs"), "{dir:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::leader::leadership_json;
 use super::reply::{self, Reply};
 use crate::candidacy::Closed;
 use crate::config::Candidacy;
-use crate::sidecar::Shared;
+use crate::shared::Shared;
 
 /// How often a line goes out when nothing changes: bounds how long a dead
 /// client's socket goes unnoticed.

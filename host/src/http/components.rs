@@ -10,10 +10,9 @@ use serde_json::{Value, json};
 
 use super::reply::{self, Reply};
 use super::state::{Preconditions, read_body, value_error};
-use super::{percent_decode, query_pairs};
+use super::{percent_decode, query_pairs, wait_param};
 use crate::components::{Entry, Info, Map, check_component, visible};
-use crate::config::parse_duration;
-use crate::sidecar::Shared;
+use crate::shared::Shared;
 
 const PATH: &str = "/leader/components";
 
@@ -76,15 +75,9 @@ async fn get(shared: &Shared, component: &str, query: Option<&str>) -> Reply {
     let mut known = None;
     for (k, v) in query_pairs(query) {
         match k.as_str() {
-            "wait" => match parse_duration(&v) {
+            "wait" => match wait_param(shared, &v) {
                 Ok(d) => wait = Some(d),
-                Err(e) => {
-                    return reply::error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        format!("wait: {e}"),
-                    );
-                }
+                Err(bad) => return *bad,
             },
             "known" => match v.parse::<u64>() {
                 Ok(n) => known = Some(n),
@@ -111,7 +104,7 @@ async fn get(shared: &Shared, component: &str, query: Option<&str>) -> Reply {
     let version = |map: &Map| shown(map, component, current_term(shared)).map_or(0, |e| e.version);
     if let Some(wait) = wait {
         let known = known.unwrap_or_else(|| version(&shared.components.snapshot()));
-        let deadline = tokio::time::Instant::now() + wait.min(shared.config.max_wait);
+        let deadline = tokio::time::Instant::now() + wait;
         let mut map = shared.components.subscribe();
         let mut discovered = shared.discovered();
         let mut local = shared.local();

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::reply::{self, Reply};
 use super::state::{Preconditions, read_body, value_error};
 use crate::jobs::{ResultOutcome, check_job_id};
-use crate::sidecar::Shared;
+use crate::shared::Shared;
 
 /// `GET /jobs`: jobs that have HA data.
 pub async fn list(shared: &Shared) -> Reply {

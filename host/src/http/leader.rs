@@ -5,13 +5,13 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use super::query_pairs;
 use super::reply::{self, Reply};
+use super::{query_pairs, wait_param};
 use crate::config::parse_duration;
 use crate::discovery::{View, session_uuid};
 use crate::leadership::ResignError;
 use crate::runtime::Term;
-use crate::sidecar::Shared;
+use crate::shared::Shared;
 
 pub(super) fn term_json(shared: &Shared, v: &View) -> Value {
     let until = if v.leading {
@@ -95,15 +95,9 @@ pub async fn get(shared: &Shared, query: Option<&str>) -> Reply {
     let mut leading = None;
     for (k, v) in query_pairs(query) {
         match k.as_str() {
-            "wait" => match parse_duration(&v) {
+            "wait" => match wait_param(shared, &v) {
                 Ok(d) => wait = Some(d),
-                Err(e) => {
-                    return reply::error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        format!("wait: {e}"),
-                    );
-                }
+                Err(bad) => return *bad,
             },
             "known" => match v.as_str() {
                 "" | "none" => known = Some(None),
@@ -140,9 +134,7 @@ pub async fn get(shared: &Shared, query: Option<&str>) -> Reply {
     }
     if let Some(wait) = wait {
         let known = known.unwrap_or_else(|| shared.view().term.map(|t| t.token));
-        shared
-            .wait_for_change(known, leading, wait.min(shared.config.max_wait))
-            .await;
+        shared.wait_for_change(known, leading, wait).await;
     }
     reply::json(StatusCode::OK, &term_json(shared, &shared.view()))
 }

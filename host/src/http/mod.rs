@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use crate::sidecar::Shared;
+use crate::shared::Shared;
 use conns::{Gate, IDLE_NEAR_CAP, Slot, Tracked};
 use framing::{Scanned, Scanner};
 use reply::Reply;
@@ -210,6 +210,147 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
+/// What a path names. The route table below maps paths to these; `route`
+/// maps each to its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    ElectorCompat,
+    Leader,
+    LeaderSelf,
+    Resign,
+    Components,
+    Component,
+    Candidacies,
+    Candidacy,
+    Healthz,
+    Readyz,
+    Metrics,
+    States,
+    State,
+    Jobs,
+    Job,
+    Recovery,
+}
+
+/// Which methods a route answers.
+#[derive(Debug, Clone, Copy)]
+enum Methods {
+    /// Only these; any other gets 405 from the table.
+    Only(&'static [&'static str]),
+    /// The handler tells the methods apart (and answers 405 itself).
+    Handler,
+}
+
+struct Route {
+    path: &'static str,
+    /// Also every path below `path/` (the rest is the handler's to parse).
+    below: bool,
+    methods: Methods,
+    /// Methods answered from memory (see `dispatch`).
+    from_memory: &'static [&'static str],
+    endpoint: Endpoint,
+}
+
+const fn exact(
+    path: &'static str,
+    methods: &'static [&'static str],
+    from_memory: &'static [&'static str],
+    endpoint: Endpoint,
+) -> Route {
+    Route {
+        path,
+        below: false,
+        methods: Methods::Only(methods),
+        from_memory,
+        endpoint,
+    }
+}
+
+const fn below(
+    path: &'static str,
+    methods: Methods,
+    from_memory: &'static [&'static str],
+    endpoint: Endpoint,
+) -> Route {
+    Route {
+        path,
+        below: true,
+        methods,
+        from_memory,
+        endpoint,
+    }
+}
+
+const GET: &[&str] = &["GET"];
+const NONE: &[&str] = &[];
+
+/// Every endpoint of the API, once: routing, the 404 and 405 answers and
+/// which requests run on the backend's runtime all read this table.
+const ROUTES: &[Route] = &[
+    exact("/", GET, GET, Endpoint::ElectorCompat),
+    exact("/leader", GET, GET, Endpoint::Leader),
+    exact("/leader/self", GET, GET, Endpoint::LeaderSelf),
+    exact("/leader/resign", &["POST"], NONE, Endpoint::Resign),
+    exact("/leader/components", GET, GET, Endpoint::Components),
+    below(
+        "/leader/components",
+        Methods::Handler,
+        GET,
+        Endpoint::Component,
+    ),
+    exact("/candidacy", &["POST"], &["POST"], Endpoint::Candidacies),
+    below(
+        "/candidacy",
+        Methods::Only(&["PUT", "DELETE"]),
+        &["PUT", "DELETE"],
+        Endpoint::Candidacy,
+    ),
+    exact("/healthz", GET, GET, Endpoint::Healthz),
+    exact("/readyz", GET, GET, Endpoint::Readyz),
+    exact("/metrics", GET, GET, Endpoint::Metrics),
+    exact("/state", GET, NONE, Endpoint::States),
+    below("/state", Methods::Handler, NONE, Endpoint::State),
+    exact("/jobs", GET, NONE, Endpoint::Jobs),
+    below("/jobs", Methods::Handler, NONE, Endpoint::Job),
+    exact("/recovery", GET, NONE, Endpoint::Recovery),
+];
+
+/// Where a request goes: a handler, or an answer from the table itself.
+enum Routed {
+    To {
+        endpoint: Endpoint,
+        /// The part of the path after the route's own (`below` routes).
+        rest: String,
+        from_memory: bool,
+    },
+    NotAllowed(&'static [&'static str]),
+    NotFound,
+}
+
+fn lookup(method: &Method, path: &str) -> Routed {
+    let matched = ROUTES.iter().find_map(|r| {
+        if !r.below {
+            return (path == r.path).then_some((r, ""));
+        }
+        path.strip_prefix(r.path)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map(|rest| (r, rest))
+    });
+    let Some((route, rest)) = matched else {
+        return Routed::NotFound;
+    };
+    match route.methods {
+        Methods::Only(allowed) if !allowed.contains(&method.as_str()) => {
+            Routed::NotAllowed(allowed)
+        }
+        _ => Routed::To {
+            endpoint: route.endpoint,
+            rest: rest.to_string(),
+            from_memory: route.from_memory.contains(&method.as_str()),
+        },
+    }
+}
+
 /// Requests that reach the plugin run in their own task, so they finish even
 /// if the client goes away: hyper drops a handler whose connection closes,
 /// and dropping a plugin call halfway would leave its instance unusable (and
@@ -217,17 +358,35 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 /// as long polls, run in place and may be dropped freely. The task runs on
 /// the backend's runtime, where the plugin's sessions and connections live.
 async fn dispatch(shared: Arc<Shared>, backend: &Handle, req: Request<Incoming>) -> Reply {
-    let path = req.uri().path();
-    let in_memory = matches!(
-        path,
-        "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics" | "/candidacy"
-    ) || path.starts_with("/candidacy/")
-        || (req.method() == Method::GET && path.starts_with("/leader/components"));
-    if in_memory {
-        return route(&shared, req).await;
-    }
+    let path = req.uri().path().to_string();
+    let (endpoint, rest) = match lookup(req.method(), &path) {
+        Routed::NotFound => {
+            return reply::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no such endpoint: {path} (see the README for the API)"),
+            );
+        }
+        Routed::NotAllowed(allowed) => {
+            return reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{} is not supported on {path}; use {}",
+                    req.method(),
+                    allowed.join(" or ")
+                ),
+            );
+        }
+        Routed::To {
+            from_memory: true,
+            endpoint,
+            rest,
+        } => return route(&shared, endpoint, &rest, req).await,
+        Routed::To { endpoint, rest, .. } => (endpoint, rest),
+    };
     match backend
-        .spawn(async move { route(&shared, req).await })
+        .spawn(async move { route(&shared, endpoint, &rest, req).await })
         .await
     {
         Ok(reply) => reply,
@@ -239,50 +398,44 @@ async fn dispatch(shared: Arc<Shared>, backend: &Handle, req: Request<Incoming>)
     }
 }
 
-async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    match (method, path.as_str()) {
-        (Method::GET, "/") => leader::elector_compat(shared),
-        (Method::GET, "/leader") => leader::get(shared, req.uri().query()).await,
-        (Method::GET, "/leader/self") => leader::is_self(shared),
-        (Method::POST, "/leader/resign") => leader::resign(shared, req.uri().query()).await,
-        (Method::GET, "/leader/components") => components::list(shared),
-        (_, p) if p.starts_with("/leader/components/") => components::handle(shared, req).await,
-        (Method::POST, "/candidacy") => candidacy::open(shared),
-        (Method::PUT, p) if p.starts_with("/candidacy/") => {
-            candidacy::renew(shared, &p["/candidacy/".len()..])
-        }
-        (Method::DELETE, p) if p.starts_with("/candidacy/") => {
-            candidacy::close(shared, &p["/candidacy/".len()..]).await
-        }
-        (Method::GET, "/healthz") => ops::healthz(shared),
-        (Method::GET, "/readyz") => ops::readyz(shared),
-        (Method::GET, "/metrics") => ops::metrics(shared),
-        (Method::GET, "/state") => state::list(shared, req.uri().query()).await,
-        (Method::GET, "/jobs") => jobs::list(shared).await,
-        (Method::GET, "/recovery") => jobs::recovery(shared).await,
-        (_, p) if p.starts_with("/jobs/") => jobs::handle(shared, req).await,
-        (_, p) if p.starts_with("/state/") => state::handle(shared, req).await,
-        (
-            _,
-            "/" | "/leader" | "/leader/self" | "/healthz" | "/readyz" | "/metrics" | "/state"
-            | "/jobs" | "/recovery" | "/candidacy" | "/leader/components",
-        ) => reply::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{} is not supported on {path}", req.method()),
-        ),
-        (_, "/leader/resign") => reply::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use POST /leader/resign",
-        ),
-        _ => reply::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such endpoint: {path} (see the README for the API)"),
-        ),
+async fn route(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    rest: &str,
+    req: Request<Incoming>,
+) -> Reply {
+    let query = req.uri().query();
+    match endpoint {
+        Endpoint::ElectorCompat => leader::elector_compat(shared),
+        Endpoint::Leader => leader::get(shared, query).await,
+        Endpoint::LeaderSelf => leader::is_self(shared),
+        Endpoint::Resign => leader::resign(shared, query).await,
+        Endpoint::Components => components::list(shared),
+        Endpoint::Component => components::handle(shared, req).await,
+        Endpoint::Candidacies => candidacy::open(shared),
+        Endpoint::Candidacy if req.method() == Method::PUT => candidacy::renew(shared, rest),
+        Endpoint::Candidacy => candidacy::close(shared, rest).await,
+        Endpoint::Healthz => ops::healthz(shared),
+        Endpoint::Readyz => ops::readyz(shared),
+        Endpoint::Metrics => ops::metrics(shared),
+        Endpoint::States => state::list(shared, query).await,
+        Endpoint::State => state::handle(shared, req).await,
+        Endpoint::Jobs => jobs::list(shared).await,
+        Endpoint::Job => jobs::handle(shared, req).await,
+        Endpoint::Recovery => jobs::recovery(shared).await,
+    }
+}
+
+/// The `wait=` of a long poll (`GET /leader`, `GET /leader/components/…`),
+/// capped at `http.max-wait`; a bad value is the 400 to answer.
+fn wait_param(shared: &Shared, value: &str) -> Result<Duration, Box<Reply>> {
+    match crate::config::parse_duration(value) {
+        Ok(d) => Ok(d.min(shared.config.max_wait)),
+        Err(e) => Err(Box::new(reply::error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("wait: {e}"),
+        ))),
     }
 }
 
@@ -329,6 +482,48 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_come_from_the_one_table() {
+        let to = |m: Method, p: &str| match lookup(&m, p) {
+            Routed::To {
+                endpoint,
+                rest,
+                from_memory,
+            } => Some((endpoint, rest, from_memory)),
+            _ => None,
+        };
+        assert_eq!(
+            to(Method::GET, "/leader"),
+            Some((Endpoint::Leader, String::new(), true))
+        );
+        assert_eq!(
+            to(Method::PUT, "/leader/components/dispatcher"),
+            Some((Endpoint::Component, "dispatcher".into(), false))
+        );
+        assert_eq!(
+            to(Method::GET, "/leader/components/dispatcher"),
+            Some((Endpoint::Component, "dispatcher".into(), true))
+        );
+        assert_eq!(
+            to(Method::DELETE, "/candidacy/c1"),
+            Some((Endpoint::Candidacy, "c1".into(), true))
+        );
+        assert_eq!(
+            to(Method::GET, "/state/a/b"),
+            Some((Endpoint::State, "a/b".into(), false))
+        );
+        assert!(matches!(
+            lookup(&Method::DELETE, "/leader"),
+            Routed::NotAllowed(["GET"])
+        ));
+        assert!(matches!(
+            lookup(&Method::GET, "/leader/resign"),
+            Routed::NotAllowed(["POST"])
+        ));
+        assert!(matches!(lookup(&Method::GET, "/leaders"), Routed::NotFound));
+        assert!(matches!(lookup(&Method::GET, "/statex"), Routed::NotFound));
+    }
 
     #[test]
     fn query_decoding() {

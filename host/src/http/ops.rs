@@ -4,7 +4,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use super::reply::{self, Reply};
-use crate::sidecar::Shared;
+use crate::shared::Shared;
 
 /// Liveness: fails when the election loop has stopped making progress, so a
 /// wedged sidecar gets restarted instead of silently never leading.

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::reply::{self, Reply};
 use super::{percent_decode, query_pairs};
 use crate::runtime::{CallError, Failure};
-use crate::sidecar::Shared;
+use crate::shared::Shared;
 use crate::state::{check_key, check_prefix};
 use crate::storage::ValueError;
 

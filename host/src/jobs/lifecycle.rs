@@ -1,5 +1,5 @@
 //! The job result store and what follows a globally terminal job, with
-//! Flink's semantics (flink-ha.md §4): record the result as dirty, delete all
+//! the semantics of Flink's `JobResultStore` and HA cleanup: record the result as dirty, delete all
 //! of the job's HA data, then mark the result clean (or delete it, with
 //! `jobs.delete-result-on-commit`). A crash anywhere leaves either no result
 //! (the job is recovered and finishes again) or a dirty one, which the next

@@ -1,5 +1,5 @@
-//! A job's HA data, in Flink's layout (flink-ha.md §2.1), on top of the value
-//! store: its graph, its completed checkpoints (newest N kept), its checkpoint
+//! A job's HA data, in the key layout Flink's own HA services use (so
+//! a Flink reader finds what it expects), on top of the value store: its graph, its completed checkpoints (newest N kept), its checkpoint
 //! id counter, and its entry in the job result store.
 //!
 //! ```text

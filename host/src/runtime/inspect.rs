@@ -5,7 +5,7 @@
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::config::Grants;
+use crate::capabilities::{self, Grants};
 
 pub const CONTRACT_PACKAGE: &str = "ha:sidecar";
 /// The contract version this host implements (`wit/sidecar.wit`).
@@ -92,24 +92,26 @@ enum Need {
     Never(&'static str),
 }
 
+/// Always-linked imports, then the capabilities' own (each claims its
+/// interfaces, see `capabilities::ALL`), then what is never granted.
 fn classify(interface: &str) -> Need {
     let bare = interface.split('@').next().unwrap_or(interface);
     let package = bare.split('/').next().unwrap_or(bare);
+    if matches!(bare, "ha:sidecar/log" | "ha:sidecar/types")
+        || matches!(
+            package,
+            "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli"
+        )
+    {
+        return Need::Always;
+    }
+    if let Some(c) = capabilities::claiming(bare) {
+        return Need::Capability(c.name());
+    }
     match package {
-        "ha:sidecar" if matches!(bare, "ha:sidecar/log" | "ha:sidecar/types") => Need::Always,
-        "ha:sidecar" if bare == "ha:sidecar/zookeeper" => Need::Capability("zookeeper"),
-        "ha:sidecar" if bare == "ha:sidecar/kubernetes" => Need::Capability("kubernetes"),
-        "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" => Need::Always,
-        "wasi:filesystem" => Need::Capability("filesystem"),
         "wasi:sockets" => Need::Never(
             "raw network access is never granted; a backend reaches its service through a host capability (such as outgoing HTTP to listed endpoints)",
         ),
-        // Only the client side: a plugin answers no HTTP requests itself.
-        _ if bare.starts_with("wasi:http/types")
-            || bare.starts_with("wasi:http/outgoing-handler") =>
-        {
-            Need::Capability("outgoing-http")
-        }
         "wasi:http" => Need::Never("a backend plugin sends HTTP requests; it does not serve them"),
         _ => Need::Never("this sidecar provides no such interface"),
     }
@@ -151,6 +153,18 @@ impl Inspection {
         needed.sort_unstable();
         needed.dedup();
         needed
+    }
+
+    /// Imports no capability provides, each with why: a plugin that has
+    /// any is refused whatever the config grants.
+    pub fn never_granted(&self) -> Vec<(&str, &'static str)> {
+        self.imports
+            .iter()
+            .filter_map(|i| match classify(i) {
+                Need::Never(reason) => Some((i.as_str(), reason)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Refuses a plugin built for another contract version, or one importing
@@ -198,18 +212,6 @@ impl Inspection {
             }
         }
         Ok(())
-    }
-}
-
-impl Grants {
-    fn is_granted(&self, capability: &str) -> bool {
-        match capability {
-            "filesystem" => self.filesystem.is_some(),
-            "zookeeper" => self.zookeeper.is_some(),
-            "outgoing-http" => self.outgoing_http.is_some(),
-            "kubernetes" => self.kubernetes.is_some(),
-            _ => false,
-        }
     }
 }
 
@@ -261,10 +263,11 @@ mod tests {
             e.contains("wasi:filesystem/preopens@0.2.6") && e.contains("capabilities.filesystem"),
             "{e}"
         );
-        let granted = Grants {
-            filesystem: Some("/tmp".into()),
-            ..Grants::default()
-        };
+        let mut granted = Grants::default();
+        granted.grant(
+            &capabilities::filesystem::Filesystem,
+            std::sync::Arc::new(capabilities::filesystem::Dir("/tmp".into())),
+        );
         assert!(
             plugin(
                 &["wasi:filesystem/preopens@0.2.6"],
@@ -273,6 +276,19 @@ mod tests {
             .check(&granted)
             .is_ok()
         );
+        let sockets = plugin(
+            &["wasi:sockets/tcp@0.2.6", "wasi:io/streams@0.2.6"],
+            "ha:sidecar/backend@0.1.0",
+        );
+        assert_eq!(
+            sockets
+                .never_granted()
+                .iter()
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>(),
+            ["wasi:sockets/tcp@0.2.6"]
+        );
+        assert!(sockets.capabilities().is_empty());
         let e = plugin(&[], "other:thing/x")
             .check(&Grants::default())
             .unwrap_err()

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
-use super::bindings::Capabilities as Bindings;
-use super::bindings::ha::sidecar::types::{Failure, Setup, Term, Versioned};
 use super::engine::ticks_for;
-use super::host::HostState;
+use crate::bindings::Capabilities as Bindings;
+use crate::bindings::ha::sidecar::types::{Failure, Setup, Term, Versioned};
+use crate::capabilities::HostState;
 use crate::metrics::Metrics;
 
 /// Extra time the host timer allows beyond the epoch deadline, so that the
@@ -82,11 +82,6 @@ impl Instance {
             poisoned: false,
             created: Instant::now(),
         }
-    }
-
-    /// The ZooKeeper session this instance uses, if the capability is granted.
-    pub fn zookeeper_session(&self) -> Option<Arc<crate::capabilities::zookeeper::ZkSession>> {
-        self.store.data().zookeeper.clone()
     }
 
     pub fn is_poisoned(&self) -> bool {

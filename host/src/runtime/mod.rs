@@ -3,8 +3,6 @@
 
 pub mod cache;
 pub mod engine;
-mod host;
-pub use host::HostState;
 pub mod inspect;
 mod instance;
 mod slot;
@@ -17,27 +15,16 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
-pub use bindings::ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
-pub use host::GUEST_DATA_DIR;
+pub use crate::bindings;
+pub use crate::bindings::ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
+pub use crate::capabilities::{GUEST_DATA_DIR, HostState};
 pub use instance::{CallError, Instance, describe};
 pub use slot::Slot;
 
-use crate::capabilities::kubernetes::KubeApi;
-use crate::capabilities::outgoing_http::Endpoint;
-use crate::capabilities::zookeeper::ZkSession;
-use crate::config::{Grants, PluginConfig};
+use crate::capabilities::{Connections, Grants, Prepared};
+use crate::config::PluginConfig;
 use crate::metrics::Metrics;
 use inspect::{Inspection, Refusal};
-
-/// Host bindings generated from `wit/`.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "capabilities",
-        imports: { "ha:sidecar/zookeeper": async, "ha:sidecar/kubernetes": async },
-        exports: { default: async },
-    });
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -61,8 +48,12 @@ pub enum LoadError {
     },
     #[error("plugin.path: refusing {path}: {source}")]
     Refused { path: PathBuf, source: Refusal },
-    #[error("{0}")]
-    Kubernetes(#[from] crate::capabilities::kubernetes::SetupError),
+    /// A granted capability cannot be readied (its error names its key).
+    #[error("{source:#}")]
+    Capability {
+        capability: &'static str,
+        source: anyhow::Error,
+    },
     #[error("plugin.path: cannot link {path}: {source:#}")]
     Link {
         path: PathBuf,
@@ -79,11 +70,10 @@ pub struct LoadedPlugin {
     pub source: cache::Source,
     memory_limit: u64,
     call_timeout: Duration,
-    data_dir: Option<PathBuf>,
-    zookeeper: Option<Arc<ZkSession>>,
-    outgoing_http: Option<Arc<[Endpoint]>>,
-    /// One client for every instance; connects on first use.
-    pub kubernetes: Option<Arc<KubeApi>>,
+    /// What each granted capability gives every instance, by name.
+    capabilities: Vec<(&'static str, Box<dyn Prepared>)>,
+    /// What the capabilities keep open (none when only checking a plugin).
+    connections: Connections,
     metrics: Arc<Metrics>,
 }
 
@@ -92,12 +82,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl LoadedPlugin {
-    /// `zookeeper`: the live session when the capability is granted (none
-    /// when only checking a plugin, as `validate` does).
+    /// `connections`: what the granted capabilities opened (see
+    /// `capabilities::Connections::connect`); none when only checking a
+    /// plugin, as `validate` does. Usually called through `wiring`.
     pub fn load(
         cfg: &PluginConfig,
         grants: &Grants,
-        zookeeper: Option<Arc<ZkSession>>,
+        connections: Option<&Connections>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, LoadError> {
         let path = cfg.path.clone();
@@ -139,10 +130,16 @@ impl LoadedPlugin {
         })?;
 
         let mut linker = Linker::<HostState>::new(&engine);
+        // WASI (with the filesystem interfaces; sockets are denied in every
+        // instance's context), the contract's own imports, then each granted
+        // capability's.
         let link = |linker: &mut Linker<HostState>| -> anyhow::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
-            wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-            bindings::Capabilities::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+            bindings::ha::sidecar::types::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+            bindings::ha::sidecar::log::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+            for g in grants.iter() {
+                g.capability.link(linker)?;
+            }
             Ok(())
         };
         link(&mut linker).map_err(|source| LoadError::Link {
@@ -156,10 +153,19 @@ impl LoadedPlugin {
                 path: path.clone(),
                 source: e.into(),
             })?;
-        let kubernetes = match &grants.kubernetes {
-            Some(settings) => Some(Arc::new(KubeApi::new(settings, metrics.clone())?)),
-            None => None,
-        };
+        let connections = connections.cloned().unwrap_or_default();
+        let mut capabilities = Vec::new();
+        for g in grants.iter() {
+            let name = g.capability.name();
+            let prepared = g
+                .capability
+                .prepare(&*g.settings, connections.get(name), &metrics)
+                .map_err(|source| LoadError::Capability {
+                    capability: name,
+                    source,
+                })?;
+            capabilities.push((name, prepared));
+        }
         engine::start_epoch_ticker(&engine);
 
         Ok(Arc::new(Self {
@@ -170,12 +176,30 @@ impl LoadedPlugin {
             source,
             memory_limit: cfg.memory_limit,
             call_timeout: cfg.call_timeout,
-            data_dir: grants.filesystem.clone(),
-            zookeeper,
-            outgoing_http: grants.outgoing_http.clone(),
-            kubernetes,
+            capabilities,
+            connections,
             metrics,
         }))
+    }
+
+    /// What the capabilities keep open for this plugin.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Readies what the granted capabilities need before the first
+    /// instance (a directory): only for a plugin that will run, so a
+    /// refused one, or one only checked, leaves no trace.
+    pub fn start(&self) -> anyhow::Result<()> {
+        for (_, c) in &self.capabilities {
+            c.start()?;
+        }
+        Ok(())
+    }
+
+    /// What each granted capability gives the plugin, for the start log.
+    pub fn granted(&self) -> impl Iterator<Item = (&'static str, Option<String>)> + '_ {
+        self.capabilities.iter().map(|(n, c)| (*n, c.describe()))
     }
 
     /// A fresh, configured instance for one role.
@@ -184,15 +208,9 @@ impl LoadedPlugin {
         role: &'static str,
         setup: &Setup,
     ) -> Result<Instance, CallError> {
-        let mut state = HostState::new(
-            role,
-            self.memory_limit,
-            self.data_dir.as_deref(),
-            self.zookeeper.clone(),
-            self.outgoing_http.clone(),
-        )
-        .map_err(|e| CallError::NoInstance(format!("{e:#}")))?;
-        state.kubernetes = self.kubernetes.clone();
+        let prepared: Vec<&dyn Prepared> = self.capabilities.iter().map(|(_, c)| &**c).collect();
+        let state = HostState::new(role, self.memory_limit, &prepared)
+            .map_err(|e| CallError::NoInstance(format!("{e:#}")))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();

@@ -4,7 +4,7 @@
 //! - **Observe**: every reader remembers the leader record as it last saw it,
 //!   and *when, by its own monotonic clock*, it first saw it that way. The
 //!   times written inside the record are never trusted (another machine's
-//!   clock, reference/anchors.md §2).
+//!   clock, which may be off by any amount).
 //! - **Acquire**: a candidate takes the record when it is released (empty
 //!   holder), or when it has stayed unchanged for a full lease as this
 //!   candidate watched it (the longer of our lease and the one the record

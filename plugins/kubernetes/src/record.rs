@@ -1,8 +1,8 @@
 //! What the ConfigMap says about its leader, in Flink's format.
 //!
 //! - The annotation `control-plane.alpha.kubernetes.io/leader` holds the
-//!   record fabric8's ConfigMapLock writes for Flink (reference/flink-ha.md
-//!   §3.2): `holderIdentity` (here: the sidecar's per-run session, written
+//!   record fabric8's ConfigMapLock writes for Flink (Flink's
+//!   `KubernetesLeaderElector`): `holderIdentity` (here: the sidecar's per-run session, written
 //!   as a dashed UUID like Flink's lock identity `UUID.randomUUID()`), the lease
 //!   in seconds with nine decimals, `acquireTime` and `renewTime` as
 //!   MicroTime (UTC, six fractional digits), and `leaderTransitions`, which
@@ -11,7 +11,7 @@
 //!   member id and address, and a renewal counter, so that every renewal
 //!   changes the record even if the holder's clock stands still.
 //! - The data keys `org.apache.flink.k8s.leader.<component>` hold
-//!   `<leader session UUID>,<address>` as Flink writes them (§3.3).
+//!   `<leader session UUID>,<address>` as Flink's `KubernetesLeaderElectionDriver` writes them.
 //!
 //! Times written here are for people; expiry is judged by the reader's own
 //! clock (see `lease.rs`).

@@ -1,4 +1,4 @@
-//! Where things live, in Flink's layout (flink-ha.md §2.1):
+//! Where things live, in the layout Flink's own ZooKeeper HA services use:
 //!
 //! ```text
 //! <root>/<cluster-id>/leader/latch/_c_<uuid>-latch-<seq>     one per candidate (ephemeral-sequential)

@@ -11,7 +11,120 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+use serde::Deserialize;
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::{
+    Error, RequestOptions, WasiBody, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+
+use super::{Capability, Connection, HostState, InstanceParts, Prepared, SectionContext, Settings};
+use crate::metrics::Metrics;
+use crate::section::ConfigError;
+
+pub struct OutgoingHttp;
+
+/// The servers the plugin may send requests to; any other is refused.
+#[derive(Debug, Clone)]
+pub struct Endpoints(pub Arc<[Endpoint]>);
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawOutgoingHttp {
+    endpoints: Vec<String>,
+}
+
+const KEY: &str = "capabilities.outgoing-http";
+
+impl Capability for OutgoingHttp {
+    fn name(&self) -> &'static str {
+        "outgoing-http"
+    }
+
+    /// Only the client side: a plugin answers no HTTP requests itself.
+    fn claims(&self, interface: &str) -> bool {
+        interface.starts_with("wasi:http/types")
+            || interface.starts_with("wasi:http/outgoing-handler")
+    }
+
+    fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
+        let Some(h) = cx.section::<RawOutgoingHttp>(self.name())? else {
+            return Ok(None);
+        };
+        if h.endpoints.is_empty() {
+            return Err(cx.keys.err(
+                &format!("{KEY}.endpoints"),
+                "[]",
+                format!("lists no endpoint; list the servers the plugin may reach (such as http://127.0.0.1:2379), or remove {KEY}"),
+            ));
+        }
+        let endpoints = h
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                Endpoint::parse(e).map_err(|reason| {
+                    cx.keys
+                        .err(&format!("{KEY}.endpoints[{i}]"), format!("{e:?}"), reason)
+                })
+            })
+            .collect::<Result<Arc<[Endpoint]>, ConfigError>>()?;
+        Ok(Some(Arc::new(Endpoints(endpoints))))
+    }
+
+    fn prepare(
+        &self,
+        settings: &dyn Settings,
+        _connection: Option<Arc<dyn Connection>>,
+        _metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Box<dyn Prepared>> {
+        let endpoints: &Endpoints = super::typed(settings, self)?;
+        Ok(Box::new(endpoints.clone()))
+    }
+
+    fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    }
+}
+
+impl Prepared for Endpoints {
+    fn instance(&self, parts: &mut InstanceParts<'_>) -> anyhow::Result<()> {
+        parts
+            .contexts
+            .insert(Hooks::new(self.0.clone(), parts.role));
+        Ok(())
+    }
+}
+
+/// Stands in for the hooks of an instance without the grant (never
+/// reached: such an instance has no `wasi:http` linked): refuses everything.
+struct DenyAll;
+
+impl WasiHttpHooks for DenyAll {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _response_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> ResponseFuture {
+        Box::new(async { Err(Error::HttpRequestDenied) })
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let deadline = self.call_deadline;
+        let (contexts, ctx, table) = self.split();
+        let hooks: &mut dyn WasiHttpHooks = match contexts.get_mut::<Hooks>() {
+            Some(hooks) => {
+                hooks.deadline = deadline;
+                hooks
+            }
+            // A zero-sized value: leaking it allocates nothing.
+            None => Box::leak(Box::new(DenyAll)),
+        };
+        WasiHttpCtxView { ctx, table, hooks }
+    }
+}
 
 /// One granted endpoint, as the config lists it: `http://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,15 +184,15 @@ impl fmt::Display for Endpoint {
 }
 
 /// The hooks wasmtime-wasi-http calls for each request of one plugin instance.
-pub struct OutgoingHttp {
+pub struct Hooks {
     allowed: Arc<[Endpoint]>,
     role: &'static str,
-    /// When the plugin call in progress must be done (kept in step with
-    /// `HostState::call_deadline`).
+    /// When the plugin call in progress must be done (taken from
+    /// `HostState::call_deadline` whenever the plugin reaches for HTTP).
     pub deadline: Option<Instant>,
 }
 
-impl OutgoingHttp {
+impl Hooks {
     pub fn new(allowed: Arc<[Endpoint]>, role: &'static str) -> Self {
         Self {
             allowed,
@@ -116,7 +229,7 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
-impl WasiHttpHooks for OutgoingHttp {
+impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

@@ -1,4 +1,4 @@
-//! The `kubernetes` capability: one Kubernetes API client per sidecar, built
+//! The sidecar's one Kubernetes API client, built
 //! with `kube` from the pod's service account or a kubeconfig file, confined
 //! to one namespace.
 //!
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use kube::config::Kubeconfig;
 
+use crate::bindings::ha::sidecar::kubernetes::{KubeError, ObjectKind, WatchEvent};
 use crate::metrics::Metrics;
-use crate::runtime::bindings::ha::sidecar::kubernetes::{KubeError, ObjectKind, WatchEvent};
 
 /// Where a pod's service account credentials are mounted.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";

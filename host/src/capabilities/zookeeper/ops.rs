@@ -1,24 +1,50 @@
 //! The plugin-facing side of the `zookeeper` capability: each WIT function as
 //! one bounded operation on the sidecar's shared session.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
 
-use super::zookeeper::{ZkSession, stat, to_wit};
-use crate::runtime::HostState;
-use crate::runtime::bindings::ha::sidecar::zookeeper::{
+use super::session::{ZkSession, stat, to_wit};
+use crate::bindings::ha::sidecar::zookeeper::{
     self as wit, CreateMode, Op, OpResult, SessionInfo, Stat, ZkError,
 };
+use crate::capabilities::HostState;
 
 fn version(v: i32) -> Option<i32> {
     (v >= 0).then_some(v)
 }
 
+/// What an instance holds of the capability: the sidecar's session.
+pub(super) struct Context {
+    pub session: Arc<ZkSession>,
+}
+
+/// The host functions' view of one instance: its session (none: not
+/// granted) and the deadline of the plugin call in progress.
+pub(super) struct View {
+    session: Option<Arc<ZkSession>>,
+    deadline: Option<Instant>,
+}
+
+pub(super) struct Data;
+
+impl wasmtime::component::HasData for Data {
+    type Data<'a> = View;
+}
+
+pub(super) fn view(s: &mut HostState) -> View {
+    View {
+        session: s.contexts().get::<Context>().map(|c| c.session.clone()),
+        deadline: s.call_deadline,
+    }
+}
+
 /// The session, bound to the deadline of the plugin call in progress.
 struct Bound {
-    session: std::sync::Arc<ZkSession>,
-    deadline: Option<std::time::Instant>,
+    session: Arc<ZkSession>,
+    deadline: Option<Instant>,
 }
 
 impl Bound {
@@ -38,22 +64,22 @@ impl std::ops::Deref for Bound {
     }
 }
 
-impl HostState {
+impl View {
     fn zk(&self) -> Result<Bound, ZkError> {
         let session = self
-            .zookeeper
+            .session
             .clone()
             .ok_or_else(|| ZkError::Other("the zookeeper capability is not granted".into()))?;
         Ok(Bound {
             session,
-            deadline: self.call_deadline,
+            deadline: self.deadline,
         })
     }
 }
 
-impl wit::Host for HostState {
+impl wit::Host for View {
     async fn session(&mut self) -> SessionInfo {
-        match &self.zookeeper {
+        match &self.session {
             Some(zk) => zk.info().await,
             None => SessionInfo {
                 id: 0,

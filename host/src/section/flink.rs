@@ -2,7 +2,8 @@
 //! pointed at the `flink-conf.yaml` (1.x: flat `key: value` lines) or
 //! `config.yaml` (2.x: nested YAML) the JobManager already uses. Values set
 //! in the sidecar's own config win; Flink's defaults apply otherwise
-//! (reference: flink-ha.md §1.1, including the deprecated aliases).
+//! (each key and its deprecated aliases are the constants below; the
+//! ZooKeeper keys are read by the `zookeeper` capability).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -98,14 +99,6 @@ pub const HA_TYPE: &[&str] = &[
     "high-availability",
     "recovery.mode",
 ];
-pub const QUORUM: &[&str] = &[
-    "high-availability.zookeeper.quorum",
-    "recovery.zookeeper.quorum",
-];
-pub const ROOT: &[&str] = &[
-    "high-availability.zookeeper.path.root",
-    "recovery.zookeeper.path.root",
-];
 pub const CLUSTER_ID: &[&str] = &[
     "high-availability.cluster-id",
     "high-availability.zookeeper.path.namespace",
@@ -116,14 +109,6 @@ pub const STORAGE_DIR: &[&str] = &[
     "high-availability.zookeeper.storageDir",
     "recovery.zookeeper.storageDir",
 ];
-
-/// A `high-availability.zookeeper.client.*` key and its deprecated alias.
-pub fn client_key(name: &str) -> [String; 2] {
-    [
-        format!("high-availability.zookeeper.client.{name}"),
-        format!("recovery.zookeeper.client.{name}"),
-    ]
-}
 
 #[cfg(test)]
 mod tests {

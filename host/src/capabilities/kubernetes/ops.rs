@@ -2,15 +2,40 @@
 //! as one bounded request on the sidecar's client, in its namespace.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::Method;
 
-use super::kubernetes::KubeApi;
-use crate::runtime::HostState;
-use crate::runtime::bindings::ha::sidecar::kubernetes::{self as wit, KubeError, ObjectKind};
+use super::api::KubeApi;
+use crate::bindings::ha::sidecar::kubernetes::{self as wit, KubeError, ObjectKind};
+use crate::capabilities::HostState;
 
-impl HostState {
+/// What an instance holds of the capability: the sidecar's client.
+pub(super) struct Context {
+    pub api: Arc<KubeApi>,
+}
+
+/// The host functions' view of one instance: its client (none: not
+/// granted) and the deadline of the plugin call in progress.
+pub(super) struct View {
+    kubernetes: Option<Arc<KubeApi>>,
+    call_deadline: Option<Instant>,
+}
+
+pub(super) struct Data;
+
+impl wasmtime::component::HasData for Data {
+    type Data<'a> = View;
+}
+
+pub(super) fn view(s: &mut HostState) -> View {
+    View {
+        kubernetes: s.contexts().get::<Context>().map(|c| c.api.clone()),
+        call_deadline: s.call_deadline,
+    }
+}
+
+impl View {
     fn kube(&self) -> Result<Arc<KubeApi>, KubeError> {
         self.kubernetes
             .clone()
@@ -38,7 +63,7 @@ fn metadata(object: &str) -> Result<(String, Option<String>), KubeError> {
     Ok((name, rv))
 }
 
-impl wit::Host for HostState {
+impl wit::Host for View {
     async fn namespace(&mut self) -> String {
         self.kubernetes
             .as_ref()

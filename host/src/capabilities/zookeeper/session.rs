@@ -1,5 +1,5 @@
-//! The `zookeeper` capability: one ZooKeeper session per sidecar, shared by
-//! every instance of the plugin, with Flink's connection settings.
+//! The sidecar's one ZooKeeper session, shared by every instance of the
+//! plugin, with Flink's connection settings.
 //!
 //! The session also tells the leadership state machine when leadership can
 //! no longer be trusted: at once when the connection is lost (Curator's
@@ -20,33 +20,12 @@ use std::time::Instant;
 use tokio::sync::{RwLock, watch};
 use zookeeper_client as zk;
 
-use crate::runtime::bindings::ha::sidecar::zookeeper as wit;
-
-/// Connection settings, named after Flink's `high-availability.zookeeper.*` keys.
-#[derive(Debug, Clone)]
-pub struct ZkSettings {
-    pub quorum: String,
-    pub session_timeout: Duration,
-    pub connection_timeout: Duration,
-    pub retry_wait: Duration,
-    pub max_retry_wait: Duration,
-    pub max_retry_attempts: u32,
-    pub tolerate_suspended_connections: bool,
-    /// `creator`: nodes readable and writable only by the authenticated identity.
-    pub acl_creator: bool,
-    /// Digest authentication: `user:password`.
-    pub digest: Option<String>,
-}
+use super::ZkSettings;
+use crate::bindings::ha::sidecar::zookeeper as wit;
+use crate::capabilities::Health;
 
 /// Between attempts to reattach a session while ZooKeeper does not answer.
 const REATTACH_PAUSE: Duration = Duration::from_millis(200);
-
-/// Whether the session still backs this sidecar's leadership.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    Ok,
-    Lost(String),
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
