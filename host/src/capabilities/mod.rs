@@ -1,5 +1,5 @@
 //! Host capabilities a plugin can be granted beyond logging: a directory,
-//! ZooKeeper, Kubernetes, and outgoing HTTP to listed endpoints.
+//! ZooKeeper, Kubernetes, outgoing HTTP and TCP to listed endpoints.
 //!
 //! Each is one unit, a module of its own here that owns everything about
 //! it: its section of the config file (`capabilities.<name>`) and its
@@ -20,6 +20,7 @@ pub mod filesystem;
 mod host;
 pub mod kubernetes;
 pub mod outgoing_http;
+pub mod tcp;
 pub mod zookeeper;
 
 use std::any::Any;
@@ -43,6 +44,7 @@ pub static ALL: &[&dyn Capability] = &[
     &zookeeper::ZooKeeper,
     &outgoing_http::OutgoingHttp,
     &kubernetes::Kubernetes,
+    &tcp::Tcp,
 ];
 
 /// The capability whose section is `capabilities.<name>`.
@@ -312,6 +314,8 @@ mod tests {
             "ha:sidecar/kubernetes",
             "wasi:http/types",
             "wasi:http/outgoing-handler",
+            "wasi:sockets/tcp",
+            "wasi:sockets/ip-name-lookup",
         ] {
             let owners: Vec<&str> = ALL
                 .iter()
@@ -324,8 +328,11 @@ mod tests {
             claiming("ha:sidecar/zookeeper@0.1.0").map(|c| c.name()),
             Some("zookeeper")
         );
+        assert_eq!(
+            claiming("wasi:sockets/tcp-create-socket@0.2.6").map(|c| c.name()),
+            Some("tcp")
+        );
         for never in [
-            "wasi:sockets/tcp",
             "wasi:http/incoming-handler",
             "ha:sidecar/log",
         ] {
