@@ -1,5 +1,6 @@
 //! Host capabilities a plugin can be granted beyond logging: a directory,
-//! ZooKeeper, Kubernetes, outgoing HTTP and TCP to listed endpoints.
+//! ZooKeeper, Kubernetes, outgoing HTTP and TCP to listed endpoints, and
+//! secrets the host keeps.
 //!
 //! Each is one unit, a module of its own here that owns everything about
 //! it: its section of the config file (`capabilities.<name>`) and its
@@ -20,6 +21,7 @@ pub mod filesystem;
 mod host;
 pub mod kubernetes;
 pub mod outgoing_http;
+pub mod secrets;
 pub mod tcp;
 pub mod zookeeper;
 
@@ -45,6 +47,7 @@ pub static ALL: &[&dyn Capability] = &[
     &outgoing_http::OutgoingHttp,
     &kubernetes::Kubernetes,
     &tcp::Tcp,
+    &secrets::Secrets,
 ];
 
 /// The capability whose section is `capabilities.<name>`.
@@ -316,6 +319,7 @@ mod tests {
             "wasi:http/outgoing-handler",
             "wasi:sockets/tcp",
             "wasi:sockets/ip-name-lookup",
+            "ha:sidecar/secrets",
         ] {
             let owners: Vec<&str> = ALL
                 .iter()
