@@ -90,6 +90,11 @@ async fn postgres_backend_passes_the_conformance_suite() {
         &Grant::full(&cluster, &server),
     );
     assert_conformance(&cfg).await;
+    // And as a plugin author runs it.
+    let wasm = plugin("ha_plugin_postgres").display().to_string();
+    let (code, out) = run_cli(&["plugin", "check", &wasm, "--config", &cfg.to_string_lossy()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 failed"), "{out}");
 }
 
 #[test]
@@ -192,7 +197,12 @@ fn tcp_reaches_only_granted_endpoints() {
         decoy_port,
         &Grant::full(&cluster, &server),
     );
-    let s = Sidecar::start("elsewhere", port, &cfg, &cluster.path().join("elsewhere.log"));
+    let s = Sidecar::start(
+        "elsewhere",
+        port,
+        &cfg,
+        &cluster.path().join("elsewhere.log"),
+    );
     wait_for("the refusal to be logged", Duration::from_secs(10), || {
         s.log_text().contains("refused a socket use").then_some(())
     });
@@ -204,7 +214,8 @@ fn tcp_reaches_only_granted_endpoints() {
     );
     let log = s.log_text();
     assert!(
-        log.contains(&format!("127.0.0.1:{decoy_port}")) && log.contains("capabilities.tcp.endpoints"),
+        log.contains(&format!("127.0.0.1:{decoy_port}"))
+            && log.contains("capabilities.tcp.endpoints"),
         "{log}"
     );
     assert!(
@@ -229,16 +240,32 @@ fn tcp_and_secrets_config_errors_name_the_key() {
     };
     let ok_secrets = password_file(&cluster);
     for (tcp, needles) in [
-        ("tcp: {endpoints: []}", vec!["capabilities.tcp.endpoints", "lists no endpoint"]),
+        (
+            "tcp: {endpoints: []}",
+            vec!["capabilities.tcp.endpoints", "lists no endpoint"],
+        ),
         (
             "tcp: {endpoints: ['127.0.0.1:5432', 'postgres://db:5432']}",
-            vec!["capabilities.tcp.endpoints[1]", "postgres://db:5432", "without a scheme"],
+            vec![
+                "capabilities.tcp.endpoints[1]",
+                "postgres://db:5432",
+                "without a scheme",
+            ],
         ),
-        ("tcp: {endpoints: ['db']}", vec!["capabilities.tcp.endpoints[0]", "has no port"]),
-        ("tcp: {endpoint: ['db:1']}", vec!["capabilities.tcp", "endpoint"]),
+        (
+            "tcp: {endpoints: ['db']}",
+            vec!["capabilities.tcp.endpoints[0]", "has no port"],
+        ),
+        (
+            "tcp: {endpoint: ['db:1']}",
+            vec!["capabilities.tcp", "endpoint"],
+        ),
         (
             "tcp: {endpoints: ['no-such-host.invalid:5432']}",
-            vec!["capabilities.tcp.endpoints[0]", "cannot resolve no-such-host.invalid"],
+            vec![
+                "capabilities.tcp.endpoints[0]",
+                "cannot resolve no-such-host.invalid",
+            ],
         ),
     ] {
         let out = bad(tcp, &ok_secrets);
@@ -250,12 +277,19 @@ fn tcp_and_secrets_config_errors_name_the_key() {
     let missing = cluster.path().join("missing");
     for (secrets, needles) in [
         (
-            format!("secrets: {{pg-password: {{file: '{}'}}}}", missing.display()),
+            format!(
+                "secrets: {{pg-password: {{file: '{}'}}}}",
+                missing.display()
+            ),
             vec!["capabilities.secrets.pg-password.file", "cannot read"],
         ),
         (
             "secrets: {pg-password: {env: HA_SIDECAR_TEST_UNSET_VARIABLE}}".to_string(),
-            vec!["capabilities.secrets.pg-password.env", "HA_SIDECAR_TEST_UNSET_VARIABLE", "is not set"],
+            vec![
+                "capabilities.secrets.pg-password.env",
+                "HA_SIDECAR_TEST_UNSET_VARIABLE",
+                "is not set",
+            ],
         ),
         (
             "secrets: {pg-password: {env: A, file: b}}".to_string(),
@@ -279,17 +313,26 @@ fn the_password_comes_only_from_a_configured_secret() {
     let cluster = Cluster::new();
     // From the environment, by the name the config gives.
     let port = free_port();
-    let grant = Grant::tcp_and(&server, "secrets: {pg-password: {env: HA_TEST_PG_PASSWORD}}");
+    let grant = Grant::tcp_and(
+        &server,
+        "secrets: {pg-password: {env: HA_TEST_PG_PASSWORD}}",
+    );
     let cfg = pg_config(&cluster, "env", port, server.port(), &grant);
     let s = Sidecar::start_env(
         "env",
         port,
         &cfg,
         &cluster.path().join("env.log"),
-        &[("HA_TEST_PG_PASSWORD", PASSWORD), ("HA_SIDECAR_LOG", "debug")],
+        &[
+            ("HA_TEST_PG_PASSWORD", PASSWORD),
+            ("HA_SIDECAR_LOG", "debug"),
+        ],
     );
     sole_leader(std::slice::from_ref(&s), Duration::from_secs(20));
-    assert!(!s.log_text().contains(PASSWORD), "the password is in the log");
+    assert!(
+        !s.log_text().contains(PASSWORD),
+        "the password is in the log"
+    );
     drop(s);
     // A secret under another name: the plugin asks for pg-password and
     // gets none; it says which secret to add, and the host which it has.
@@ -303,11 +346,15 @@ fn the_password_comes_only_from_a_configured_secret() {
         &cluster.path().join("other.log"),
         &[("HA_TEST_PG_PASSWORD", PASSWORD)],
     );
-    wait_for("the missing secret to be reported", Duration::from_secs(20), || {
-        let log = s.log_text();
-        (log.contains("capabilities.secrets.pg-password") && log.contains("\"other\""))
-            .then_some(())
-    });
+    wait_for(
+        "the missing secret to be reported",
+        Duration::from_secs(20),
+        || {
+            let log = s.log_text();
+            (log.contains("capabilities.secrets.pg-password") && log.contains("\"other\""))
+                .then_some(())
+        },
+    );
     drop(s);
     // A wrong password: PostgreSQL's refusal is reported, nothing is written.
     let wrong = cluster.path().join("wrong");
@@ -319,9 +366,18 @@ fn the_password_comes_only_from_a_configured_secret() {
     let port = free_port();
     let cfg = pg_config(&cluster, "wrong", port, server.port(), &grant);
     let s = Sidecar::start("wrong", port, &cfg, &cluster.path().join("wrong.log"));
-    wait_for("the refused login to be logged", Duration::from_secs(20), || {
-        s.log_text().contains("password authentication failed").then_some(())
-    });
+    wait_for(
+        "the refused login to be logged",
+        Duration::from_secs(20),
+        || {
+            s.log_text()
+                .contains("password authentication failed")
+                .then_some(())
+        },
+    );
     assert!(!s.leads(), "led without logging in");
-    assert!(!s.log_text().contains("not the password"), "the password is in the log");
+    assert!(
+        !s.log_text().contains("not the password"),
+        "the password is in the log"
+    );
 }

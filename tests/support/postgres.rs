@@ -73,7 +73,14 @@ impl Postgres {
             .command("initdb")
             .arg("-D")
             .arg(pg.data())
-            .args(["-U", USER, "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
+            .args([
+                "-U",
+                USER,
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .expect("run initdb");
@@ -116,7 +123,10 @@ impl Postgres {
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", self.dir.path().display()))
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
@@ -126,8 +136,15 @@ impl Postgres {
         self.child = Some(child);
         let started = Instant::now();
         while self.psql("SELECT 1").is_err() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("postgres exited with {status} while starting:\n{}", self.log_tail());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "postgres exited with {status} while starting:\n{}",
+                    self.log_tail()
+                );
             }
             assert!(
                 started.elapsed() < START_TIMEOUT,
@@ -163,7 +180,17 @@ impl Postgres {
         let out = self
             .command("psql")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
-            .args(["-d", "postgres", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args([
+                "-d",
+                "postgres",
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
             .env("PGPASSWORD", PASSWORD)
             .env("PGCONNECT_TIMEOUT", "5")
             .stdin(Stdio::null())

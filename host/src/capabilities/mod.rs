@@ -336,10 +336,7 @@ mod tests {
             claiming("wasi:sockets/tcp-create-socket@0.2.6").map(|c| c.name()),
             Some("tcp")
         );
-        for never in [
-            "wasi:http/incoming-handler",
-            "ha:sidecar/log",
-        ] {
+        for never in ["wasi:http/incoming-handler", "ha:sidecar/log"] {
             assert!(claiming(never).is_none(), "{never} is no capability's");
         }
     }

@@ -166,7 +166,11 @@ impl Request {
 }
 
 /// Sends `request` and waits for the response head, at most `timeout`.
-fn open(endpoint: &Endpoint, request: &Request, timeout: Duration) -> Result<IncomingResponse, Error> {
+fn open(
+    endpoint: &Endpoint,
+    request: &Request,
+    timeout: Duration,
+) -> Result<IncomingResponse, Error> {
     let path = request.path.as_str();
     let body = request.body.as_slice();
     let transport =
@@ -178,7 +182,10 @@ fn open(endpoint: &Endpoint, request: &Request, timeout: Duration) -> Result<Inc
     let headers = Fields::from_list(&fields).map_err(|e| {
         // The error names the header, never its value (it may be a credential).
         let names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
-        transport("headers for", format!("{e:?} (headers: {})", names.join(", ")))
+        transport(
+            "headers for",
+            format!("{e:?} (headers: {})", names.join(", ")),
+        )
     })?;
     let verb = request.verb;
     let request = OutgoingRequest::new(headers);
@@ -255,7 +262,11 @@ impl Stream {
     }
 
     /// Sends `request` and opens the response.
-    pub fn request(endpoint: &Endpoint, request: &Request, timeout: Duration) -> Result<Self, Error> {
+    pub fn request(
+        endpoint: &Endpoint,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         let path = request.path.as_str();
         let response = open(endpoint, request, timeout)?;
         let status = response.status();

@@ -76,7 +76,11 @@ impl Capability for Secrets {
         let mut sources = BTreeMap::new();
         for (name, s) in raw {
             let key = format!("{KEY}.{name}");
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(cx.keys.err(
                     &key,
                     format!("{name:?}"),
@@ -208,7 +212,10 @@ mod tests {
         let e = read("pw", &Source::Env("HA_SIDECAR_SURELY_UNSET_VAR".into()))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("HA_SIDECAR_SURELY_UNSET_VAR") && e.contains("is not set"), "{e}");
+        assert!(
+            e.contains("HA_SIDECAR_SURELY_UNSET_VAR") && e.contains("is not set"),
+            "{e}"
+        );
         let v = Values(Arc::new([("pw".to_string(), "s3cret".to_string())].into()));
         assert!(!format!("{v:?}").contains("s3cret"));
     }

@@ -62,7 +62,9 @@ impl Endpoint {
                 .strip_suffix(']')
                 .ok_or_else(|| format!("has an unclosed '['; {form}"))?,
             None if host.contains(':') => {
-                return Err(format!("an IPv6 address needs brackets ([::1]:5432); {form}"));
+                return Err(format!(
+                    "an IPv6 address needs brackets ([::1]:5432); {form}"
+                ));
             }
             None => host,
         };
