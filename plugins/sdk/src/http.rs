@@ -349,3 +349,34 @@ pub fn send(
     }
     Ok((stream.status, bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_carry_method_headers_and_credentials() {
+        let r = Request::put("/v1/kv/x", b"v".to_vec())
+            .bearer("t0ken")
+            .json();
+        assert_eq!(r.verb, Verb::Put);
+        assert_eq!(r.body, b"v");
+        assert_eq!(
+            r.headers,
+            [
+                ("authorization".to_string(), b"Bearer t0ken".to_vec()),
+                ("content-type".to_string(), b"application/json".to_vec()),
+            ]
+        );
+        // RFC 7617's example.
+        let b = Request::get("/").basic("Aladdin", "open sesame");
+        assert_eq!(
+            b.headers[0].1,
+            b"Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==".to_vec()
+        );
+        assert_eq!(
+            Request::delete("/k").header("X-Trace", "1").headers[0].0,
+            "x-trace"
+        );
+    }
+}
