@@ -104,6 +104,76 @@ PY
     rm -rf "$tmp"
 }
 
+# Flink 1.20.3 (the 1.x LTS) for the plugin's 1.20 jar: unlike 2.3, its jars come only as the
+# sdist of apache-flink-libraries (deps/lib, deps/opt, deps/plugins, deps/bin/*.jar); bin/ and
+# conf/ come from the apache-flink wheel. Its scripts are the same on every platform, so the
+# wheel is fetched for one fixed tag (CPython 3.11, manylinux2014 x86_64: 1.20 has no wheel for
+# newer Pythons) whatever python3 runs pip. Both are unpacked once into .cache/flink-1.20.3
+# (bin/, conf/, lib/, opt/, plugins/: a runnable FLINK_HOME); exports FLINK_1_20_HOME.
+ensure_flink_1_20() {
+    local version=1.20.3
+    export FLINK_1_20_HOME="$ROOT/.cache/flink-$version"
+    [ -f "$FLINK_1_20_HOME/lib/flink-dist-$version.jar" ] && [ -x "$FLINK_1_20_HOME/bin/flink" ] && return 0
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "error: installing Flink $version needs python3 (with pip) on PATH" >&2
+        exit 1
+    fi
+    echo "==> installing Flink $version from PyPI into $FLINK_1_20_HOME (about 235 MB)"
+    local tmp
+    tmp="$(mktemp -d)"
+    if ! python3 -m pip download --no-deps --quiet --dest "$tmp" --only-binary :all: \
+        --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+        "apache-flink==$version"; then
+        echo "error: pip could not download the apache-flink==$version wheel (bin/ and conf/ of Flink $version) from PyPI" >&2
+        rm -rf "$tmp"
+        exit 1
+    fi
+    if ! python3 -m pip download --no-deps --quiet --dest "$tmp" --no-binary :all: \
+        "apache-flink-libraries==$version"; then
+        echo "error: pip could not download the apache-flink-libraries==$version sdist (the jars of Flink $version) from PyPI" >&2
+        rm -rf "$tmp"
+        exit 1
+    fi
+    # The wheel is a zip and the sdist a tar.gz; python3 unpacks both where unzip may be missing.
+    if ! python3 - "$tmp" "$version" <<'PY'
+import pathlib, sys, tarfile, zipfile
+tmp, version = pathlib.Path(sys.argv[1]), sys.argv[2]
+home = tmp / "home"
+wheels = list(tmp.glob("apache_flink-*.whl"))
+sdists = list(tmp.glob("apache-flink-libraries-*.tar.gz")) + list(tmp.glob("apache_flink_libraries-*.tar.gz"))
+if len(wheels) != 1 or len(sdists) != 1:
+    sys.exit(f"expected one apache-flink wheel and one apache-flink-libraries sdist in {tmp}, found {wheels} and {sdists}")
+with zipfile.ZipFile(wheels[0]) as z:
+    for name in z.namelist():
+        if name.startswith("pyflink/") and not name.endswith("/"):
+            target = home / name[len("pyflink/"):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(z.read(name))
+with tarfile.open(sdists[0]) as t:
+    for member in t.getmembers():
+        parts = pathlib.PurePosixPath(member.name).parts
+        if len(parts) < 3 or parts[1] != "deps" or not member.isfile() or ".." in parts:
+            continue
+        target = home.joinpath(*parts[2:])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with t.extractfile(member) as src:
+            target.write_bytes(src.read())
+dist = home / "lib" / f"flink-dist-{version}.jar"
+if not dist.is_file() or not (home / "bin" / "flink").is_file() or not (home / "conf").is_dir():
+    sys.exit(f"the unpacked packages hold no {dist.name}, bin/flink or conf/: not a Flink {version} distribution")
+(home / "log").mkdir(exist_ok=True)
+PY
+    then
+        echo "error: unpacking Flink $version from the PyPI packages in $tmp failed (see above); remove $tmp when done" >&2
+        exit 1
+    fi
+    chmod +x "$tmp/home/bin/"*.sh "$tmp/home/bin/flink"
+    mkdir -p "$(dirname "$FLINK_1_20_HOME")"
+    rm -rf "$FLINK_1_20_HOME"
+    mv "$tmp/home" "$FLINK_1_20_HOME"
+    rm -rf "$tmp"
+}
+
 build_plugins() {
     echo "==> building plugins (wasm32-wasip2)"
     (cd plugins && cargo build --release --locked)

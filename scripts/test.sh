@@ -7,6 +7,7 @@ ensure_etcd
 ensure_postgres
 ensure_debian_packages junit4
 ensure_flink
+ensure_flink_1_20
 build_plugins
 echo "==> formatting"
 cargo fmt --all --check
@@ -16,12 +17,16 @@ cargo clippy --release --locked --all-targets -- -D warnings
 (cd plugins && cargo clippy --release --locked --all-targets -- -D warnings)
 echo "==> plugin unit tests (native)"
 (cd plugins && cargo test --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" -p ha-sidecar-sdk -p ha-plugin-file -p ha-plugin-zookeeper -p ha-plugin-kubernetes)
-echo "==> building the Flink HA services plugin, the counting job and the Flink demo"
+echo "==> building the Flink HA services plugin (2.3 and 1.20 jars), the counting job and the Flink demo"
 clients/flink/build.sh
 examples/flink/job/build.sh
+FLINK_VERSION=1.20 examples/flink/job/build.sh
 cargo build --release --locked -p ha-sidecar -p demo
 echo "==> host unit, conformance and integration tests (real Flink included)"
 cargo test --release --locked --workspace --no-fail-fast
 echo "==> Flink HA services plugin unit tests (clients/flink) against the release sidecar"
 clients/flink/test.sh
 SIDECAR_BACKEND=zookeeper clients/flink/test.sh
+# The same tests on the 1.20 jar and Flink 1.20 (about 45 s on the file backend, 65 s on ZooKeeper).
+FLINK_VERSION=1.20 clients/flink/test.sh
+FLINK_VERSION=1.20 SIDECAR_BACKEND=zookeeper clients/flink/test.sh

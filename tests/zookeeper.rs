@@ -381,3 +381,145 @@ fn after_its_session_expires_a_sidecar_rejoins_with_a_fresh_one() {
         assert!(s.term() >= old_term, "the term never goes back");
     }
 }
+
+/// A cluster that ran on Flink's own ZooKeeper HA leaves its state as Flink
+/// writes it: a Java-serialized state handle as a node's whole data (no tag
+/// byte), a `locks` child per state node (one ephemeral node in it per
+/// JobManager that holds the state), and the checkpoint id counter as
+/// Curator's 4-byte SharedCount. The sidecar must read those as values, list
+/// them without the locks, and delete a node whose locks are released, so
+/// the same cluster-id can move to the sidecar and recover its jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_written_by_flinks_own_ha_is_read_listed_and_removed() {
+    use zookeeper_client::{Acls, Client, CreateMode};
+    let server = ZooKeeper::standalone();
+    let flink = Client::connect(&server.quorum()).await.unwrap();
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let base = "/flink/test";
+    let job = "0123456789abcdef0123456789abcdef";
+    let handle = |what: &str| [&[0xac, 0xed, 0x00, 0x05][..], what.as_bytes()].concat();
+    let plan = format!("{base}/execution-plans/{job}");
+    let held = format!("{base}/jobs/{job}/checkpoints/0000000000000000006");
+    let released = format!("{base}/jobs/{job}/checkpoints/0000000000000000007");
+    flink
+        .mkdir(&format!("{base}/execution-plans"), &persistent)
+        .await
+        .unwrap();
+    flink
+        .mkdir(&format!("{base}/jobs/{job}/checkpoints"), &persistent)
+        .await
+        .unwrap();
+    for (path, data) in [
+        (&plan, handle("plan")),
+        (&held, handle("chk-6")),
+        (&released, handle("chk-7")),
+    ] {
+        flink.create(path, &data, &persistent).await.unwrap();
+        flink
+            .create(&format!("{path}/locks"), b"", &persistent)
+            .await
+            .unwrap();
+    }
+    // A JobManager still holds checkpoint 6 (its session is alive).
+    flink
+        .create(&format!("{held}/locks/jm-lock"), b"", &ephemeral)
+        .await
+        .unwrap();
+    flink
+        .create(
+            &format!("{base}/jobs/{job}/checkpoint_id_counter"),
+            &8i32.to_be_bytes(),
+            &persistent,
+        )
+        .await
+        .unwrap();
+
+    let cluster = Cluster::new();
+    let s = start(&cluster, "z1", &server.quorum());
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    let term = s.term().to_string();
+    let fence = [("x-ha-term", term.as_str())];
+
+    let listed = s.get(&format!("/state?prefix=jobs/{job}/")).unwrap().json();
+    assert_eq!(
+        listed["keys"],
+        serde_json::json!([
+            format!("jobs/{job}/checkpoint_id_counter"),
+            format!("jobs/{job}/checkpoints/0000000000000000006"),
+            format!("jobs/{job}/checkpoints/0000000000000000007"),
+        ]),
+        "Flink's values are keys, its locks are not"
+    );
+    let got = s.get(&format!("/state/execution-plans/{job}")).unwrap();
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        got.body,
+        handle("plan"),
+        "the state handle as Flink wrote it"
+    );
+    let counter = s
+        .get(&format!("/state/jobs/{job}/checkpoint_id_counter"))
+        .unwrap();
+    assert_eq!(counter.body, 8i32.to_be_bytes(), "Flink's SharedCount");
+
+    // Released locks: the node and its locks go.
+    let del = request(
+        s.port,
+        "DELETE",
+        &format!("/state/jobs/{job}/checkpoints/0000000000000000007"),
+        &fence,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(del.status, 204, "{}", del.text());
+    assert!(flink.check_stat(&released).await.unwrap().is_none());
+    // A lock still held: the value goes, the node stays for its holder.
+    let del = request(
+        s.port,
+        "DELETE",
+        &format!("/state/jobs/{job}/checkpoints/0000000000000000006"),
+        &fence,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(del.status, 204, "{}", del.text());
+    assert_eq!(
+        s.get(&format!(
+            "/state/jobs/{job}/checkpoints/0000000000000000006"
+        ))
+        .unwrap()
+        .status,
+        404
+    );
+    assert!(
+        flink
+            .check_stat(&format!("{held}/locks/jm-lock"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A delete fenced by a stale term is refused, and the node stays.
+    let stale = request(
+        s.port,
+        "DELETE",
+        &format!("/state/execution-plans/{job}"),
+        &[("x-ha-term", "1000000")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(stale.status, 409, "{}", stale.text());
+    assert!(flink.check_stat(&plan).await.unwrap().is_some());
+    let del = request(
+        s.port,
+        "DELETE",
+        &format!("/state/execution-plans/{job}"),
+        &fence,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(del.status, 204, "{}", del.text());
+    assert!(flink.check_stat(&plan).await.unwrap().is_none());
+}

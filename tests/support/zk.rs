@@ -80,7 +80,7 @@ impl ZooKeeper {
             "org.apache.zookeeper.server.ZooKeeperServerMain",
             dir.path().join("zk"),
             port,
-            &common_config(port),
+            &common_config(port, MAX_SESSION_TIMEOUT),
         );
         let mut zk = ZooKeeper {
             server,
@@ -93,7 +93,16 @@ impl ZooKeeper {
     /// Starts an ensemble of `n` members and waits until all serve and one
     /// of them leads.
     pub fn ensemble(n: usize) -> Ensemble {
-        Ensemble::start_new(n)
+        Ensemble::start_new(n, MAX_SESSION_TIMEOUT)
+    }
+
+    /// An ensemble that grants sessions up to `max_session` instead of
+    /// [`MAX_SESSION_TIMEOUT`]: for clients whose own timing is under test,
+    /// like Flink's ZooKeeper HA with its default 60 s session (a server
+    /// grants at most its `maxSessionTimeout`, so a lower one would shorten
+    /// the session Flink asked for).
+    pub fn ensemble_granting(n: usize, max_session: Duration) -> Ensemble {
+        Ensemble::start_new(n, max_session)
     }
 
     /// The connect string for clients: `127.0.0.1:<port>`.
@@ -161,7 +170,7 @@ pub struct Ensemble {
 }
 
 impl Ensemble {
-    fn start_new(n: usize) -> Ensemble {
+    fn start_new(n: usize, max_session: Duration) -> Ensemble {
         // A single QuorumPeerMain runs as a standalone server and never leads.
         assert!(
             n >= 2,
@@ -186,7 +195,7 @@ impl Ensemble {
                      # loaded machine causes no spurious elections (which cut clients off).\n\
                      initLimit=25\n\
                      syncLimit=10\n",
-                    common_config(client)
+                    common_config(client, max_session)
                 );
                 let server = Server::new(
                     &format!("member {i}"),
@@ -374,7 +383,7 @@ pub fn four_letter(port: u16, cmd: &str, timeout: Duration) -> io::Result<String
 }
 
 /// Settings shared by standalone servers and ensemble members.
-fn common_config(client_port: u16) -> String {
+fn common_config(client_port: u16, max_session: Duration) -> String {
     format!(
         "tickTime={tick}\n\
          minSessionTimeout={min}\n\
@@ -393,7 +402,7 @@ fn common_config(client_port: u16) -> String {
          preAllocSize=4096\n",
         tick = TICK.as_millis(),
         min = MIN_SESSION_TIMEOUT.as_millis(),
-        max = MAX_SESSION_TIMEOUT.as_millis(),
+        max = max_session.as_millis(),
     )
 }
 

@@ -22,6 +22,7 @@ mod zk_member_pause;
 mod backends;
 mod endpoint;
 mod failover;
+mod flink;
 mod group;
 mod loadgen;
 mod machine;
@@ -74,6 +75,9 @@ struct Cli {
     /// How long each state load is measured.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     state_time: Duration,
+    /// Trials of each fault per setup in the Flink section (each starts a Flink cluster once per setup).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    flink_trials: u32,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -92,6 +96,7 @@ enum Part {
     Endpoint,
     State,
     Overhead,
+    Flink,
 }
 
 fn main() -> ExitCode {
@@ -115,7 +120,9 @@ fn main() -> ExitCode {
     if runs(Part::Overhead) {
         overhead::boundary(&mut report);
     }
-    for (i, name) in cli.backends.iter().enumerate() {
+    // The Flink section starts its own sidecars and services.
+    let sidecar_sections = cli.only.is_empty() || cli.only.iter().any(|p| *p != Part::Flink);
+    for (i, name) in cli.backends.iter().enumerate().filter(|_| sidecar_sections) {
         let backend = backends::start(name);
         let backend = backend.as_ref();
         // Compiling first also warms the shared compile cache, so that no
@@ -153,11 +160,16 @@ fn main() -> ExitCode {
         }
     }
 
+    if runs(Part::Flink) {
+        flink::run(&mut report, cli.flink_trials as usize);
+    }
+
     let took = began.elapsed();
     let load_at_end = machine::load_average();
     let settings = format!(
-        "trials {}, connections {}, endpoint load {}, state load {}, backends {}",
+        "trials {}, Flink trials {}, connections {}, endpoint load {}, state load {}, backends {}",
         cli.trials,
+        cli.flink_trials,
         cli.connections,
         humantime::format_duration(cli.load_time),
         humantime::format_duration(cli.state_time),
@@ -178,6 +190,7 @@ fn main() -> ExitCode {
             "machine": machine,
             "settings": {
                 "trials": cli.trials,
+                "flink_trials": cli.flink_trials,
                 "connections": cli.connections,
                 "endpoint_load_s": cli.load_time.as_secs_f64(),
                 "state_load_s": cli.state_time.as_secs_f64(),

@@ -15,6 +15,7 @@ pub enum Section {
     LeaderEndpoint,
     State,
     Overhead,
+    Flink,
 }
 
 impl Section {
@@ -24,6 +25,9 @@ impl Section {
             Section::LeaderEndpoint => "Leader endpoint",
             Section::State => "State",
             Section::Overhead => "Overhead",
+            Section::Flink => {
+                "Flink end to end (same run, same job, a fresh 3-member ZooKeeper per setup)"
+            }
         }
     }
 
@@ -32,6 +36,7 @@ impl Section {
         match self {
             Section::Failover => "Flink + ZooKeeper HA (measured separately)",
             Section::State => "native operation (same run)",
+            Section::Flink => "Flink's own ZooKeeper HA, 60 s session (same run)",
             _ => "notes",
         }
     }

@@ -73,6 +73,16 @@ pub struct SectionContext<'a> {
     pub flink: Option<&'a FlinkConfig>,
 }
 
+impl SectionContext<'_> {
+    /// The raw section `capabilities.<capability>`, if the file has one.
+    pub fn section<T: serde::de::DeserializeOwned>(
+        &self,
+        capability: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        self.keys.section(&["capabilities", capability])
+    }
+}
+
 /// One capability: the contract every unit implements.
 pub trait Capability: Send + Sync + 'static {
     /// Its key under `capabilities:` in the config; refusals name it so.
@@ -82,13 +92,9 @@ pub trait Capability: Send + Sync + 'static {
     /// `ha:sidecar/zookeeper`) is this capability's.
     fn claims(&self, interface: &str) -> bool;
 
-    /// Checks its config section (`None`: the config has none) and returns
+    /// Checks its config section (`cx.section(self.name())`) and returns
     /// the validated settings, or none if the capability is not granted.
-    fn parse(
-        &self,
-        section: Option<serde_yaml::Value>,
-        cx: &SectionContext<'_>,
-    ) -> Result<Option<Arc<dyn Settings>>, ConfigError>;
+    fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError>;
 
     /// The `high-availability.type` of a Flink config whose settings this
     /// capability reads (as Flink names it in messages), if any.

@@ -31,9 +31,10 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     plugin: RawPlugin,
-    /// Each capability's section, checked by that capability (see `capabilities::ALL`).
+    /// Each capability's section, read and checked by that capability (see
+    /// `capabilities::ALL`); here only their names are checked.
     #[serde(default)]
-    capabilities: BTreeMap<String, serde_yaml::Value>,
+    capabilities: BTreeMap<String, serde::de::IgnoredAny>,
     #[serde(default)]
     timing: RawTiming,
     #[serde(default)]
@@ -192,7 +193,7 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let v = Validator { path, base };
+        let v = Validator { path, text, base };
         let raw: RawConfig =
             serde_path_to_error::deserialize(de).map_err(|e| v.parse_error(None, e))?;
         let mut raw = raw;
@@ -341,7 +342,7 @@ impl Validator<'_> {
     /// name, which checks it; a name no capability has is refused.
     fn capabilities(
         &self,
-        mut sections: BTreeMap<String, serde_yaml::Value>,
+        sections: BTreeMap<String, serde::de::IgnoredAny>,
         timing: &Timing,
         flink: Option<&flink::FlinkConfig>,
     ) -> Result<Grants, ConfigError> {
@@ -366,7 +367,7 @@ impl Validator<'_> {
         };
         let mut grants = Grants::default();
         for c in capabilities::ALL {
-            if let Some(settings) = c.parse(sections.remove(c.name()), &cx)? {
+            if let Some(settings) = c.parse(&cx)? {
                 grants.grant(*c, settings);
             }
         }
@@ -751,7 +752,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("capabilities.zookeeper.client") && e.contains("sesion-timeout"),
+            e.contains("capabilities.zookeeper.client")
+                && e.contains("sesion-timeout")
+                && e.contains("line 3"),
             "{e}"
         );
         let e = parse(&format!(

@@ -11,7 +11,11 @@ mod units;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 pub use flink::FlinkConfig;
 pub use units::{Bytes, Dur, FlinkDur, parse_bytes, parse_duration, parse_flink_duration};
@@ -47,9 +51,10 @@ pub struct Timing {
     pub resign_holdoff: Duration,
 }
 
-/// Which file is being read and where its relative paths start.
+/// Which file is being read, its text, and where its relative paths start.
 pub struct Keys<'a> {
     pub path: &'a Path,
+    pub text: &'a str,
     pub base: &'a Path,
 }
 
@@ -80,15 +85,25 @@ impl Keys<'_> {
         }
     }
 
-    /// Reads the section at `key` (a dotted path such as
-    /// `capabilities.zookeeper`) into its raw, strictly checked shape; an
-    /// error names the full key, as one for the whole file does.
-    pub fn section<T: DeserializeOwned>(
-        &self,
-        key: &str,
-        value: serde_yaml::Value,
-    ) -> Result<T, ConfigError> {
-        serde_path_to_error::deserialize(value).map_err(|e| self.parse_error(Some(key), e))
+    /// Reads the section at `at` (such as `["capabilities", "zookeeper"]`)
+    /// into its raw, strictly checked shape, straight from the file's text,
+    /// so that an error names the full key and its line, as one for the
+    /// whole file does. None: the file has no such section (or it is null).
+    pub fn section<T: DeserializeOwned>(&self, at: &[&str]) -> Result<Option<T>, ConfigError> {
+        let mut track = serde_path_to_error::Track::new();
+        let de = serde_path_to_error::Deserializer::new(
+            serde_yaml::Deserializer::from_str(self.text),
+            &mut track,
+        );
+        match (At::<T> {
+            path: at,
+            wanted: PhantomData,
+        })
+        .deserialize(de)
+        {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.parse_error(None, serde_path_to_error::Error::new(track.path(), e))),
+        }
     }
 
     /// A serde error, with the key it happened at (below `prefix`, if any).
@@ -115,5 +130,57 @@ impl Keys<'_> {
             key,
             message,
         }
+    }
+}
+
+/// Finds the value at `path` in nested maps and reads it as a `T`,
+/// skipping everything else.
+struct At<'p, T> {
+    path: &'p [&'p str],
+    wanted: PhantomData<T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for At<'_, T> {
+    type Value = Option<T>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        match self.path {
+            [] => Option::<T>::deserialize(d),
+            _ => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for At<'_, T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a map with the key {:?}", self.path.first())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let Some((key, rest)) = self.path.split_first() else {
+            return Ok(None);
+        };
+        let mut found = None;
+        while let Some(k) = map.next_key::<String>()? {
+            if k == *key {
+                found = map.next_value_seed(At::<T> {
+                    path: rest,
+                    wanted: PhantomData,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
     }
 }

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Also what the SDK's `foreign_value` puts before bytes a plugin found in its
+/// store that the host did not write: keep the two in step.
 const INLINE: u8 = 0;
 const POINTER: u8 = 1;
 

@@ -45,6 +45,22 @@ pub fn unavailable(what: &str, err: impl std::fmt::Display) -> Failure {
     Failure::Unavailable(format!("{what}: {err}"))
 }
 
+/// A value this plugin found in its store that the host did not put there
+/// (state another system left behind, such as Flink's own ZooKeeper HA before
+/// the cluster moved to the sidecar), in the form `get` must return it. The
+/// host keeps every value it puts in an envelope whose first byte says how it
+/// is stored; 0 means "inline, the bytes follow". Values the host put come
+/// back as they were put and need nothing; foreign bytes returned as they are
+/// would be read as an envelope (and refused, or worse, misread).
+pub fn foreign_value(bytes: &[u8]) -> Vec<u8> {
+    /// The host's inline tag (`host/src/storage/envelope.rs`): keep in step.
+    const INLINE: u8 = 0;
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.push(INLINE);
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// `invalid` with a message.
 pub fn invalid(msg: impl Into<String>) -> Failure {
     Failure::Invalid(msg.into())

@@ -1,8 +1,30 @@
-//! Flink's encoding of a leader's `connection_info` node
-//! (`ZooKeeperUtils.writeLeaderInformationToZooKeeper`): Java serialization
-//! of `writeUTF(address)` then `writeObject(java.util.UUID)`, so that Flink
-//! clients reading ZooKeeper find the sidecar's leader. Layout as observed on
-//! Flink 2.3 (`matches_the_bytes_flink_writes` holds the bytes it wrote).
+//! What Flink's own ZooKeeper HA services write, so that the two can share a
+//! cluster's znodes:
+//!
+//! - a leader's `connection_info` node
+//!   (`ZooKeeperUtils.writeLeaderInformationToZooKeeper`): Java serialization
+//!   of `writeUTF(address)` then `writeObject(java.util.UUID)`, so that Flink
+//!   clients reading ZooKeeper find the sidecar's leader (layout as observed
+//!   on Flink 2.3);
+//! - the state nodes of a cluster that ran on Flink's own HA before it moved
+//!   to the sidecar (docs/flink.md, "Moving a cluster from Flink's ZooKeeper
+//!   HA"): Flink's `ZooKeeperStateHandleStore` writes a Java-serialized state
+//!   handle as a node's whole data (no tag byte, unlike the plugin's own
+//!   values) and gives each node a `locks` child with one ephemeral node per
+//!   JobManager that holds it; its checkpoint id counter is Curator's
+//!   `SharedCount`, a 4-byte big-endian int at `checkpoint_id_counter`.
+
+/// Java serialization's stream header (magic 0xACED, version 5).
+const JAVA_STREAM: [u8; 4] = [0xac, 0xed, 0x00, 0x05];
+
+/// The child Flink's state handle store gives every state node.
+pub const LOCKS: &str = "locks";
+
+/// Whether an untagged node's data is a value Flink's own HA wrote: a
+/// Java-serialized state handle, or its 4-byte checkpoint id counter.
+pub fn written_by_flink(path: &str, data: &[u8]) -> bool {
+    data.starts_with(&JAVA_STREAM) || (data.len() == 4 && path.ends_with("/checkpoint_id_counter"))
+}
 
 /// java.util.UUID's serialVersionUID.
 const UUID_SERIAL_VERSION: [u8; 8] = [0xbc, 0x99, 0x03, 0xf7, 0x98, 0x6d, 0x85, 0x2f];
@@ -15,7 +37,7 @@ fn java_utf(out: &mut Vec<u8>, s: &str) {
 
 /// `address` and the leader session id (most, least significant bits).
 pub fn connection_info(address: &str, most: u64, least: u64) -> Vec<u8> {
-    let mut out = vec![0xac, 0xed, 0x00, 0x05];
+    let mut out = JAVA_STREAM.to_vec();
     // writeUTF goes into a data block, flushed before the object.
     let block_len = 2 + address.len();
     if block_len <= 0xff {

@@ -11,14 +11,18 @@
 use ha_sidecar_sdk::zookeeper::{self as zk, CreateMode, Op, OpResult, ZkError};
 use ha_sidecar_sdk::{Failure, Result, Versioned};
 
+use crate::flink;
 use crate::paths::{Paths, VALUE_TAG, parent};
 use crate::zk_failure;
 
-/// A key's node: its value (None for a node that only holds children) and stat.
+/// A key's node: its value (None for a node that only holds children) and
+/// stat. A value is the plugin's own (tagged) or one Flink's own ZooKeeper HA
+/// wrote before the cluster moved to the sidecar (untagged, see `flink`).
 fn read(path: &str) -> Result<Option<(Option<Vec<u8>>, zk::Stat)>> {
     Ok(zk::get(path).map_err(zk_failure)?.map(|(data, stat)| {
         let value = match data.split_first() {
             Some((&VALUE_TAG, rest)) => Some(rest.to_vec()),
+            _ if flink::written_by_flink(path, &data) => Some(ha_sidecar_sdk::foreign_value(&data)),
             _ => None,
         };
         (value, stat)
@@ -185,14 +189,59 @@ pub fn delete(paths: &Paths, key: &str, expected: Option<u64>, fence: Option<u64
         return Err(Failure::Conflict(get(paths, key)?));
     }
     // A key whose node also holds other keys keeps the node, without a value.
-    let op = if stat.num_children > 0 {
-        Op::SetData((path.clone(), Vec::new(), stat.version))
-    } else {
+    let op = if stat.num_children == 0 {
         Op::Delete((path.clone(), stat.version))
+    } else if let Some(locks) = released_locks(&path, stat.num_children)? {
+        // A node Flink's own HA wrote, whose `locks` child no JobManager
+        // holds any more: both go, the node only if unchanged.
+        return delete_with_locks(paths, key, &path, &locks, stat.version, fence);
+    } else {
+        Op::SetData((path.clone(), Vec::new(), stat.version))
     };
     commit(paths, fence, op).map_err(|(fenced_out, e)| write_failure(paths, key, fenced_out, e))?;
     prune(paths, parent(&path));
     Ok(())
+}
+
+/// The path of `node`'s `locks` child if that is its only child and holds no
+/// lock: what Flink's state handle store leaves once no JobManager uses the
+/// state any more.
+fn released_locks(node: &str, children: i32) -> Result<Option<String>> {
+    if children != 1 {
+        return Ok(None);
+    }
+    let locks = format!("{node}/{}", flink::LOCKS);
+    Ok(match zk::get(&locks).map_err(zk_failure)? {
+        Some((_, stat)) if stat.num_children == 0 => Some(locks),
+        _ => None,
+    })
+}
+
+/// Deletes a node and its released `locks` child in one step: the node's
+/// version and (when fenced) the term are checked in the same `multi`.
+fn delete_with_locks(
+    paths: &Paths,
+    key: &str,
+    path: &str,
+    locks: &str,
+    version: i32,
+    fence: Option<u64>,
+) -> Result<()> {
+    let mut ops = Vec::new();
+    if let Some(token) = fence {
+        ops.push(fence_check(paths, token)?);
+    }
+    let checks = ops.len() as u32;
+    ops.push(Op::Delete((locks.to_string(), -1)));
+    ops.push(Op::Delete((path.to_string(), version)));
+    match zk::multi(&ops) {
+        Ok(_) => {
+            prune(paths, parent(path));
+            Ok(())
+        }
+        Err((i, ZkError::NoNode | ZkError::BadVersion)) if i < checks => Err(Failure::NotLeader),
+        Err((_, e)) => Err(write_failure(paths, key, false, e)),
+    }
 }
 
 /// Removes empty parents left behind (e.g. `jobs/<id>/checkpoints` after the
@@ -231,6 +280,8 @@ pub fn list(paths: &Paths, prefix: &str) -> Result<Vec<String>> {
         for child in children {
             let path = format!("{node}/{child}");
             let key = &path[paths.base.len() + 1..];
+            // The election's nodes. (The `locks` children of nodes Flink's
+            // own HA wrote hold no value, so they are never listed.)
             if key == "leader" {
                 continue;
             }

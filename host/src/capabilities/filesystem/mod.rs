@@ -39,15 +39,8 @@ impl Capability for Filesystem {
         interface.starts_with("wasi:filesystem/")
     }
 
-    fn parse(
-        &self,
-        section: Option<serde_yaml::Value>,
-        cx: &SectionContext<'_>,
-    ) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
-        let Some(section) = section else {
-            return Ok(None);
-        };
-        let raw: Option<RawFilesystem> = cx.keys.section(KEY, section)?;
+    fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
+        let raw: Option<RawFilesystem> = cx.section(self.name())?;
         Ok(raw.map(|fs| Arc::new(Dir(cx.keys.resolve(&fs.dir))) as Arc<dyn Settings>))
     }
 

@@ -96,8 +96,10 @@ mod tests {
 
     fn parse(dir: &Path, kubernetes: &str) -> Result<KubeSettings, ConfigError> {
         let path = dir.join("c.yaml");
+        let text = format!("capabilities: {{kubernetes: {kubernetes}}}\n");
         let keys = Keys {
             path: &path,
+            text: &text,
             base: dir,
         };
         let timing = Timing {
@@ -111,8 +113,7 @@ mod tests {
             timing: &timing,
             flink: None,
         };
-        let section = serde_yaml::from_str(kubernetes).unwrap();
-        let settings = Kubernetes.parse(Some(section), &cx)?.expect("granted");
+        let settings = Kubernetes.parse(&cx)?.expect("granted");
         let any: &dyn std::any::Any = &*settings;
         Ok(any.downcast_ref::<KubeSettings>().unwrap().clone())
     }

@@ -20,8 +20,6 @@ use crate::section::ConfigError;
 
 pub struct Kubernetes;
 
-const KEY: &str = "capabilities.kubernetes";
-
 impl Capability for Kubernetes {
     fn name(&self) -> &'static str {
         "kubernetes"
@@ -31,18 +29,8 @@ impl Capability for Kubernetes {
         interface == "ha:sidecar/kubernetes"
     }
 
-    fn parse(
-        &self,
-        section: Option<serde_yaml::Value>,
-        cx: &SectionContext<'_>,
-    ) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
-        let Some(section) = section else {
-            return Ok(None);
-        };
-        match cx
-            .keys
-            .section::<Option<config::RawKubernetes>>(KEY, section)?
-        {
+    fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
+        match cx.section::<config::RawKubernetes>(self.name())? {
             Some(k) => Ok(Some(Arc::new(config::validate(k, cx)?))),
             None => Ok(None),
         }

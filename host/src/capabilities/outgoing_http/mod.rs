@@ -46,15 +46,8 @@ impl Capability for OutgoingHttp {
             || interface.starts_with("wasi:http/outgoing-handler")
     }
 
-    fn parse(
-        &self,
-        section: Option<serde_yaml::Value>,
-        cx: &SectionContext<'_>,
-    ) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
-        let Some(section) = section else {
-            return Ok(None);
-        };
-        let Some(h) = cx.keys.section::<Option<RawOutgoingHttp>>(KEY, section)? else {
+    fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
+        let Some(h) = cx.section::<RawOutgoingHttp>(self.name())? else {
             return Ok(None);
         };
         if h.endpoints.is_empty() {

@@ -52,18 +52,8 @@ impl Capability for Secrets {
         interface == "ha:sidecar/secrets"
     }
 
-    fn parse(
-        &self,
-        section: Option<serde_yaml::Value>,
-        cx: &SectionContext<'_>,
-    ) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
-        let Some(section) = section else {
-            return Ok(None);
-        };
-        let Some(raw) = cx
-            .keys
-            .section::<Option<BTreeMap<String, RawSource>>>(KEY, section)?
-        else {
+    fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
+        let Some(raw) = cx.section::<BTreeMap<String, RawSource>>(self.name())? else {
             return Ok(None);
         };
         if raw.is_empty() {

@@ -106,15 +106,8 @@ impl Capability for Tcp {
         interface.starts_with("wasi:sockets/")
     }
 
-    fn parse(
-        &self,
-        section: Option<serde_yaml::Value>,
-        cx: &SectionContext<'_>,
-    ) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
-        let Some(section) = section else {
-            return Ok(None);
-        };
-        let Some(raw) = cx.keys.section::<Option<RawTcp>>(KEY, section)? else {
+    fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
+        let Some(raw) = cx.section::<RawTcp>(self.name())? else {
             return Ok(None);
         };
         if raw.endpoints.is_empty() {

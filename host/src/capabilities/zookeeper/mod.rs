@@ -94,15 +94,8 @@ impl Capability for ZooKeeper {
         interface == "ha:sidecar/zookeeper"
     }
 
-    fn parse(
-        &self,
-        section: Option<serde_yaml::Value>,
-        cx: &SectionContext<'_>,
-    ) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
-        let mut raw: Option<RawZookeeper> = match section {
-            Some(v) => cx.keys.section(KEY, v)?,
-            None => None,
-        };
+    fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
+        let mut raw: Option<RawZookeeper> = cx.section(self.name())?;
         if let Some(f) = cx.flink {
             if raw.is_none()
                 && let Some((_, q)) = f.get(FLINK_QUORUM)

@@ -10,20 +10,26 @@ use anyhow::{Context, bail};
 use demo::process::{KillOnDrop, spawn};
 use serde_json::Value;
 
+use crate::Ha;
+
 /// The factory that `high-availability.type` names.
 pub const FACTORY: &str = "dev.hasidecar.flink.SidecarHaServicesFactory";
 pub const CLUSTER_ID: &str = "flink-demo";
 
 /// A Flink distribution with the plugin's jar added to a `lib/` of our own
 /// (`FLINK_LIB_DIR`), so the installed distribution stays untouched.
+#[derive(Clone)]
 pub struct Flink {
     pub home: PathBuf,
     lib: PathBuf,
     run: PathBuf,
     java_opts: String,
+    /// The `high-availability.*` lines every process's configuration gets.
+    ha: String,
 }
 
 /// What one Flink process is: its name, its sidecar and its ports.
+#[derive(Clone)]
 pub struct Role {
     pub name: String,
     pub sidecar_port: u16,
@@ -36,18 +42,17 @@ pub struct Role {
 pub struct Process {
     pub log_dir: PathBuf,
     pub console: PathBuf,
+    /// When this process was started, as its log stamps it (see [`utc`]):
+    /// a restarted JobManager writes a new log beside its earlier ones, whose
+    /// lines are not this process's.
+    started: String,
     child: Option<KillOnDrop>,
 }
 
 impl Flink {
-    pub fn prepare(home: &Path, plugin_jar: &Path, run: &Path) -> anyhow::Result<Flink> {
+    pub fn prepare(home: &Path, plugin_jar: &Path, run: &Path, ha: &Ha) -> anyhow::Result<Flink> {
+        // The caller checked that this is the release it runs (release.rs).
         let dist_lib = home.join("lib");
-        if !dist_lib.join("flink-dist-2.3.0.jar").is_file() {
-            bail!(
-                "{} holds no flink-dist-2.3.0.jar: FLINK_HOME must be a Flink 2.3.0 distribution (./scripts/demo.sh installs one from PyPI)",
-                home.display()
-            );
-        }
         let lib = run.join("lib");
         std::fs::create_dir_all(&lib)?;
         for entry in std::fs::read_dir(&dist_lib)? {
@@ -68,7 +73,16 @@ impl Flink {
             lib,
             run: run.to_path_buf(),
             java_opts,
+            ha: ha_lines(ha),
         })
+    }
+
+    /// The same distribution and storage, with processes started on `ha`.
+    pub fn with_ha(&self, ha: &Ha) -> Flink {
+        Flink {
+            ha: ha_lines(ha),
+            ..self.clone()
+        }
     }
 
     fn conf_dir(&self, role: &Role) -> anyhow::Result<PathBuf> {
@@ -99,7 +113,7 @@ impl Flink {
              high-availability.jobmanager.port: \"{rpc}\"\n\
              pekko.startup-timeout: 60 s\n\
              pekko.ask.timeout: 30 s\n\
-             high-availability.type: {FACTORY}\n\
+             {ha_type}\
              high-availability.storageDir: {ha}\n\
              high-availability.cluster-id: {CLUSTER_ID}\n\
              high-availability.sidecar.url: http://127.0.0.1:{sidecar}\n\
@@ -108,6 +122,7 @@ impl Flink {
             rest = role.rest_port,
             rpc = role.rpc_port,
             sidecar = role.sidecar_port,
+            ha_type = self.ha,
             ha = url(&self.run.join("ha")),
             ckpt = url(&self.run.join("checkpoints")),
         );
@@ -142,10 +157,12 @@ impl Flink {
         cmd.arg("start-foreground");
         let n = std::fs::read_dir(&log_dir)?.count();
         let console = log_dir.join(format!("console-{n}.log"));
+        let started = utc(std::time::SystemTime::now());
         let child = spawn(cmd, &console)?;
         Ok(Process {
             log_dir,
             console,
+            started,
             child: Some(child),
         })
     }
@@ -220,29 +237,87 @@ impl Process {
     /// Checkpoint <id>` in any of this process's logs.
     pub fn restored_since(&self, job: &str, since: &str) -> Option<u64> {
         let needle = format!("Restoring job {job} from Checkpoint ");
-        let files = std::fs::read_dir(&self.log_dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.path());
-        let mut found: Vec<(String, u64)> = Vec::new();
-        for f in files.filter(|f| {
+        self.log_lines_since(&needle, since)
+            .into_iter()
+            .filter_map(|(stamp, rest)| {
+                Some((stamp, rest.split_whitespace().next()?.parse().ok()?))
+            })
+            .min()
+            .map(|(_, id): (String, u64)| id)
+    }
+
+    /// The latest instant at or after `since` at which this JobManager's
+    /// Dispatcher was granted leadership, as its log says: the moment Flink
+    /// itself (not its HA services) starts to lead, on any kind of HA.
+    pub fn granted_since(&self, since: &str) -> Option<String> {
+        self.log_lines_since("DefaultDispatcherRunner was granted leadership", since)
+            .into_iter()
+            .map(|(stamp, _)| stamp)
+            .max()
+    }
+
+    /// `(timestamp, text after needle)` of every line of this process's
+    /// Flink logs (not its console) that holds `needle`, stamped at or
+    /// after `since` and after the process started.
+    fn log_lines_since(&self, needle: &str, since: &str) -> Vec<(String, String)> {
+        let Ok(dir) = std::fs::read_dir(&self.log_dir) else {
+            return Vec::new();
+        };
+        let since = since.max(self.started.as_str());
+        let mut found = Vec::new();
+        for f in dir.flatten().map(|e| e.path()).filter(|f| {
             f.extension().is_some_and(|e| e == "log")
                 && !f
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with("console-"))
         }) {
             for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
-                let (Some(stamp), Some(rest)) = (line.get(..23), line.split(&needle).nth(1)) else {
-                    continue;
-                };
-                if let Some(id) = rest.split_whitespace().next().and_then(|n| n.parse().ok())
+                if let (Some(stamp), Some(rest)) = (line.get(..23), line.split(needle).nth(1))
                     && stamp >= since
                 {
-                    found.push((stamp.to_string(), id));
+                    found.push((stamp.to_string(), rest.to_string()));
                 }
             }
         }
-        found.into_iter().min().map(|(_, id)| id)
+        found
+    }
+}
+
+/// The time from one log timestamp (see [`utc`]) to a later one, if both
+/// parse; across midnight too.
+pub fn elapsed(from: &str, to: &str) -> Option<Duration> {
+    let ms_of_day = |stamp: &str| -> Option<i64> {
+        let t = stamp.get(11..23)?;
+        let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+        Some(((num(0..2)? * 60 + num(3..5)?) * 60 + num(6..8)?) * 1000 + num(9..12)?)
+    };
+    let mut d = ms_of_day(to)? - ms_of_day(from)?;
+    if stamp_date(to) != stamp_date(from) {
+        d += 86_400_000;
+    }
+    u64::try_from(d).ok().map(Duration::from_millis)
+}
+
+fn stamp_date(stamp: &str) -> &str {
+    stamp.get(..10).unwrap_or("")
+}
+
+/// The `high-availability.*` lines of `ha`. Flink's own ZooKeeper HA keeps
+/// Flink's default root, `/flink`, where the sidecar's ZooKeeper plugin
+/// keeps the same cluster-id too: a cluster can move between them.
+fn ha_lines(ha: &Ha) -> String {
+    match ha {
+        Ha::Sidecar(_) => format!("high-availability.type: {FACTORY}\n"),
+        Ha::FlinkZooKeeper {
+            quorum,
+            session_timeout,
+        } => format!(
+            "high-availability.type: zookeeper\n\
+             high-availability.zookeeper.quorum: \"{quorum}\"\n\
+             high-availability.zookeeper.path.root: /flink\n\
+             high-availability.zookeeper.client.session-timeout: {} ms\n",
+            session_timeout.as_millis()
+        ),
     }
 }
 
@@ -314,6 +389,11 @@ impl Rest {
         self.get(port, &format!("/jobs/{job}/checkpoints"))?
             .pointer("/latest/completed/id")?
             .as_u64()
+    }
+
+    /// The JobManager's REST endpoint answers (`/config`).
+    pub fn config(&self, port: u16) -> bool {
+        self.get(port, "/config").is_some()
     }
 
     pub fn taskmanagers(&self, port: u16) -> Option<usize> {

@@ -12,7 +12,7 @@ import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 
 /**
- * A job's checkpoint id counter: decimal text at {@code flink/jobs/<job>/counter}, changed by
+ * A job's checkpoint id counter: decimal text at {@code jobs/<job>/checkpoint_id_counter}, changed by
  * compare-and-set fenced by this JobManager's term (a deposed leader cannot move it), absent
  * meaning {@link CheckpointIDCounter#INITIAL_CHECKPOINT_ID}.
  */
@@ -84,14 +84,26 @@ final class SidecarCheckpointIDCounter implements CheckpointIDCounter {
         if (!v.isPresent()) {
             return new Current(INITIAL_CHECKPOINT_ID, SidecarState.ABSENT);
         }
-        String text = new String(v.get().value, StandardCharsets.UTF_8).trim();
-        try {
-            long value = Long.parseLong(text);
-            lastKnown = value;
-            return new Current(value, v.get().version);
-        } catch (NumberFormatException e) {
-            throw new IllegalStateException("the checkpoint id counter " + key + " holds " + text + ", not a number");
+        long value = decode(v.get().value);
+        lastKnown = value;
+        return new Current(value, v.get().version);
+    }
+
+    /**
+     * Decimal text, as this plugin writes it; or the 4-byte big-endian int of Curator's
+     * SharedCount, as Flink's own ZooKeeper HA left it before the cluster moved to the sidecar
+     * (decimal text is ASCII digits, which a count below 808,464,432 never is in all four bytes).
+     */
+    private long decode(byte[] bytes) {
+        String text = new String(bytes, StandardCharsets.UTF_8).trim();
+        if (!text.isEmpty() && text.chars().allMatch(Character::isDigit)) {
+            return Long.parseLong(text);
         }
+        if (bytes.length == 4) {
+            return java.nio.ByteBuffer.wrap(bytes).getInt();
+        }
+        throw new IllegalStateException(
+                "the checkpoint id counter " + key + " holds " + bytes.length + " bytes that are neither decimal text nor Flink's 4-byte counter");
     }
 
     private interface Step {

@@ -1,12 +1,10 @@
 package dev.hasidecar.flink;
 
 import org.apache.flink.configuration.Configuration;
-import org.apache.flink.runtime.blob.BlobUtils;
 import org.apache.flink.runtime.highavailability.ClientHighAvailabilityServices;
-import org.apache.flink.runtime.highavailability.FileSystemApplicationResultStore;
-import org.apache.flink.runtime.highavailability.FileSystemJobResultStore;
 import org.apache.flink.runtime.highavailability.HighAvailabilityServices;
 import org.apache.flink.runtime.highavailability.HighAvailabilityServicesFactory;
+import org.apache.flink.runtime.util.EnvironmentInformation;
 import org.apache.flink.util.FlinkException;
 
 import org.slf4j.Logger;
@@ -23,6 +21,9 @@ import java.util.concurrent.Executor;
  * <p>JobManagers and TaskManagers call {@link #createHAServices} (a TaskManager never opens a
  * candidacy: that happens only when a JobManager's first contender starts); the CLI calls
  * {@link #createClientHAServices} and gets only the REST endpoint's retriever.
+ *
+ * <p>The same class name in the jar for every Flink version (an operator swaps only the jar);
+ * the version's own {@code SidecarHaServices} is compiled into each.
  */
 public class SidecarHaServicesFactory implements HighAvailabilityServicesFactory {
 
@@ -33,17 +34,11 @@ public class SidecarHaServicesFactory implements HighAvailabilityServicesFactory
     @Override
     public HighAvailabilityServices createHAServices(Configuration conf, Executor executor)
             throws Exception {
+        checkFlinkVersion(EnvironmentInformation.getVersion());
         SidecarClient client = client(conf);
         awaitSidecar(client, System.nanoTime() + client.timeout().toNanos());
-        LOG.info("High availability through {}", client.describe());
-        return new SidecarHaServices(
-                conf,
-                executor,
-                client,
-                new Leadership(),
-                BlobUtils.createBlobStoreFromConfig(conf),
-                FileSystemJobResultStore.fromConfiguration(conf, executor),
-                FileSystemApplicationResultStore.fromConfiguration(conf, executor));
+        LOG.info("High availability through {} (the plugin's jar for Flink {})", client.describe(), FlinkVersion.LINE);
+        return SidecarHaServices.create(conf, executor, client, new Leadership());
     }
 
     @Override
@@ -52,6 +47,38 @@ public class SidecarHaServicesFactory implements HighAvailabilityServicesFactory
         SidecarClient client = client(conf);
         awaitSidecar(client, System.nanoTime());
         return new SidecarClientHaServices(client);
+    }
+
+    /**
+     * The jar of another Flink major version would fail later with a bare {@code
+     * NoSuchMethodError} (the HA services' base class differs between 1.x and 2.x): refuse it
+     * at once, naming the jar to use. Another minor release of the same major is let through
+     * with a warning; an unknown version (Flink's own classes not packaged) is not checked.
+     */
+    static void checkFlinkVersion(String running) throws FlinkException {
+        String major = FlinkVersion.BUILT_FOR.substring(0, FlinkVersion.BUILT_FOR.indexOf('.') + 1);
+        if (running == null || running.isEmpty() || !Character.isDigit(running.charAt(0))) {
+            LOG.warn("Cannot tell which Flink version runs ({}); this is the plugin's jar for Flink {}", running, FlinkVersion.BUILT_FOR);
+            return;
+        }
+        if (!running.startsWith(major)) {
+            String jar =
+                    running.startsWith("1.")
+                            ? "ha-sidecar-flink-1.20.jar"
+                            : running.startsWith("2.") ? "ha-sidecar-flink-2.3.jar" : null;
+            throw new FlinkException(
+                    "this process runs Flink "
+                            + running
+                            + " but lib/ holds the ha-sidecar plugin's jar for Flink "
+                            + FlinkVersion.LINE
+                            + " (ha-sidecar-flink-"
+                            + FlinkVersion.LINE
+                            + ".jar)"
+                            + (jar == null ? "; no jar of the plugin is built for Flink " + running : ": replace it with " + jar));
+        }
+        if (!running.startsWith(FlinkVersion.LINE + ".") && !running.equals(FlinkVersion.LINE)) {
+            LOG.warn("This process runs Flink {}; the plugin's jar was built and tested for Flink {}", running, FlinkVersion.BUILT_FOR);
+        }
     }
 
     private static SidecarClient client(Configuration conf) {

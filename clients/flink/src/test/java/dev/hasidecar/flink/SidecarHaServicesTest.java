@@ -17,6 +17,8 @@ import org.apache.flink.runtime.leaderelection.LeaderElection;
 import org.apache.flink.runtime.leaderelection.LeadershipLostException;
 import org.apache.flink.runtime.leaderretrieval.LeaderRetrievalListener;
 import org.apache.flink.runtime.leaderretrieval.LeaderRetrievalService;
+import org.apache.flink.runtime.util.EnvironmentInformation;
+import org.apache.flink.util.FlinkException;
 
 import org.junit.After;
 import org.junit.Before;
@@ -241,17 +243,38 @@ public class SidecarHaServicesTest {
 
     private SidecarHaServices servicesWith(SidecarProcesses.Sidecar s, Leadership l) throws Exception {
         Configuration c = conf(s);
-        SidecarHaServices h =
-                new SidecarHaServices(
-                        c,
-                        io,
-                        s.client(),
-                        l,
-                        org.apache.flink.runtime.blob.BlobUtils.createBlobStoreFromConfig(c),
-                        org.apache.flink.runtime.highavailability.FileSystemJobResultStore.fromConfiguration(c, io),
-                        org.apache.flink.runtime.highavailability.FileSystemApplicationResultStore.fromConfiguration(c, io));
+        SidecarHaServices h = SidecarHaServices.create(c, io, s.client(), l);
         closing.add(h);
         return h;
+    }
+
+    /**
+     * The jar of the other major version fails at start with the jar to use, not later with a
+     * NoSuchMethodError; the Flink this test runs on (its lib/ is the jar's own) passes.
+     */
+    @Test
+    public void aJarForTheOtherMajorFlinkIsRefusedWithTheJarToUse() throws Exception {
+        SidecarHaServicesFactory.checkFlinkVersion(EnvironmentInformation.getVersion());
+        assertEquals(FlinkVersion.BUILT_FOR, EnvironmentInformation.getVersion());
+        SidecarHaServicesFactory.checkFlinkVersion(FlinkVersion.LINE + ".99"); // a warning only
+        boolean is2 = FlinkVersion.LINE.startsWith("2.");
+        String other = is2 ? "1.20.3" : "2.3.0";
+        String otherJar = is2 ? "ha-sidecar-flink-1.20.jar" : "ha-sidecar-flink-2.3.jar";
+        try {
+            SidecarHaServicesFactory.checkFlinkVersion(other);
+            fail("the jar for Flink " + FlinkVersion.LINE + " accepted Flink " + other);
+        } catch (FlinkException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("runs Flink " + other));
+            assertTrue(e.getMessage(), e.getMessage().contains("ha-sidecar-flink-" + FlinkVersion.LINE + ".jar"));
+            assertTrue(e.getMessage(), e.getMessage().contains("replace it with " + otherJar));
+        }
+        // A major release no jar is built for.
+        try {
+            SidecarHaServicesFactory.checkFlinkVersion("3.0.0");
+            fail("the jar for Flink " + FlinkVersion.LINE + " accepted Flink 3.0.0");
+        } catch (FlinkException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("no jar of the plugin is built for Flink 3.0.0"));
+        }
     }
 
     @Test
@@ -313,7 +336,7 @@ public class SidecarHaServicesTest {
         for (JobID j : new JobID[] {done, running}) {
             h.getCheckpointRecoveryFactory().createCheckpointIDCounter(j).getAndIncrement();
             state.put(Keys.checkpoints(j) + Keys.Checkpoints.INSTANCE.checkpointIDToName(1), bytes("p"), SidecarState.ANY, term);
-            state.put(Keys.EXECUTION_PLANS + j, bytes("plan"), SidecarState.ANY, term);
+            state.put(JobStoreKeys.JOBS + j, bytes("plan"), SidecarState.ANY, term);
             publish(s, Keys.jobManager(j), term);
         }
         publish(s, Keys.DISPATCHER, term);
@@ -322,13 +345,15 @@ public class SidecarHaServicesTest {
 
         assertTrue(state.list(Keys.job(done)).isEmpty());
         assertEquals(2, state.list(Keys.job(running)).size());
-        assertEquals("execution plans are the plan store's to remove", 2, state.list(Keys.EXECUTION_PLANS).size());
+        assertEquals("submitted jobs are the job store's to remove", 2, state.list(JobStoreKeys.JOBS).size());
         assertEquals(0, component(s, Keys.jobManager(done)));
         assertTrue(component(s, Keys.jobManager(running)) > 0);
         assertTrue(component(s, Keys.DISPATCHER) > 0);
 
         h.cleanupAllData();
-        assertTrue(state.list(Keys.ROOT).isEmpty());
+        for (String prefix : Keys.cluster()) {
+            assertTrue(prefix, state.list(prefix).isEmpty());
+        }
         assertEquals(0, component(s, Keys.jobManager(running)));
         assertEquals(0, component(s, Keys.DISPATCHER));
     }

@@ -17,6 +17,7 @@ import org.junit.Test;
 
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.HashSet;
 import java.util.List;
@@ -220,8 +221,16 @@ public class SidecarLeaderElectionDriverTest {
     /** A JobManager JVM of its own (CandidateMain) on the sidecar; its stdout lines queued. */
     private static Process child(SidecarProcesses.Sidecar s, BlockingQueue<String> lines) throws Exception {
         String javaBin = java.nio.file.Paths.get(System.getProperty("java.home"), "bin", "java").toString();
+        List<String> command = new ArrayList<>(Arrays.asList(javaBin, "-XX:TieredStopAtLevel=1"));
+        // The log this JVM writes to: without these the child's log4j finds
+        // log4j2-test.properties on the classpath but no test.log (the config's fallback).
+        if (System.getProperty("test.log") != null) {
+            command.add("-Dtest.log=" + System.getProperty("test.log"));
+        }
+        command.add("-Dlog4j.configurationFile=log4j2-test.properties");
+        command.addAll(Arrays.asList("-cp", System.getProperty("java.class.path"), CandidateMain.class.getName(), s.url().toString()));
         Process child =
-                new ProcessBuilder(javaBin, "-XX:TieredStopAtLevel=1", "-cp", System.getProperty("java.class.path"), CandidateMain.class.getName(), s.url().toString())
+                new ProcessBuilder(command)
                         .redirectErrorStream(true)
                         .start();
         Thread pump = new Thread(() -> {

@@ -172,7 +172,7 @@ public class SidecarMiniClusterTest {
         awaitRunning(job);
         awaitCounterAbove(job, 3);
 
-        assertEquals(Collections.singletonList(Keys.EXECUTION_PLANS + job), keys(Keys.EXECUTION_PLANS));
+        assertEquals(Collections.singletonList(JobStoreKeys.JOBS + job), keys(JobStoreKeys.JOBS));
         List<String> checkpoints = keys(Keys.checkpoints(job));
         assertTrue("retained checkpoint pointers: " + checkpoints, !checkpoints.isEmpty());
         for (String c : new String[] {Keys.DISPATCHER, Keys.RESOURCE_MANAGER, Keys.REST_SERVER, Keys.jobManager(job)}) {
@@ -185,7 +185,7 @@ public class SidecarMiniClusterTest {
         cluster = null;
         long before = counter(job);
         assertTrue("the checkpoints survive the JobManager", !keys(Keys.checkpoints(job)).isEmpty());
-        assertEquals(1, keys(Keys.EXECUTION_PLANS).size());
+        assertEquals(1, keys(JobStoreKeys.JOBS).size());
 
         long latest = 0;
         for (String k : keys(Keys.checkpoints(job))) {
@@ -201,7 +201,7 @@ public class SidecarMiniClusterTest {
         cluster.cancelJob(job).get();
         SidecarProcesses.awaitTrue("the job's HA data to be cleaned up", LONG, () -> {
             try {
-                return keys(Keys.job(job)).isEmpty() && keys(Keys.EXECUTION_PLANS).isEmpty() && componentVersion(Keys.jobManager(job)) == 0;
+                return keys(Keys.job(job)).isEmpty() && keys(JobStoreKeys.JOBS).isEmpty() && componentVersion(Keys.jobManager(job)) == 0;
             } catch (Exception e) {
                 return false;
             }
@@ -209,7 +209,9 @@ public class SidecarMiniClusterTest {
 
         cluster.closeAsync().get(LONG.toMillis(), TimeUnit.MILLISECONDS);
         cluster = null;
-        assertEquals(Collections.emptyList(), keys(Keys.ROOT));
+        for (String prefix : Keys.cluster()) {
+            assertEquals(prefix, Collections.emptyList(), keys(prefix));
+        }
     }
 
     @Test
@@ -222,6 +224,8 @@ public class SidecarMiniClusterTest {
         awaitCounterAbove(job, 2);
         cluster.closeAsync().get(LONG.toMillis(), TimeUnit.MILLISECONDS);
         cluster = null;
-        assertEquals(Collections.emptyList(), keys(Keys.ROOT));
+        for (String prefix : Keys.cluster()) {
+            assertEquals(prefix, Collections.emptyList(), keys(prefix));
+        }
     }
 }
