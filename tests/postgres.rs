@@ -18,6 +18,8 @@ use support::*;
 /// The lease in `TIMING`: a silent leader is replaced after this much
 /// observed silence.
 const LEASE: Duration = Duration::from_secs(2);
+/// `timing.renew-deadline` in `TIMING`.
+const RENEW_DEADLINE: Duration = Duration::from_millis(1500);
 
 /// How a config grants the plugin its connection and its password.
 struct Grant {
@@ -165,6 +167,37 @@ fn a_fenced_write_from_a_paused_and_deposed_leader_is_rejected() {
         "the resumed leader still claims leadership"
     );
     assert_deposed_write_rejected(&sidecars, others[b], &old);
+}
+
+#[test]
+fn a_frozen_server_ends_leadership_by_the_renew_deadline_and_it_comes_back() {
+    let server = Postgres::start();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server);
+    let a = agreed_leader(&sidecars);
+    let before = sidecars[a].term();
+    // Every reply stops, the connections stay open: the plugin's reads
+    // must give up (or the host's call bound must end them) in time.
+    let paused = std::time::Instant::now();
+    server.pause();
+    wait_for(
+        "the leader to stop claiming leadership",
+        RENEW_DEADLINE + Duration::from_secs(1),
+        || (!sidecars[a].leads()).then_some(()),
+    );
+    let stepped_down = paused.elapsed();
+    assert!(
+        sidecars.iter().all(|s| !s.leads()),
+        "someone leads while the store answers nothing"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    server.resume();
+    let b = sole_leader(&sidecars, Duration::from_secs(30));
+    let after = sidecars[b].term();
+    println!(
+        "postgres frozen: the leader stepped down after {stepped_down:?}; term {before} then {after}"
+    );
+    assert!(after >= before, "token {after} after {before}");
 }
 
 #[test]

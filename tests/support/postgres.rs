@@ -214,8 +214,33 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// SIGSTOP to the server and every backend: connections stay open and
+    /// nothing answers. (Each backend is a session of its own, so a
+    /// process group signal would not reach them: they are found by parent.)
+    pub fn pause(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal_all(libc::SIGCONT);
+    }
+
+    fn signal_all(&self, sig: libc::c_int) {
+        let pid = self.child.as_ref().expect("postgres is running").id();
+        for p in std::iter::once(pid).chain(children(pid)) {
+            // SAFETY: plain kill(2) on our own child and its children.
+            unsafe { libc::kill(p as libc::pid_t, sig) };
+        }
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            // A paused server would not shut down.
+            self.signal_all(libc::SIGCONT);
+        }
         if let Some(mut child) = self.child.take() {
             // SIGINT: fast shutdown, the backends go with it.
             // SAFETY: plain kill(2) on our own child.
@@ -231,6 +256,24 @@ impl Drop for Postgres {
             let _ = child.wait();
         }
     }
+}
+
+/// The processes whose parent is `pid` (from `/proc/<pid>/stat`).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                // pid (comm) state ppid ...: comm may hold spaces, so
+                // split after its closing parenthesis.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
 }
 
 /// The package's `postgres` user and group.
