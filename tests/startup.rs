@@ -201,6 +201,30 @@ fn plugin_check_runs_the_conformance_suite_on_any_plugin() {
 }
 
 #[test]
+fn plugin_inspect_names_the_imports_that_will_be_refused() {
+    let foreign = plugin("fixture_foreign_import").display().to_string();
+    let (code, out) = run_cli(&["plugin", "inspect", &foreign]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("no capabilities"),
+        "a plugin that will be refused does not need \"no capabilities\":\n{out}"
+    );
+    let refused = out
+        .lines()
+        .skip_while(|l| !l.starts_with("refused:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        refused.contains("will not load") && refused.contains("acme:raw/device"),
+        "{out}"
+    );
+    assert!(
+        refused.contains("provides no such interface"),
+        "the reason is given:\n{out}"
+    );
+}
+
+#[test]
 fn plugin_inspect_names_the_capabilities_a_plugin_needs() {
     // A plugin that opens sockets needs the tcp grant: inspect says so
     // rather than "no capabilities".
