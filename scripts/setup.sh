@@ -59,6 +59,18 @@ ensure_etcd() {
     ensure_debian_packages etcd-server
 }
 
+# PostgreSQL 15 for the PostgreSQL backend's integration tests:
+# tests/support/postgres.rs runs initdb and postgres from
+# /usr/lib/postgresql/15/bin in a temporary directory (no systemd, no
+# cluster of the package's own).
+ensure_postgres() {
+    ensure_debian_packages postgresql-15
+    if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+        echo "error: postgresql-15 is installed but /usr/lib/postgresql/15/bin/initdb is missing" >&2
+        exit 1
+    fi
+}
+
 # Flink 2.3.0 for the Flink HA services plugin (clients/flink): the two PyPI
 # wheels hold a complete distribution under pyflink/ (lib/flink-dist-2.3.0.jar
 # has every class the plugin compiles against). Unpacked once into

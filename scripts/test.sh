@@ -4,6 +4,7 @@
 source "$(dirname "$0")/setup.sh"
 ensure_zookeeper
 ensure_etcd
+ensure_postgres
 ensure_debian_packages junit4
 ensure_flink
 ensure_flink_1_20

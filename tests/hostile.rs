@@ -901,9 +901,9 @@ fn corrupt_truncated_and_foreign_plugins_are_refused_and_leave_nothing_behind() 
             vec!["ha:sidecar@1.0.0", "rebuild the plugin"],
         ),
         (
-            "a plugin asking for raw sockets",
+            "a plugin asking for sockets without the grant",
             std::fs::read(plugin("fixture_net_user")).unwrap(),
-            vec!["never granted"],
+            vec!["wasi:sockets/", "capabilities.tcp"],
         ),
     ];
     let port = free_port();

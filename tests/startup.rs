@@ -111,12 +111,12 @@ fn a_plugin_importing_an_ungranted_capability_is_refused() {
         &no_grant,
         &["wasi:filesystem/", "capabilities.filesystem"],
     );
-    // Raw sockets are never granted.
+    // Sockets only with capabilities.tcp.
     let net = good(&cluster).replace(
         &plugin("ha_plugin_file").display().to_string(),
         &plugin("fixture_net_user").display().to_string(),
     );
-    refused(&cluster, &net, &["wasi:sockets/", "never granted"]);
+    refused(&cluster, &net, &["wasi:sockets/", "capabilities.tcp"]);
 }
 
 #[test]
@@ -202,8 +202,8 @@ fn plugin_check_runs_the_conformance_suite_on_any_plugin() {
 
 #[test]
 fn plugin_inspect_names_the_imports_that_will_be_refused() {
-    let net = plugin("fixture_net_user").display().to_string();
-    let (code, out) = run_cli(&["plugin", "inspect", &net]);
+    let foreign = plugin("fixture_foreign_import").display().to_string();
+    let (code, out) = run_cli(&["plugin", "inspect", &foreign]);
     assert_eq!(code, 0, "{out}");
     assert!(
         !out.contains("no capabilities"),
@@ -215,12 +215,25 @@ fn plugin_inspect_names_the_imports_that_will_be_refused() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(
-        refused.contains("will not load") && refused.contains("wasi:sockets/"),
+        refused.contains("will not load") && refused.contains("acme:raw/device"),
         "{out}"
     );
     assert!(
-        refused.contains("never granted"),
+        refused.contains("provides no such interface"),
         "the reason is given:\n{out}"
+    );
+}
+
+#[test]
+fn plugin_inspect_names_the_capabilities_a_plugin_needs() {
+    // A plugin that opens sockets needs the tcp grant: inspect says so
+    // rather than "no capabilities".
+    let net = plugin("fixture_net_user").display().to_string();
+    let (code, out) = run_cli(&["plugin", "inspect", &net]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("needs:    capabilities.tcp") && !out.contains("no capabilities"),
+        "{out}"
     );
     // A plugin that imports only what a config can grant says what it needs.
     let file = plugin("ha_plugin_file").display().to_string();
@@ -240,7 +253,7 @@ fn plugin_check_refuses_a_plugin_that_cannot_load_once_up_front() {
     let (code, out) = run_cli(&["plugin", "check", &net, "--config", &cfg.to_string_lossy()]);
     assert_ne!(code, 0, "{out}");
     assert_eq!(
-        out.matches("never granted").count(),
+        out.matches("needs the `tcp` capability").count(),
         1,
         "the refusal is printed once:\n{out}"
     );

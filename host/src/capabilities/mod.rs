@@ -1,5 +1,6 @@
 //! Host capabilities a plugin can be granted beyond logging: a directory,
-//! ZooKeeper, Kubernetes, and outgoing HTTP to listed endpoints.
+//! ZooKeeper, Kubernetes, outgoing HTTP and TCP to listed endpoints, and
+//! secrets the host keeps.
 //!
 //! Each is one unit, a module of its own here that owns everything about
 //! it: its section of the config file (`capabilities.<name>`) and its
@@ -20,6 +21,8 @@ pub mod filesystem;
 mod host;
 pub mod kubernetes;
 pub mod outgoing_http;
+pub mod secrets;
+pub mod tcp;
 pub mod zookeeper;
 
 use std::any::Any;
@@ -43,6 +46,8 @@ pub static ALL: &[&dyn Capability] = &[
     &zookeeper::ZooKeeper,
     &outgoing_http::OutgoingHttp,
     &kubernetes::Kubernetes,
+    &tcp::Tcp,
+    &secrets::Secrets,
 ];
 
 /// The capability whose section is `capabilities.<name>`.
@@ -318,6 +323,9 @@ mod tests {
             "ha:sidecar/kubernetes",
             "wasi:http/types",
             "wasi:http/outgoing-handler",
+            "wasi:sockets/tcp",
+            "wasi:sockets/ip-name-lookup",
+            "ha:sidecar/secrets",
         ] {
             let owners: Vec<&str> = ALL
                 .iter()
@@ -330,11 +338,11 @@ mod tests {
             claiming("ha:sidecar/zookeeper@0.1.0").map(|c| c.name()),
             Some("zookeeper")
         );
-        for never in [
-            "wasi:sockets/tcp",
-            "wasi:http/incoming-handler",
-            "ha:sidecar/log",
-        ] {
+        assert_eq!(
+            claiming("wasi:sockets/tcp-create-socket@0.2.6").map(|c| c.name()),
+            Some("tcp")
+        );
+        for never in ["wasi:http/incoming-handler", "ha:sidecar/log"] {
             assert!(claiming(never).is_none(), "{never} is no capability's");
         }
     }

@@ -109,9 +109,6 @@ fn classify(interface: &str) -> Need {
         return Need::Capability(c.name());
     }
     match package {
-        "wasi:sockets" => Need::Never(
-            "raw network access is never granted; a backend reaches its service through a host capability (such as outgoing HTTP to listed endpoints)",
-        ),
         "wasi:http" => Need::Never("a backend plugin sends HTTP requests; it does not serve them"),
         _ => Need::Never("this sidecar provides no such interface"),
     }
@@ -251,7 +248,10 @@ mod tests {
             .check(&Grants::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("wasi:sockets/tcp@0.2.6"), "{e}");
+        assert!(
+            e.contains("wasi:sockets/tcp@0.2.6") && e.contains("capabilities.tcp"),
+            "{e}"
+        );
         let e = plugin(
             &["wasi:filesystem/preopens@0.2.6"],
             "ha:sidecar/backend@0.1.0",
@@ -277,7 +277,11 @@ mod tests {
             .is_ok()
         );
         let sockets = plugin(
-            &["wasi:sockets/tcp@0.2.6", "wasi:io/streams@0.2.6"],
+            &[
+                "wasi:sockets/tcp@0.2.6",
+                "wasi:http/incoming-handler@0.2.6",
+                "wasi:io/streams@0.2.6",
+            ],
             "ha:sidecar/backend@0.1.0",
         );
         assert_eq!(
@@ -286,9 +290,9 @@ mod tests {
                 .iter()
                 .map(|(i, _)| *i)
                 .collect::<Vec<_>>(),
-            ["wasi:sockets/tcp@0.2.6"]
+            ["wasi:http/incoming-handler@0.2.6"]
         );
-        assert!(sockets.capabilities().is_empty());
+        assert_eq!(sockets.capabilities(), ["tcp"]);
         let e = plugin(&[], "other:thing/x")
             .check(&Grants::default())
             .unwrap_err()

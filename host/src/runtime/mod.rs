@@ -130,9 +130,9 @@ impl LoadedPlugin {
         })?;
 
         let mut linker = Linker::<HostState>::new(&engine);
-        // WASI (with the filesystem interfaces; sockets are denied in every
-        // instance's context), the contract's own imports, then each granted
-        // capability's.
+        // WASI (with the filesystem and sockets interfaces; each is disabled in
+        // every instance's context unless its capability is granted), the
+        // contract's own imports, then each granted capability's.
         let link = |linker: &mut Linker<HostState>| -> anyhow::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
             bindings::ha::sidecar::types::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;

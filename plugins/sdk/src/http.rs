@@ -3,9 +3,11 @@
 //! refuses endpoints the config does not list, and bounds every request by
 //! the deadline of the plugin call that made it).
 //!
-//! Two shapes: [`post`] reads a whole response; [`Stream`] reads a long
-//! response (a watch) piece by piece, each read bounded by a deadline, so a
-//! plugin call always returns by itself.
+//! A [`Request`] has a method (GET, PUT, POST, DELETE, PATCH, HEAD), a path
+//! and headers (such as `Authorization` with a token from
+//! [`crate::secrets`]). Two shapes: [`send`] (and [`post`] for JSON) reads a
+//! whole response; [`Stream`] reads a long response (a watch) piece by piece,
+//! each read bounded by a deadline, so a plugin call always returns by itself.
 
 use std::time::{Duration, Instant};
 
@@ -75,28 +77,124 @@ impl std::fmt::Display for Error {
     }
 }
 
-/// Sends `body` (JSON) with POST to `path` and waits for the response head,
-/// at most `timeout`.
-fn send(
+/// An HTTP method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    fn wasi(self) -> Method {
+        match self {
+            Verb::Get => Method::Get,
+            Verb::Head => Method::Head,
+            Verb::Post => Method::Post,
+            Verb::Put => Method::Put,
+            Verb::Patch => Method::Patch,
+            Verb::Delete => Method::Delete,
+        }
+    }
+}
+
+/// One request: method, path (with query), headers and body.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub verb: Verb,
+    pub path: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn new(verb: Verb, path: impl Into<String>) -> Self {
+        Self {
+            verb,
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new(Verb::Get, path)
+    }
+
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self::new(Verb::Delete, path)
+    }
+
+    pub fn put(path: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+        Self::new(Verb::Put, path).body(body)
+    }
+
+    pub fn post(path: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+        Self::new(Verb::Post, path).body(body)
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Adds a header (a repeated name is sent once per call).
+    pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// `Content-Type: application/json`.
+    pub fn json(self) -> Self {
+        self.header("content-type", b"application/json".to_vec())
+    }
+
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", format!("Bearer {token}"))
+    }
+
+    /// `Authorization: Basic <user:password in base64>`.
+    pub fn basic(self, user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.header("authorization", format!("Basic {pair}"))
+    }
+}
+
+/// Sends `request` and waits for the response head, at most `timeout`.
+fn open(
     endpoint: &Endpoint,
-    path: &str,
-    body: &[u8],
+    request: &Request,
     timeout: Duration,
 ) -> Result<IncomingResponse, Error> {
+    let path = request.path.as_str();
+    let body = request.body.as_slice();
     let transport =
         |what: &str, e: String| Error::Transport(format!("{what} {endpoint}{path}: {e}"));
-    let headers = Fields::from_list(&[
-        ("content-type".into(), b"application/json".to_vec()),
-        ("content-length".into(), body.len().to_string().into_bytes()),
-    ])
-    .map_err(|e| transport("headers for", format!("{e:?}")))?;
+    let mut fields = request.headers.clone();
+    if !body.is_empty() || matches!(request.verb, Verb::Post | Verb::Put | Verb::Patch) {
+        fields.push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
+    let headers = Fields::from_list(&fields).map_err(|e| {
+        // The error names the header, never its value (it may be a credential).
+        let names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
+        transport(
+            "headers for",
+            format!("{e:?} (headers: {})", names.join(", ")),
+        )
+    })?;
+    let verb = request.verb;
     let request = OutgoingRequest::new(headers);
     let scheme = if endpoint.https {
         Scheme::Https
     } else {
         Scheme::Http
     };
-    let set = request.set_method(&Method::Post).is_ok()
+    let set = request.set_method(&verb.wasi()).is_ok()
         && request.set_scheme(Some(&scheme)).is_ok()
         && request.set_authority(Some(&endpoint.authority)).is_ok()
         && request.set_path_with_query(Some(path)).is_ok();
@@ -153,13 +251,24 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// POSTs `body` (JSON) to `path` and opens the response.
     pub fn open(
         endpoint: &Endpoint,
         path: &str,
         body: &[u8],
         timeout: Duration,
     ) -> Result<Self, Error> {
-        let response = send(endpoint, path, body, timeout)?;
+        Self::request(endpoint, &Request::post(path, body).json(), timeout)
+    }
+
+    /// Sends `request` and opens the response.
+    pub fn request(
+        endpoint: &Endpoint,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let path = request.path.as_str();
+        let response = open(endpoint, request, timeout)?;
         let status = response.status();
         let incoming = response
             .consume()
@@ -212,20 +321,62 @@ impl Stream {
     }
 }
 
-/// POSTs `body` and reads the whole response, all within `timeout`.
+/// POSTs `body` (JSON) and reads the whole response, all within `timeout`.
 pub fn post(
     endpoint: &Endpoint,
     path: &str,
     body: &[u8],
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), Error> {
+    send(endpoint, &Request::post(path, body).json(), timeout)
+}
+
+/// Sends `request` and reads the whole response (status and body), all
+/// within `timeout`.
+pub fn send(
+    endpoint: &Endpoint,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), Error> {
     let deadline = Instant::now() + timeout;
-    let mut stream = Stream::open(endpoint, path, body, timeout)?;
+    let mut stream = Stream::request(endpoint, request, timeout)?;
     let bytes = stream.read_to_end(deadline)?;
     if Instant::now() >= deadline {
         return Err(Error::Transport(format!(
-            "{endpoint}{path}: no complete response within {timeout:?}"
+            "{endpoint}{}: no complete response within {timeout:?}",
+            request.path
         )));
     }
     Ok((stream.status, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_carry_method_headers_and_credentials() {
+        let r = Request::put("/v1/kv/x", b"v".to_vec())
+            .bearer("t0ken")
+            .json();
+        assert_eq!(r.verb, Verb::Put);
+        assert_eq!(r.body, b"v");
+        assert_eq!(
+            r.headers,
+            [
+                ("authorization".to_string(), b"Bearer t0ken".to_vec()),
+                ("content-type".to_string(), b"application/json".to_vec()),
+            ]
+        );
+        // RFC 7617's example.
+        let b = Request::get("/").basic("Aladdin", "open sesame");
+        assert_eq!(
+            b.headers[0].1,
+            b"Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==".to_vec()
+        );
+        assert_eq!(
+            Request::delete("/k").header("X-Trace", "1").headers[0].0,
+            "x-trace"
+        );
+    }
 }

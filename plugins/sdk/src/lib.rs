@@ -29,6 +29,9 @@ wit_bindgen::generate!({
 pub use exports::ha::sidecar::backend::Guest as Backend;
 /// The `kubernetes` capability (granted with `capabilities.kubernetes`).
 pub use ha::sidecar::kubernetes;
+/// The `secrets` capability (granted with `capabilities.secrets`): credentials
+/// the host reads from a file or its environment, by name.
+pub use ha::sidecar::secrets;
 pub use ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
 /// The `zookeeper` capability (granted with `capabilities.zookeeper`).
 pub use ha::sidecar::zookeeper;
