@@ -81,6 +81,35 @@ impl SectionContext<'_> {
     ) -> Result<Option<T>, ConfigError> {
         self.keys.section(&["capabilities", capability])
     }
+
+    /// The `endpoints` list of section `key` (`capabilities.<name>`), each
+    /// parsed by `parse`: an empty list is refused (an allow-list that
+    /// allows nothing is a mistake; `example` shows what to list), and an
+    /// entry that does not parse names its index.
+    pub fn endpoints<T>(
+        &self,
+        key: &str,
+        raw: &[String],
+        example: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.keys.err(
+                &format!("{key}.endpoints"),
+                "[]",
+                format!("lists no endpoint; list what the plugin may reach (such as {example}), or remove {key}"),
+            ));
+        }
+        raw.iter()
+            .enumerate()
+            .map(|(i, e)| {
+                parse(e).map_err(|reason| {
+                    self.keys
+                        .err(&format!("{key}.endpoints[{i}]"), format!("{e:?}"), reason)
+                })
+            })
+            .collect()
+    }
 }
 
 /// One capability: the contract every unit implements.

@@ -50,25 +50,9 @@ impl Capability for OutgoingHttp {
         let Some(h) = cx.section::<RawOutgoingHttp>(self.name())? else {
             return Ok(None);
         };
-        if h.endpoints.is_empty() {
-            return Err(cx.keys.err(
-                &format!("{KEY}.endpoints"),
-                "[]",
-                format!("lists no endpoint; list the servers the plugin may reach (such as http://127.0.0.1:2379), or remove {KEY}"),
-            ));
-        }
-        let endpoints = h
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                Endpoint::parse(e).map_err(|reason| {
-                    cx.keys
-                        .err(&format!("{KEY}.endpoints[{i}]"), format!("{e:?}"), reason)
-                })
-            })
-            .collect::<Result<Arc<[Endpoint]>, ConfigError>>()?;
-        Ok(Some(Arc::new(Endpoints(endpoints))))
+        let endpoints =
+            cx.endpoints(KEY, &h.endpoints, "http://127.0.0.1:2379", Endpoint::parse)?;
+        Ok(Some(Arc::new(Endpoints(endpoints.into()))))
     }
 
     fn prepare(

@@ -110,24 +110,7 @@ impl Capability for Tcp {
         let Some(raw) = cx.section::<RawTcp>(self.name())? else {
             return Ok(None);
         };
-        if raw.endpoints.is_empty() {
-            return Err(cx.keys.err(
-                &format!("{KEY}.endpoints"),
-                "[]",
-                format!("lists no endpoint; list the host:port the plugin may connect to (such as 127.0.0.1:5432), or remove {KEY}"),
-            ));
-        }
-        let endpoints = raw
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                Endpoint::parse(e).map_err(|reason| {
-                    cx.keys
-                        .err(&format!("{KEY}.endpoints[{i}]"), format!("{e:?}"), reason)
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints = cx.endpoints(KEY, &raw.endpoints, "127.0.0.1:5432", Endpoint::parse)?;
         Ok(Some(Arc::new(Endpoints(endpoints))))
     }
 
