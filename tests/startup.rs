@@ -266,3 +266,29 @@ fn plugin_check_refuses_a_plugin_that_cannot_load_once_up_front() {
         "no checks run for a plugin that cannot load:\n{out}"
     );
 }
+
+/// `plugin inspect … | head`: a reader that goes away ends the report
+/// quietly (SIGPIPE, as command line tools do), not with a panic in the
+/// middle of printing.
+#[test]
+fn plugin_inspect_ends_quietly_when_its_reader_goes_away() {
+    use std::os::unix::process::ExitStatusExt;
+    let file = plugin("ha_plugin_file").display().to_string();
+    let mut child = std::process::Command::new(sidecar_bin())
+        .args(["plugin", "inspect", &file])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ha-sidecar plugin inspect");
+    // The reader is gone before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for plugin inspect");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "ended by SIGPIPE: {:?} {stderr}",
+        out.status
+    );
+}

@@ -59,6 +59,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Run { .. }) {
+        quiet_on_closed_stdout();
+    }
     let result = match cli.command {
         Cmd::Run { config } => run(&config),
         Cmd::Validate { config } => validate(&config),
@@ -80,6 +83,19 @@ fn main() -> ExitCode {
             eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The commands that print a report (`validate`, `plugin inspect`, `plugin
+/// check`) end quietly when their reader goes away (`| head`), as command
+/// line tools do, instead of panicking in `println!` on a broken pipe: the
+/// default SIGPIPE action, which Rust's runtime replaces with "ignore". Not
+/// for `run`, whose writes to a client socket that closed must fail, not
+/// kill the sidecar.
+fn quiet_on_closed_stdout() {
+    // SAFETY: called before any thread starts; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
