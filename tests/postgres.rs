@@ -140,33 +140,7 @@ fn kill_9_fails_over_after_the_lease_and_sigterm_at_once() {
 fn a_fenced_write_from_a_paused_and_deposed_leader_is_rejected() {
     let server = Postgres::start();
     let cluster = Cluster::new();
-    let sidecars = three(&cluster, &server);
-    let a = sole_leader(&sidecars, Duration::from_secs(20));
-    let old = sidecars[a].term().to_string();
-    assert_eq!(
-        sidecars[a]
-            .put("jobs/j1/graph", b"v1", &[("x-ha-term", &old)])
-            .status,
-        200
-    );
-    sidecars[a].signal(libc::SIGSTOP);
-    let others: Vec<&Sidecar> = sidecars
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != a)
-        .map(|(_, s)| s)
-        .collect();
-    let b = wait_for(
-        "a new leader while the old one is paused",
-        LEASE + Duration::from_secs(10),
-        || others.iter().position(|s| s.leads()),
-    );
-    sidecars[a].signal(libc::SIGCONT);
-    assert!(
-        !sidecars[a].leads(),
-        "the resumed leader still claims leadership"
-    );
-    assert_deposed_write_rejected(&sidecars, others[b], &old);
+    assert_paused_leader_is_deposed(&three(&cluster, &server), LEASE + Duration::from_secs(10));
 }
 
 #[test]

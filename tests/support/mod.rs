@@ -528,6 +528,36 @@ pub fn assert_deposed_write_rejected(sidecars: &[Sidecar], new_leader: &Sidecar,
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// The leader writes fenced, is frozen (SIGSTOP) until another sidecar leads
+/// (within `within`), and runs on: it must no longer claim leadership, and
+/// its term's write must be refused everywhere with the value unchanged.
+pub fn assert_paused_leader_is_deposed(sidecars: &[Sidecar], within: Duration) {
+    let a = sole_leader(sidecars, Duration::from_secs(20));
+    let old = sidecars[a].term().to_string();
+    assert_eq!(
+        sidecars[a]
+            .put("jobs/j1/graph", b"v1", &[("x-ha-term", &old)])
+            .status,
+        200
+    );
+    sidecars[a].signal(libc::SIGSTOP);
+    let others: Vec<&Sidecar> = sidecars
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != a)
+        .map(|(_, s)| s)
+        .collect();
+    let b = wait_for("a new leader while the old one is paused", within, || {
+        others.iter().position(|s| s.leads())
+    });
+    sidecars[a].signal(libc::SIGCONT);
+    assert!(
+        !sidecars[a].leads(),
+        "the resumed leader still claims leadership"
+    );
+    assert_deposed_write_rejected(sidecars, others[b], &old);
+}
+
 /// The single leader, once every sidecar also reports its term.
 pub fn agreed_leader(sidecars: &[Sidecar]) -> usize {
     let leader = sole_leader(sidecars, Duration::from_secs(20));
