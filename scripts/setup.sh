@@ -177,4 +177,7 @@ PY
 build_plugins() {
     echo "==> building plugins (wasm32-wasip2)"
     (cd plugins && cargo build --release --locked)
+    # The backends built for the previous contract (a workspace of their own,
+    # see its Cargo.toml), into the same target directory.
+    (cd plugins/fixtures/contract-0-1 && cargo build --release --locked --target-dir ../../target)
 }

@@ -309,6 +309,22 @@ async fn kubernetes_backend_passes_the_conformance_suite() {
     assert_conformance(&cluster.write_config("conformance", &yaml)).await;
 }
 
+/// The same backend built for contract 0.1, served through the host's
+/// adapter for the old `ha:sidecar/kubernetes` interface.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_backend_built_for_contract_0_1_passes_the_conformance_suite() {
+    let api = server(&["conformance"]);
+    let cluster = Cluster::new();
+    let yaml = std::fs::read_to_string(k8s_config(&cluster, &api, "conformance", free_port(), ""))
+        .unwrap()
+        .replace(
+            "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms",
+            "timing: {lease: 1s, renew-deadline: 750ms, retry-period: 250ms",
+        );
+    let cfg = cluster.write_config("conformance", &yaml);
+    assert_conformance(&with_contract_0_1_build(&cfg)).await;
+}
+
 #[test]
 fn one_leader_among_three_in_flinks_configmap() {
     let api = server(&["k1", "k2", "k3"]);

@@ -99,6 +99,28 @@ async fn postgres_backend_passes_the_conformance_suite() {
     assert!(out.contains("0 failed"), "{out}");
 }
 
+/// The same backend built for contract 0.1 (its secret through the old
+/// `ha:sidecar/secrets` interface), checked as a plugin author checks it.
+#[test]
+fn the_postgres_backend_built_for_contract_0_1_passes_plugin_check() {
+    let server = Postgres::start();
+    let cluster = Cluster::new();
+    let cfg = pg_config(
+        &cluster,
+        "conformance",
+        free_port(),
+        server.port(),
+        &Grant::full(&cluster, &server),
+    );
+    let cfg = with_contract_0_1_build(&cfg);
+    let wasm = plugin("fixture_contract_0_1_postgres")
+        .display()
+        .to_string();
+    let (code, out) = run_cli(&["plugin", "check", &wasm, "--config", &cfg.to_string_lossy()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 failed"), "{out}");
+}
+
 #[test]
 fn one_leader_among_three_and_the_records_are_in_the_table() {
     let server = Postgres::start();

@@ -59,6 +59,16 @@ async fn zookeeper_backend_passes_the_conformance_suite() {
     .await;
 }
 
+/// The same backend built for contract 0.1, served through the host's
+/// adapter for the old `ha:sidecar/zookeeper` interface.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zookeeper_backend_built_for_contract_0_1_passes_the_conformance_suite() {
+    let server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let cfg = zk_config(&cluster, "conformance", free_port(), &server.quorum());
+    assert_conformance(&with_contract_0_1_build(&cfg)).await;
+}
+
 #[test]
 fn one_leader_among_three_with_flinks_layout() {
     let server = ZooKeeper::standalone();

@@ -178,13 +178,15 @@ fn inspect_plugin(path: &Path) -> anyhow::Result<()> {
     let info = inspect::inspect(&engine, &component);
     println!("plugin:   {}", path.display());
     println!("sha256:   {}", ha_sidecar::runtime::sha256_hex(&wasm));
-    match info.contract() {
-        Some((export, _)) => println!(
-            "contract: {export} (this sidecar speaks {}@{})",
-            inspect::CONTRACT_PACKAGE,
-            inspect::CONTRACT_VERSION
+    let speaks = ha_sidecar::runtime::contract::supported_list();
+    match (info.contract(), info.contract_version()) {
+        (Some((export, _)), Some(_)) => {
+            println!("contract: {export} (this sidecar speaks {speaks})")
+        }
+        (Some((export, _)), None) => println!(
+            "contract: {export}, which this sidecar does not speak (it speaks {speaks}): it will be refused"
         ),
-        None => println!("contract: none (not an ha-sidecar backend plugin)"),
+        (None, _) => println!("contract: none (not an ha-sidecar backend plugin)"),
     }
     let needed = info.capabilities();
     let never = info.never_granted();

@@ -510,6 +510,30 @@ pub async fn assert_conformance(path: &Path) {
     assert!(failed.is_empty(), "failed checks: {failed:?}\n{table}");
 }
 
+/// The sidecar config at `config` with its plugin swapped for the same
+/// backend built for contract 0.1 (`plugins/fixtures/contract-0-1`), written
+/// beside it as `<name>-0-1.yaml`.
+pub fn with_contract_0_1_build(config: &Path) -> PathBuf {
+    let yaml = std::fs::read_to_string(config).expect("read config");
+    let (current, previous) = ["file", "zookeeper", "kubernetes", "postgres"]
+        .iter()
+        .map(|b| {
+            (
+                plugin(&format!("ha_plugin_{b}")),
+                plugin(&format!("fixture_contract_0_1_{b}")),
+            )
+        })
+        .find(|(current, _)| yaml.contains(&*current.to_string_lossy()))
+        .expect("a config for one of the backends built for contract 0.1");
+    let swapped = yaml.replace(&*current.to_string_lossy(), &previous.to_string_lossy());
+    let path = config.with_file_name(format!(
+        "{}-0-1.yaml",
+        config.file_stem().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&path, swapped).expect("write config");
+    path
+}
+
 /// After `new_leader` took over from the holder of `old_term`, which wrote
 /// `v1` to `jobs/j1/graph`: a write fenced by the old term is refused (409)
 /// through every sidecar and changes nothing, and the new term writes.

@@ -118,8 +118,16 @@ pub trait Capability: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Whether a plugin import (interface name without version, such as
-    /// `ha:sidecar/zookeeper`) is this capability's.
+    /// `ha:zookeeper/client`) is this capability's.
     fn claims(&self, interface: &str) -> bool;
+
+    /// The versions of its own WIT interfaces that `link` adds (such as
+    /// `ha:zookeeper/client@0.1.0`), so that an import of one at a version
+    /// this sidecar does not speak is refused by name at load. Empty for the
+    /// WASI interfaces, whose versions wasmtime-wasi serves.
+    fn linked(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// Checks its config section (`cx.section(self.name())`) and returns
     /// the validated settings, or none if the capability is not granted.
@@ -348,6 +356,10 @@ mod tests {
         for interface in [
             "wasi:filesystem/types",
             "wasi:filesystem/preopens",
+            "ha:zookeeper/client",
+            "ha:kubernetes/client",
+            "ha:secrets/store",
+            // Their names in contract 0.1.
             "ha:sidecar/zookeeper",
             "ha:sidecar/kubernetes",
             "wasi:http/types",
@@ -364,9 +376,24 @@ mod tests {
             assert_eq!(owners.len(), 1, "{interface}: {owners:?}");
         }
         assert_eq!(
+            claiming("ha:zookeeper/client@0.1.0").map(|c| c.name()),
+            Some("zookeeper")
+        );
+        assert_eq!(
             claiming("ha:sidecar/zookeeper@0.1.0").map(|c| c.name()),
             Some("zookeeper")
         );
+        // Every version a unit links is of an interface it claims.
+        for c in ALL {
+            for linked in c.linked() {
+                let bare = linked.split('@').next().unwrap();
+                assert!(
+                    c.claims(bare),
+                    "{}: links {linked}, claims it not",
+                    c.name()
+                );
+            }
+        }
         assert_eq!(
             claiming("wasi:sockets/tcp-create-socket@0.2.6").map(|c| c.name()),
             Some("tcp")

@@ -5,52 +5,10 @@
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::contract::{self, PACKAGE, Version};
 use crate::capabilities::{self, Grants};
 
-pub const CONTRACT_PACKAGE: &str = "ha:sidecar";
-/// The contract version this host implements (`wit/sidecar.wit`).
-pub const CONTRACT_VERSION: Version = Version {
-    major: 0,
-    minor: 1,
-    patch: 0,
-};
 const BACKEND_EXPORT: &str = "ha:sidecar/backend";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Version {
-    pub major: u64,
-    pub minor: u64,
-    pub patch: u64,
-}
-
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-impl Version {
-    fn parse(s: &str) -> Option<Self> {
-        let core = s.split(['-', '+']).next()?;
-        let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
-        let v = Version {
-            major: it.next()??,
-            minor: it.next()??,
-            patch: it.next()??,
-        };
-        it.next().is_none().then_some(v)
-    }
-
-    /// Semver compatibility as the component model reads it: same major, and
-    /// for 0.x the same minor.
-    pub fn compatible_with(&self, host: &Version) -> bool {
-        if host.major == 0 {
-            self.major == 0 && self.minor == host.minor
-        } else {
-            self.major == host.major
-        }
-    }
-}
 
 /// A plugin's interface as seen from outside.
 #[derive(Debug, Clone)]
@@ -66,9 +24,18 @@ pub enum Refusal {
     )]
     NotAPlugin(String),
     #[error(
-        "the plugin was built for contract {CONTRACT_PACKAGE}@{found} ({interface}), but this sidecar speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild the plugin against this version of wit/ or run a sidecar release that speaks {found}"
+        "the plugin was built for contract {PACKAGE}@{found} ({interface}), but this sidecar speaks {}; rebuild the plugin with an SDK for one of those, or run a sidecar release that speaks {found}",
+        contract::supported_list()
     )]
     WrongContract { interface: String, found: String },
+    #[error(
+        "the plugin imports {interface}, but this sidecar links {}; rebuild the plugin with an SDK for one of those, or run a sidecar release that speaks it",
+        linked.join(", ")
+    )]
+    WrongCapabilityVersion {
+        interface: String,
+        linked: &'static [&'static str],
+    },
     #[error(
         "the plugin imports {interface}, which needs the `{capability}` capability, and the config does not grant it; add capabilities.{capability} to the config if the plugin should have it"
     )]
@@ -137,6 +104,13 @@ impl Inspection {
         })
     }
 
+    /// The supported contract version the plugin's backend export is
+    /// compatible with, if any.
+    pub fn contract_version(&self) -> Option<Version> {
+        let (_, version) = self.contract()?;
+        contract::supported(&Version::parse(version)?)
+    }
+
     /// The capabilities the config must grant for this plugin to load.
     pub fn capabilities(&self) -> Vec<&'static str> {
         let mut needed: Vec<&'static str> = self
@@ -164,30 +138,28 @@ impl Inspection {
             .collect()
     }
 
-    /// Refuses a plugin built for another contract version, or one importing
-    /// anything the config does not grant.
-    pub fn check(&self, grants: &Grants) -> Result<(), Refusal> {
-        let Some((interface, version)) = self.contract() else {
+    /// Refuses a plugin built for a contract version this sidecar does not
+    /// speak, one that mixes versions, or one importing anything the config
+    /// does not grant. Returns the version the plugin is served as.
+    pub fn check(&self, grants: &Grants) -> Result<Version, Refusal> {
+        let Some((interface, found)) = self.contract() else {
             return Err(Refusal::NotAPlugin(self.exports.join(", ")));
         };
-        let compatible =
-            Version::parse(version).is_some_and(|v| v.compatible_with(&CONTRACT_VERSION));
-        if !compatible {
+        let Some(version) = self.contract_version() else {
             return Err(Refusal::WrongContract {
                 interface: interface.into(),
-                found: version.into(),
+                found: found.into(),
             });
-        }
+        };
         for import in &self.imports {
-            if let Some(version) = import
-                .strip_prefix(CONTRACT_PACKAGE)
-                .and_then(|r| r.split_once('@'))
-                .map(|(_, v)| v)
-                && !Version::parse(version).is_some_and(|v| v.compatible_with(&CONTRACT_VERSION))
+            let (bare, found) = import.split_once('@').unwrap_or((import.as_str(), ""));
+            // The contract's own imports must be of the export's version.
+            if bare.split('/').next() == Some(PACKAGE)
+                && !Version::parse(found).is_some_and(|v| v.compatible_with(&version))
             {
                 return Err(Refusal::WrongContract {
                     interface: import.clone(),
-                    found: version.into(),
+                    found: found.into(),
                 });
             }
             match classify(import) {
@@ -199,6 +171,7 @@ impl Inspection {
                             capability,
                         });
                     }
+                    check_capability_version(import, bare, found)?;
                 }
                 Need::Never(reason) => {
                     return Err(Refusal::Unsupported {
@@ -208,7 +181,32 @@ impl Inspection {
                 }
             }
         }
+        Ok(version)
+    }
+}
+
+/// An import of a capability's own interface must be at a version its unit
+/// links (WASI's are served by wasmtime-wasi at whatever 0.2 they ask).
+fn check_capability_version(import: &str, bare: &str, found: &str) -> Result<(), Refusal> {
+    let Some(capability) = capabilities::claiming(bare) else {
+        return Ok(());
+    };
+    let linked = capability.linked();
+    let served = linked.is_empty()
+        || linked.iter().any(|l| {
+            let (name, version) = l.split_once('@').unwrap_or((l, ""));
+            name == bare
+                && Version::parse(found)
+                    .zip(Version::parse(version))
+                    .is_some_and(|(f, v)| f.compatible_with(&v))
+        });
+    if served {
         Ok(())
+    } else {
+        Err(Refusal::WrongCapabilityVersion {
+            interface: import.into(),
+            linked,
+        })
     }
 }
 
@@ -224,27 +222,54 @@ mod tests {
     }
 
     #[test]
-    fn versions() {
-        let host = CONTRACT_VERSION;
-        assert!(Version::parse("0.1.3").unwrap().compatible_with(&host));
-        assert!(!Version::parse("0.2.0").unwrap().compatible_with(&host));
-        assert!(!Version::parse("1.0.0").unwrap().compatible_with(&host));
-        assert_eq!(Version::parse("1.2"), None);
+    fn both_contract_versions_load_and_are_not_mixed() {
+        let mut secrets = Grants::default();
+        secrets.grant(&capabilities::secrets::Secrets, std::sync::Arc::new(()));
+        let current = plugin(
+            &["ha:sidecar/log@0.2.0", "ha:secrets/store@0.1.0"],
+            "ha:sidecar/backend@0.2.0",
+        );
+        assert_eq!(current.check(&secrets).unwrap(), contract::CURRENT);
+        // Built for 0.1, when the capability was part of the contract.
+        let previous = plugin(
+            &["ha:sidecar/log@0.1.0", "ha:sidecar/secrets@0.1.0"],
+            "ha:sidecar/backend@0.1.0",
+        );
+        assert_eq!(previous.check(&secrets).unwrap(), contract::V0_1);
+        assert_eq!(previous.capabilities(), ["secrets"]);
+        let e = previous.check(&Grants::default()).unwrap_err().to_string();
+        assert!(e.contains("capabilities.secrets"), "{e}");
+        let mixed = plugin(&["ha:sidecar/log@0.1.0"], "ha:sidecar/backend@0.2.0")
+            .check(&Grants::default())
+            .unwrap_err()
+            .to_string();
+        assert!(mixed.contains("ha:sidecar/log@0.1.0"), "{mixed}");
+        let e = plugin(&["ha:secrets/store@0.2.0"], "ha:sidecar/backend@0.2.0")
+            .check(&secrets)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ha:secrets/store@0.2.0") && e.contains("ha:secrets/store@0.1.0"),
+            "{e}"
+        );
     }
 
     #[test]
     fn refusals_name_the_interface() {
         let ok = plugin(
-            &["ha:sidecar/log@0.1.0", "wasi:io/streams@0.2.6"],
-            "ha:sidecar/backend@0.1.0",
+            &["ha:sidecar/log@0.2.0", "wasi:io/streams@0.2.6"],
+            "ha:sidecar/backend@0.2.0",
         );
         assert!(ok.check(&Grants::default()).is_ok());
         let e = plugin(&[], "ha:sidecar/backend@1.0.0")
             .check(&Grants::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("ha:sidecar@1.0.0") && e.contains("0.1.0"), "{e}");
-        let e = plugin(&["wasi:sockets/tcp@0.2.6"], "ha:sidecar/backend@0.1.0")
+        assert!(
+            e.contains("ha:sidecar@1.0.0") && e.contains("ha:sidecar@0.2.0, ha:sidecar@0.1.0"),
+            "{e}"
+        );
+        let e = plugin(&["wasi:sockets/tcp@0.2.6"], "ha:sidecar/backend@0.2.0")
             .check(&Grants::default())
             .unwrap_err()
             .to_string();
@@ -254,7 +279,7 @@ mod tests {
         );
         let e = plugin(
             &["wasi:filesystem/preopens@0.2.6"],
-            "ha:sidecar/backend@0.1.0",
+            "ha:sidecar/backend@0.2.0",
         )
         .check(&Grants::default())
         .unwrap_err()
@@ -271,7 +296,7 @@ mod tests {
         assert!(
             plugin(
                 &["wasi:filesystem/preopens@0.2.6"],
-                "ha:sidecar/backend@0.1.0"
+                "ha:sidecar/backend@0.2.0"
             )
             .check(&granted)
             .is_ok()
@@ -282,7 +307,7 @@ mod tests {
                 "wasi:http/incoming-handler@0.2.6",
                 "wasi:io/streams@0.2.6",
             ],
-            "ha:sidecar/backend@0.1.0",
+            "ha:sidecar/backend@0.2.0",
         );
         assert_eq!(
             sockets

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
+use super::contract::{Exports, call_backend};
 use super::engine::ticks_for;
-use crate::bindings::Capabilities as Bindings;
 use crate::bindings::ha::sidecar::types::{Failure, Setup, Term, Versioned};
 use crate::capabilities::HostState;
 use crate::metrics::Metrics;
@@ -60,7 +60,8 @@ pub fn describe(f: &Failure) -> String {
 
 pub struct Instance {
     store: Store<HostState>,
-    bindings: Bindings,
+    /// The backend export, through the bindings of its contract version.
+    exports: Exports,
     call_timeout: Duration,
     metrics: Arc<Metrics>,
     poisoned: bool,
@@ -70,13 +71,13 @@ pub struct Instance {
 impl Instance {
     pub(super) fn new(
         store: Store<HostState>,
-        bindings: Bindings,
+        exports: Exports,
         call_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
-            bindings,
+            exports,
             call_timeout,
             metrics,
             poisoned: false,
@@ -97,37 +98,25 @@ impl Instance {
 
     pub async fn configure(&mut self, setup: &Setup) -> Result<(), CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self
-            .bindings
-            .ha_sidecar_backend()
-            .call_configure(&mut self.store, setup);
+        let fut = call_backend!(&self.exports, &mut self.store, call_configure(setup));
         finish(&self.metrics, &mut self.poisoned, "configure", budget, fut).await
     }
 
     pub async fn campaign(&mut self, wait: Duration) -> Result<Option<Term>, CallError> {
         let budget = self.arm(wait);
-        let fut = self
-            .bindings
-            .ha_sidecar_backend()
-            .call_campaign(&mut self.store, millis(wait));
+        let fut = call_backend!(&self.exports, &mut self.store, call_campaign(millis(wait)));
         finish(&self.metrics, &mut self.poisoned, "campaign", budget, fut).await
     }
 
     pub async fn keep(&mut self, term: &Term) -> Result<(), CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self
-            .bindings
-            .ha_sidecar_backend()
-            .call_keep(&mut self.store, term);
+        let fut = call_backend!(&self.exports, &mut self.store, call_keep(term));
         finish(&self.metrics, &mut self.poisoned, "keep", budget, fut).await
     }
 
     pub async fn resign(&mut self, term: &Term) -> Result<(), CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self
-            .bindings
-            .ha_sidecar_backend()
-            .call_resign(&mut self.store, term);
+        let fut = call_backend!(&self.exports, &mut self.store, call_resign(term));
         finish(&self.metrics, &mut self.poisoned, "resign", budget, fut).await
     }
 
@@ -137,19 +126,17 @@ impl Instance {
         wait: Duration,
     ) -> Result<Option<Term>, CallError> {
         let budget = self.arm(wait);
-        let fut =
-            self.bindings
-                .ha_sidecar_backend()
-                .call_leader(&mut self.store, known, millis(wait));
+        let fut = call_backend!(
+            &self.exports,
+            &mut self.store,
+            call_leader(known, millis(wait))
+        );
         finish(&self.metrics, &mut self.poisoned, "leader", budget, fut).await
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<Versioned>, CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self
-            .bindings
-            .ha_sidecar_backend()
-            .call_get(&mut self.store, key);
+        let fut = call_backend!(&self.exports, &mut self.store, call_get(key));
         finish(&self.metrics, &mut self.poisoned, "get", budget, fut).await
     }
 
@@ -161,12 +148,10 @@ impl Instance {
         fence: Option<u64>,
     ) -> Result<u64, CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self.bindings.ha_sidecar_backend().call_put(
+        let fut = call_backend!(
+            &self.exports,
             &mut self.store,
-            key,
-            value,
-            expected,
-            fence,
+            call_put(key, value, expected, fence)
         );
         finish(&self.metrics, &mut self.poisoned, "put", budget, fut).await
     }
@@ -178,19 +163,17 @@ impl Instance {
         fence: Option<u64>,
     ) -> Result<(), CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut =
-            self.bindings
-                .ha_sidecar_backend()
-                .call_delete(&mut self.store, key, expected, fence);
+        let fut = call_backend!(
+            &self.exports,
+            &mut self.store,
+            call_delete(key, expected, fence)
+        );
         finish(&self.metrics, &mut self.poisoned, "delete", budget, fut).await
     }
 
     pub async fn list(&mut self, prefix: &str) -> Result<Vec<String>, CallError> {
         let budget = self.arm(Duration::ZERO);
-        let fut = self
-            .bindings
-            .ha_sidecar_backend()
-            .call_list(&mut self.store, prefix);
+        let fut = call_backend!(&self.exports, &mut self.store, call_list(prefix));
         finish(&self.metrics, &mut self.poisoned, "list", budget, fut).await
     }
 }

@@ -2,6 +2,7 @@
 //! contract and the config's grants, and hands out supervised instances.
 
 pub mod cache;
+pub mod contract;
 pub mod engine;
 pub mod inspect;
 mod instance;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 pub use crate::bindings;
@@ -64,7 +65,8 @@ pub enum LoadError {
 /// A compiled, checked plugin, ready to instantiate cheaply many times.
 pub struct LoadedPlugin {
     engine: Engine,
-    pre: bindings::CapabilitiesPre<HostState>,
+    /// Instantiation through the bindings of the plugin's contract version.
+    pre: contract::Pre,
     pub inspection: Inspection,
     pub sha256: String,
     pub source: cache::Source,
@@ -118,7 +120,7 @@ impl LoadedPlugin {
                 },
             )?;
         let inspection = inspect::inspect(&engine, &component);
-        inspection.check(grants).map_err(|refusal| {
+        let version = inspection.check(grants).map_err(|refusal| {
             // A refused plugin leaves nothing behind: not even compiled code.
             if source == cache::Source::Compiled {
                 cache::forget(&engine, &sha256, cfg.cache_dir.as_deref());
@@ -132,11 +134,11 @@ impl LoadedPlugin {
         let mut linker = Linker::<HostState>::new(&engine);
         // WASI (with the filesystem and sockets interfaces; each is disabled in
         // every instance's context unless its capability is granted), the
-        // contract's own imports, then each granted capability's.
+        // contract's own imports of every version, then each granted
+        // capability's (each under every version it is known by).
         let link = |linker: &mut Linker<HostState>| -> anyhow::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
-            bindings::ha::sidecar::types::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-            bindings::ha::sidecar::log::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+            contract::link(linker)?;
             for g in grants.iter() {
                 g.capability.link(linker)?;
             }
@@ -148,7 +150,7 @@ impl LoadedPlugin {
         })?;
         let pre = linker
             .instantiate_pre(&component)
-            .and_then(bindings::CapabilitiesPre::new)
+            .and_then(|pre| contract::Pre::new(version, pre))
             .map_err(|e| LoadError::Link {
                 path: path.clone(),
                 source: e.into(),
@@ -215,12 +217,12 @@ impl LoadedPlugin {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(engine::ticks_for(self.call_timeout));
-        let bindings = self
+        let exports = self
             .pre
-            .instantiate_async(&mut store)
+            .instantiate(&mut store)
             .await
             .map_err(|e| CallError::NoInstance(format!("instantiation failed: {e:#}")))?;
-        let mut instance = Instance::new(store, bindings, self.call_timeout, self.metrics.clone());
+        let mut instance = Instance::new(store, exports, self.call_timeout, self.metrics.clone());
         instance.configure(setup).await?;
         Ok(instance)
     }

@@ -2,7 +2,9 @@
 //!
 //! A plugin depends on this crate, implements [`Backend`] and calls
 //! [`export!`](crate::export). The bindings are generated here once, from the
-//! contract in `wit/`, so every plugin is built against the same version of it.
+//! contract in this crate's `wit/`, so every plugin is built against the same
+//! version of it. With the feature `contract-0-1` the plugin is built for the
+//! previous contract instead (see `wit-0.1.0/`).
 //!
 //! ```ignore
 //! struct MyStore;
@@ -16,25 +18,53 @@ pub mod keys;
 pub mod log;
 pub mod settings;
 
-// Bindings for every capability the host can grant (world `capabilities`): a plugin's
-// component imports only the interfaces its code actually calls.
+// Bindings for every capability the host can grant (world
+// `ha:sdk/capabilities`): a plugin's component imports only the interfaces its
+// code actually calls. The WIT ships inside this crate (`wit/`, one directory
+// per package under `wit/deps/`), so the SDK builds wherever the crate is.
+#[cfg(not(feature = "contract-0-1"))]
 wit_bindgen::generate!({
-    path: "../../wit",
-    world: "capabilities",
+    path: "wit",
+    world: "ha:sdk/capabilities",
     pub_export_macro: true,
     default_bindings_module: "ha_sidecar_sdk",
     generate_all,
 });
 
-pub use exports::ha::sidecar::backend::Guest as Backend;
+// The same, built for the frozen 0.1.0 contract (`wit-0.1.0/`), in which the
+// capability interfaces were part of `ha:sidecar`: a plugin built so loads in
+// sidecars that speak only 0.1 as well as in this one.
+#[cfg(feature = "contract-0-1")]
+wit_bindgen::generate!({
+    path: "wit-0.1.0",
+    world: "ha:sidecar/capabilities@0.1.0",
+    pub_export_macro: true,
+    default_bindings_module: "ha_sidecar_sdk",
+    generate_all,
+});
+
+/// The capability interfaces under one name whichever contract the SDK is
+/// built for, so a plugin's code is the same for both.
+#[cfg(not(feature = "contract-0-1"))]
+mod capability {
+    pub use crate::ha::kubernetes::client as kubernetes;
+    pub use crate::ha::secrets::store as secrets;
+    pub use crate::ha::zookeeper::client as zookeeper;
+}
+#[cfg(feature = "contract-0-1")]
+mod capability {
+    pub use crate::ha::sidecar::{kubernetes, secrets, zookeeper};
+}
+
 /// The `kubernetes` capability (granted with `capabilities.kubernetes`).
-pub use ha::sidecar::kubernetes;
+pub use capability::kubernetes;
 /// The `secrets` capability (granted with `capabilities.secrets`): credentials
 /// the host reads from a file or its environment, by name.
-pub use ha::sidecar::secrets;
-pub use ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
+pub use capability::secrets;
 /// The `zookeeper` capability (granted with `capabilities.zookeeper`).
-pub use ha::sidecar::zookeeper;
+pub use capability::zookeeper;
+pub use exports::ha::sidecar::backend::Guest as Backend;
+pub use ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
 
 /// Shorthand for the result type of every backend call.
 pub type Result<T> = std::result::Result<T, Failure>;

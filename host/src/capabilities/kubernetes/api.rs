@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use kube::config::Kubeconfig;
 
-use crate::bindings::ha::sidecar::kubernetes::{KubeError, ObjectKind, WatchEvent};
+use crate::bindings::ha::kubernetes::client::{KubeError, ObjectKind, WatchEvent};
 use crate::metrics::Metrics;
 
 /// Where a pod's service account credentials are mounted.

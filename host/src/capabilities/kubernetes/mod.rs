@@ -6,6 +6,7 @@
 
 mod api;
 mod config;
+mod contract_0_1;
 mod ops;
 
 use std::sync::Arc;
@@ -26,7 +27,11 @@ impl Capability for Kubernetes {
     }
 
     fn claims(&self, interface: &str) -> bool {
-        interface == "ha:sidecar/kubernetes"
+        matches!(interface, "ha:kubernetes/client" | "ha:sidecar/kubernetes")
+    }
+
+    fn linked(&self) -> &'static [&'static str] {
+        &["ha:kubernetes/client@0.1.0", "ha:sidecar/kubernetes@0.1.0"]
     }
 
     fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
@@ -52,7 +57,12 @@ impl Capability for Kubernetes {
     }
 
     fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-        crate::bindings::ha::sidecar::kubernetes::add_to_linker::<HostState, ops::Data>(
+        crate::bindings::ha::kubernetes::client::add_to_linker::<HostState, ops::Data>(
+            linker,
+            ops::view,
+        )?;
+        // Its 0.1.0 name, for plugins built for contract 0.1.
+        crate::bindings::contract_0_1::ha::sidecar::kubernetes::add_to_linker::<HostState, ops::Data>(
             linker,
             ops::view,
         )

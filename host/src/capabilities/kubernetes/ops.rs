@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 
 use super::api::KubeApi;
-use crate::bindings::ha::sidecar::kubernetes::{self as wit, KubeError, ObjectKind};
+use crate::bindings::ha::kubernetes::client::{self as wit, KubeError, ObjectKind};
 use crate::capabilities::HostState;
 
 /// What an instance holds of the capability: the sidecar's client.

@@ -18,7 +18,8 @@ use serde::Deserialize;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{Capability, Connection, HostState, InstanceParts, Prepared, SectionContext, Settings};
-use crate::bindings::ha::sidecar::secrets;
+use crate::bindings::contract_0_1::ha::sidecar::secrets as contract_0_1;
+use crate::bindings::ha::secrets::store as secrets;
 use crate::metrics::Metrics;
 use crate::section::ConfigError;
 
@@ -49,7 +50,11 @@ impl Capability for Secrets {
     }
 
     fn claims(&self, interface: &str) -> bool {
-        interface == "ha:sidecar/secrets"
+        matches!(interface, "ha:secrets/store" | "ha:sidecar/secrets")
+    }
+
+    fn linked(&self) -> &'static [&'static str] {
+        &["ha:secrets/store@0.1.0", "ha:sidecar/secrets@0.1.0"]
     }
 
     fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
@@ -116,7 +121,9 @@ impl Capability for Secrets {
     }
 
     fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-        secrets::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)
+        secrets::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+        // Its 0.1.0 name, for plugins built for contract 0.1.
+        contract_0_1::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)
     }
 }
 
@@ -182,6 +189,14 @@ impl secrets::Host for HostState {
             );
         }
         value
+    }
+}
+
+/// The same under its 0.1.0 name, `ha:sidecar/secrets`, for plugins built
+/// for contract 0.1.
+impl contract_0_1::Host for HostState {
+    async fn get(&mut self, name: String) -> Option<String> {
+        secrets::Host::get(self, name).await
     }
 }
 

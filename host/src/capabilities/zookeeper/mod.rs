@@ -5,6 +5,7 @@
 //! session's health ends leadership when the session can no longer back it;
 //! `ops` answers the plugin's calls.
 
+mod contract_0_1;
 mod ops;
 mod session;
 
@@ -91,7 +92,11 @@ impl Capability for ZooKeeper {
     }
 
     fn claims(&self, interface: &str) -> bool {
-        interface == "ha:sidecar/zookeeper"
+        matches!(interface, "ha:zookeeper/client" | "ha:sidecar/zookeeper")
+    }
+
+    fn linked(&self) -> &'static [&'static str] {
+        &["ha:zookeeper/client@0.1.0", "ha:sidecar/zookeeper@0.1.0"]
     }
 
     fn parse(&self, cx: &SectionContext<'_>) -> Result<Option<Arc<dyn Settings>>, ConfigError> {
@@ -159,7 +164,12 @@ impl Capability for ZooKeeper {
     }
 
     fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-        crate::bindings::ha::sidecar::zookeeper::add_to_linker::<HostState, ops::Data>(
+        crate::bindings::ha::zookeeper::client::add_to_linker::<HostState, ops::Data>(
+            linker,
+            ops::view,
+        )?;
+        // Its 0.1.0 name, for plugins built for contract 0.1.
+        crate::bindings::contract_0_1::ha::sidecar::zookeeper::add_to_linker::<HostState, ops::Data>(
             linker,
             ops::view,
         )

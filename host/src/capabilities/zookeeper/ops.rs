@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use zookeeper_client as zk;
 
 use super::session::{ZkSession, stat, to_wit};
-use crate::bindings::ha::sidecar::zookeeper::{
+use crate::bindings::ha::zookeeper::client::{
     self as wit, CreateMode, Op, OpResult, SessionInfo, Stat, ZkError,
 };
 use crate::capabilities::HostState;

@@ -21,7 +21,7 @@ use tokio::sync::{RwLock, watch};
 use zookeeper_client as zk;
 
 use super::ZkSettings;
-use crate::bindings::ha::sidecar::zookeeper as wit;
+use crate::bindings::ha::zookeeper::client as wit;
 use crate::capabilities::Health;
 
 /// Between attempts to reattach a session while ZooKeeper does not answer.
