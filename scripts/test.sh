@@ -15,6 +15,8 @@ cargo fmt --all --check
 echo "==> lints"
 cargo clippy --release --locked --all-targets -- -D warnings
 (cd plugins && cargo clippy --release --locked --all-targets -- -D warnings)
+echo "==> the SDK as a packaged crate: it builds from its own files, WIT included"
+(cd plugins && cargo package --locked --allow-dirty -p ha-sidecar-sdk)
 echo "==> plugin unit tests (native)"
 (cd plugins && cargo test --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" -p ha-sidecar-sdk -p ha-plugin-file -p ha-plugin-zookeeper -p ha-plugin-kubernetes)
 echo "==> building the Flink HA services plugin (2.3 and 1.20 jars), the counting job and the Flink demo"
