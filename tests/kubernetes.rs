@@ -352,7 +352,9 @@ fn one_leader_among_three_in_flinks_configmap() {
         .as_str()
         .expect("the dispatcher's leader key");
     let (uuid, address) = dispatcher.split_once(',').unwrap();
-    assert_eq!(uuid.len(), 36, "a UUID: {uuid}");
+    // The leader session id the sidecar reports, which the Flink HA plugin
+    // hands to Flink: a Flink component reading the ConfigMap fences with it.
+    assert_eq!(Some(uuid), sidecars[leader].leader()["session"].as_str());
     assert_eq!(address, format!("http://{id}.example:8081"));
     // The record is renewed: it changes while the leader stays.
     let before = leader_record(&api)["renewTime"].clone();

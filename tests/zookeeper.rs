@@ -265,6 +265,22 @@ async fn connection_info_can_be_written_as_flink_writes_it() {
         18 + 8 + 3 + 15 + 14 + 2 + 16,
         "UUID class description and its two longs"
     );
+    // The UUID (leastSigBits, then mostSigBits) is the leader session id the
+    // sidecar reports, which the Flink HA plugin hands to Flink.
+    let long = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap());
+    let (least, most) = (
+        long(&rest[rest.len() - 16..rest.len() - 8]),
+        long(&rest[rest.len() - 8..]),
+    );
+    let written = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        most >> 32,
+        (most >> 16) & 0xffff,
+        most & 0xffff,
+        least >> 48,
+        least & 0xffff_ffff_ffff
+    );
+    assert_eq!(Some(written.as_str()), s.leader()["session"].as_str());
 }
 
 #[test]

@@ -35,7 +35,9 @@ pub struct View {
 /// The leader session UUID of a term: Flink's RPC fencing token, new for
 /// every term and the same on every sidecar, because it is derived from what
 /// every sidecar learns about the term (its token and holder), not drawn at
-/// random by one of them.
+/// random by one of them. Plugins that write the leader into Flink's own
+/// records compute the same id with the SDK's `flink::leader_session`: keep
+/// the two recipes equal (both have a test with the same vector).
 pub fn session_uuid(term: &Term) -> uuid::Uuid {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -133,5 +135,30 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Member;
+
+    #[test]
+    fn session_uuid_is_the_sdks_leader_session() {
+        // The same vector as the SDK's `flink::tests` (plugins write this id
+        // into Flink's own records): keep them equal.
+        let term = Term {
+            holder: Member {
+                id: "jm-1".into(),
+                address: "http://jm-1:8081".into(),
+            },
+            token: 7,
+            handle: String::new(),
+            since_ms: 0,
+        };
+        assert_eq!(
+            session_uuid(&term).to_string(),
+            "5e3483e2-7616-8c93-9da7-4c018a725887"
+        );
     }
 }

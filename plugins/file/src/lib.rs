@@ -9,14 +9,12 @@ mod fsx;
 mod layout;
 mod state;
 
-use std::cell::RefCell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ha_sidecar_sdk::settings::Settings;
-use ha_sidecar_sdk::{
-    Backend, Failure, Result, Setup, Term, Versioned, invalid, keys, unavailable,
-};
+use ha_sidecar_sdk::stateful::StatefulBackend;
+use ha_sidecar_sdk::{Failure, Result, Setup, Term, Versioned, invalid, unavailable};
 
 use election::{Election, Vacancy};
 use layout::Layout;
@@ -29,17 +27,6 @@ struct Plugin {
     layout: Layout,
     election: Election,
     session: String,
-}
-
-thread_local! {
-    static PLUGIN: RefCell<Option<Plugin>> = const { RefCell::new(None) };
-}
-
-fn with<T>(f: impl FnOnce(&mut Plugin) -> Result<T>) -> Result<T> {
-    PLUGIN.with(|p| match p.borrow_mut().as_mut() {
-        Some(plugin) => f(plugin),
-        None => Err(invalid("configure was not called")),
-    })
 }
 
 impl Plugin {
@@ -157,61 +144,50 @@ fn configure(setup: Setup) -> Result<Plugin> {
     })
 }
 
-struct FileBackend;
-
-impl Backend for FileBackend {
-    fn configure(setup: Setup) -> Result<()> {
-        let plugin = configure(setup)?;
-        PLUGIN.with(|p| *p.borrow_mut() = Some(plugin));
-        Ok(())
+impl StatefulBackend for Plugin {
+    fn configure(setup: Setup) -> Result<Self> {
+        configure(setup)
     }
 
-    fn campaign(wait_ms: u32) -> Result<Option<Term>> {
-        with(|p| p.campaign(Duration::from_millis(wait_ms.into())))
+    fn campaign(&mut self, wait: Duration) -> Result<Option<Term>> {
+        Plugin::campaign(self, wait)
     }
 
-    fn keep(term: Term) -> Result<()> {
-        with(|p| p.election.keep(&p.layout, term.token))
+    fn keep(&mut self, term: Term) -> Result<()> {
+        self.election.keep(&self.layout, term.token)
     }
 
-    fn resign(term: Term) -> Result<()> {
-        with(|p| p.election.resign(&p.layout, term.token))
+    fn resign(&mut self, term: Term) -> Result<()> {
+        self.election.resign(&self.layout, term.token)
     }
 
-    fn leader(known: Option<u64>, wait_ms: u32) -> Result<Option<Term>> {
-        with(|p| p.leader(known, Duration::from_millis(wait_ms.into())))
+    fn leader(&mut self, known: Option<u64>, wait: Duration) -> Result<Option<Term>> {
+        Plugin::leader(self, known, wait)
     }
 
-    fn get(key: String) -> Result<Option<Versioned>> {
-        keys::validate(&key)?;
-        with(|p| p.store().get(&key))
+    fn get(&mut self, key: &str) -> Result<Option<Versioned>> {
+        self.store().get(key)
     }
 
-    fn put(key: String, value: Vec<u8>, expected: Option<u64>, fence: Option<u64>) -> Result<u64> {
-        keys::validate(&key)?;
-        with(|p| {
-            let token = p.writer_term(fence)?;
-            p.store().write(token, &key, Some(&value), expected)
-        })
+    fn put(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<u64> {
+        let token = self.writer_term(fence)?;
+        self.store().write(token, key, Some(&value), expected)
     }
 
-    fn delete(key: String, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
-        keys::validate(&key)?;
-        if expected == Some(0) {
-            return Err(invalid(
-                "delete with expected version 0 (\"only if absent\") cannot succeed",
-            ));
-        }
-        with(|p| {
-            let token = p.writer_term(fence)?;
-            p.store().write(token, &key, None, expected).map(drop)
-        })
+    fn delete(&mut self, key: &str, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
+        let token = self.writer_term(fence)?;
+        self.store().write(token, key, None, expected).map(drop)
     }
 
-    fn list(prefix: String) -> Result<Vec<String>> {
-        keys::validate_prefix(&prefix)?;
-        with(|p| p.store().list(&prefix))
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
+        self.store().list(prefix)
     }
 }
 
-ha_sidecar_sdk::export!(FileBackend);
+ha_sidecar_sdk::export_backend!(Plugin);

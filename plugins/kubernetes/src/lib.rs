@@ -25,11 +25,11 @@ mod object;
 mod record;
 mod store;
 
-use std::cell::RefCell;
 use std::time::Duration;
 
 use ha_sidecar_sdk::settings::Settings;
-use ha_sidecar_sdk::{Backend, Result, Setup, Term, Versioned, invalid, keys, log};
+use ha_sidecar_sdk::stateful::StatefulBackend;
+use ha_sidecar_sdk::{Result, Setup, Term, Versioned, invalid, log};
 
 use lease::Lease;
 use object::Object;
@@ -61,17 +61,6 @@ impl Plugin {
             None => Ok(()),
         }
     }
-}
-
-thread_local! {
-    static PLUGIN: RefCell<Option<Plugin>> = const { RefCell::new(None) };
-}
-
-fn with<T>(f: impl FnOnce(&mut Plugin) -> Result<T>) -> Result<T> {
-    PLUGIN.with(|p| match p.borrow_mut().as_mut() {
-        Some(plugin) => f(plugin),
-        None => Err(invalid("configure was not called")),
-    })
 }
 
 fn configure(setup: Setup) -> Result<Plugin> {
@@ -127,63 +116,50 @@ fn configure(setup: Setup) -> Result<Plugin> {
     })
 }
 
-struct KubernetesBackend;
-
-impl Backend for KubernetesBackend {
-    fn configure(setup: Setup) -> Result<()> {
-        let plugin = configure(setup)?;
-        PLUGIN.with(|p| *p.borrow_mut() = Some(plugin));
-        Ok(())
+impl StatefulBackend for Plugin {
+    fn configure(setup: Setup) -> Result<Self> {
+        configure(setup)
     }
 
-    fn campaign(wait_ms: u32) -> Result<Option<Term>> {
-        with(|p| {
-            p.checked()?;
-            p.lease
-                .campaign(&p.object, Duration::from_millis(wait_ms.into()))
-        })
+    fn campaign(&mut self, wait: Duration) -> Result<Option<Term>> {
+        self.checked()?;
+        self.lease.campaign(&self.object, wait)
     }
 
-    fn keep(term: Term) -> Result<()> {
-        with(|p| p.lease.keep(&p.object, &term))
+    fn keep(&mut self, term: Term) -> Result<()> {
+        self.lease.keep(&self.object, &term)
     }
 
-    fn resign(term: Term) -> Result<()> {
-        with(|p| p.lease.resign(&p.object, &term))
+    fn resign(&mut self, term: Term) -> Result<()> {
+        self.lease.resign(&self.object, &term)
     }
 
-    fn leader(known: Option<u64>, wait_ms: u32) -> Result<Option<Term>> {
-        with(|p| {
-            p.checked()?;
-            p.lease
-                .leader(&p.object, known, Duration::from_millis(wait_ms.into()))
-        })
+    fn leader(&mut self, known: Option<u64>, wait: Duration) -> Result<Option<Term>> {
+        self.checked()?;
+        self.lease.leader(&self.object, known, wait)
     }
 
-    fn get(key: String) -> Result<Option<Versioned>> {
-        keys::validate(&key)?;
-        with(|p| store::get(&p.object, &key))
+    fn get(&mut self, key: &str) -> Result<Option<Versioned>> {
+        store::get(&self.object, key)
     }
 
-    fn put(key: String, value: Vec<u8>, expected: Option<u64>, fence: Option<u64>) -> Result<u64> {
-        keys::validate(&key)?;
-        with(|p| store::write(&p.object, &key, Some(&value), expected, fence))
+    fn put(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<u64> {
+        store::write(&self.object, key, Some(&value), expected, fence)
     }
 
-    fn delete(key: String, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
-        keys::validate(&key)?;
-        if expected == Some(0) {
-            return Err(invalid(
-                "delete with expected version 0 (\"only if absent\") cannot succeed",
-            ));
-        }
-        with(|p| store::write(&p.object, &key, None, expected, fence).map(drop))
+    fn delete(&mut self, key: &str, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
+        store::write(&self.object, key, None, expected, fence).map(drop)
     }
 
-    fn list(prefix: String) -> Result<Vec<String>> {
-        keys::validate_prefix(&prefix)?;
-        with(|p| store::list(&p.object, &prefix))
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
+        store::list(&self.object, prefix)
     }
 }
 
-ha_sidecar_sdk::export!(KubernetesBackend);
+ha_sidecar_sdk::export_backend!(Plugin);

@@ -18,6 +18,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ha_sidecar_sdk::flink::leader_session;
 use serde::{Deserialize, Serialize};
 
 use crate::object::ConfigMap;
@@ -104,7 +105,7 @@ impl Leadership {
         let value = (!self.is_released()).then(|| {
             format!(
                 "{},{}",
-                leader_session_uuid(&self.record.holder_identity, self.record.leader_transitions),
+                leader_session(self.record.leader_transitions, &self.holder.id),
                 self.holder.address
             )
         });
@@ -183,28 +184,6 @@ pub fn lock_identity(session: &str) -> String {
     )
 }
 
-/// A leader session id per term, shaped like Flink's `UUID.randomUUID()`:
-/// the holder's random session (128 bits of hex) with the token mixed into
-/// its low bits, version 4 and the IETF variant.
-pub fn leader_session_uuid(session_hex: &str, token: u64) -> String {
-    let hex: String = session_hex
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect();
-    let most = u64::from_str_radix(hex.get(..16).unwrap_or("0"), 16).unwrap_or(0);
-    let least = u64::from_str_radix(hex.get(16..32).unwrap_or("0"), 16).unwrap_or(0) ^ token;
-    let most = (most & !0xf000) | 0x4000;
-    let least = (least & !(0xc << 60)) | (0x8 << 60);
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        most >> 32,
-        (most >> 16) & 0xffff,
-        most & 0xffff,
-        least >> 48,
-        least & 0xffff_ffff_ffff
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,20 +240,5 @@ mod tests {
             "6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f"
         );
         assert_eq!(lock_identity("not-a-uuid"), "not-a-uuid");
-        // The leader session UUID of a term is the same whichever form is read.
-        assert_eq!(
-            leader_session_uuid(&lock_identity("0123456789abcdef0123456789abcdef"), 3),
-            leader_session_uuid("0123456789abcdef0123456789abcdef", 3)
-        );
-    }
-
-    #[test]
-    fn session_uuids_look_like_random_uuids_and_differ_per_term() {
-        let a = leader_session_uuid("0123456789abcdef0123456789abcdef", 1);
-        let b = leader_session_uuid("0123456789abcdef0123456789abcdef", 2);
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
-        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
     }
 }

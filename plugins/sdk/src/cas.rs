@@ -374,72 +374,54 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The recipe as a whole backend, for [`export_cas_backend!`]: the
+/// contract's checks run before these calls (see [`crate::stateful`]).
+impl<S: CasStore> crate::stateful::StatefulBackend for Driver<S> {
+    fn configure(setup: Setup) -> Result<Self> {
+        Driver::configure(setup)
+    }
+    fn campaign(&mut self, wait: Duration) -> Result<Option<Term>> {
+        Driver::campaign(self, millis(wait))
+    }
+    fn keep(&mut self, term: Term) -> Result<()> {
+        Driver::keep(self, term)
+    }
+    fn resign(&mut self, term: Term) -> Result<()> {
+        Driver::resign(self, term)
+    }
+    fn leader(&mut self, known: Option<u64>, wait: Duration) -> Result<Option<Term>> {
+        Driver::leader(self, known, millis(wait))
+    }
+    fn get(&mut self, key: &str) -> Result<Option<Versioned>> {
+        Driver::get(self, key.into())
+    }
+    fn put(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<u64> {
+        Driver::put(self, key.into(), value, expected, fence)
+    }
+    fn delete(&mut self, key: &str, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
+        Driver::delete(self, key.into(), expected, fence)
+    }
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
+        Driver::list(self, prefix.into())
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
 /// Exports a [`CasStore`] as a complete backend plugin:
 /// `ha_sidecar_sdk::export_cas_backend!(MyStore);`
 #[macro_export]
 macro_rules! export_cas_backend {
     ($store:ty) => {
-        thread_local! {
-            static __HA_SIDECAR_DRIVER: ::std::cell::RefCell<Option<$crate::cas::Driver<$store>>> =
-                const { ::std::cell::RefCell::new(None) };
-        }
-
-        fn __ha_sidecar_with<T>(
-            f: impl FnOnce(&mut $crate::cas::Driver<$store>) -> $crate::Result<T>,
-        ) -> $crate::Result<T> {
-            __HA_SIDECAR_DRIVER.with(|d| match d.borrow_mut().as_mut() {
-                Some(driver) => f(driver),
-                None => Err($crate::invalid("configure was not called")),
-            })
-        }
-
-        struct __HaSidecarCasBackend;
-
-        impl $crate::Backend for __HaSidecarCasBackend {
-            fn configure(setup: $crate::Setup) -> $crate::Result<()> {
-                let driver = $crate::cas::Driver::<$store>::configure(setup)?;
-                __HA_SIDECAR_DRIVER.with(|d| *d.borrow_mut() = Some(driver));
-                Ok(())
-            }
-            fn campaign(wait_ms: u32) -> $crate::Result<Option<$crate::Term>> {
-                __ha_sidecar_with(|d| d.campaign(wait_ms))
-            }
-            fn keep(term: $crate::Term) -> $crate::Result<()> {
-                __ha_sidecar_with(|d| d.keep(term))
-            }
-            fn resign(term: $crate::Term) -> $crate::Result<()> {
-                __ha_sidecar_with(|d| d.resign(term))
-            }
-            fn leader(known: Option<u64>, wait_ms: u32) -> $crate::Result<Option<$crate::Term>> {
-                __ha_sidecar_with(|d| d.leader(known, wait_ms))
-            }
-            fn get(key: String) -> $crate::Result<Option<$crate::Versioned>> {
-                __ha_sidecar_with(|d| d.get(key))
-            }
-            fn put(
-                key: String,
-                value: Vec<u8>,
-                expected: Option<u64>,
-                fence: Option<u64>,
-            ) -> $crate::Result<u64> {
-                __ha_sidecar_with(|d| d.put(key, value, expected, fence))
-            }
-            fn delete(
-                key: String,
-                expected: Option<u64>,
-                fence: Option<u64>,
-            ) -> $crate::Result<()> {
-                __ha_sidecar_with(|d| d.delete(key, expected, fence))
-            }
-            fn list(prefix: String) -> $crate::Result<Vec<String>> {
-                __ha_sidecar_with(|d| d.list(prefix))
-            }
-        }
-
-        // Through the name the plugin gave this SDK, not `$crate`: a test
-        // build that puts a fault-injecting SDK under that name (see
-        // `plugins/fixtures/faults`) then wraps this backend too.
-        ha_sidecar_sdk::export!(__HaSidecarCasBackend);
+        $crate::export_backend!($crate::cas::Driver<$store>);
     };
 }
 

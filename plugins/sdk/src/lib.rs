@@ -1,22 +1,28 @@
 //! Guest SDK for ha-sidecar backend plugins.
 //!
-//! A plugin depends on this crate, implements [`Backend`] and calls
-//! [`export!`](crate::export). The bindings are generated here once, from the
+//! A plugin depends on this crate and takes one of two paths: a store with
+//! compare-and-set implements [`cas::CasStore`] and calls
+//! [`export_cas_backend!`](crate::export_cas_backend), getting election,
+//! discovery and fencing from the SDK; any other implements the whole
+//! contract as a [`stateful::StatefulBackend`] and calls
+//! [`export_backend!`](crate::export_backend). The bindings are generated here once, from the
 //! contract in this crate's `wit/`, so every plugin is built against the same
 //! version of it. With the feature `contract-0-1` the plugin is built for the
 //! previous contract instead (see `wit-0.1.0/`).
 //!
 //! ```ignore
-//! struct MyStore;
-//! impl ha_sidecar_sdk::Backend for MyStore { /* ... */ }
-//! ha_sidecar_sdk::export!(MyStore);
+//! struct MyStore { /* what configure made */ }
+//! impl ha_sidecar_sdk::stateful::StatefulBackend for MyStore { /* ... */ }
+//! ha_sidecar_sdk::export_backend!(MyStore);
 //! ```
 
 pub mod cas;
+pub mod flink;
 pub mod http;
 pub mod keys;
 pub mod log;
 pub mod settings;
+pub mod stateful;
 
 // Bindings for every capability the host can grant (world
 // `ha:sdk/capabilities`): a plugin's component imports only the interfaces its

@@ -63,23 +63,6 @@ pub fn connection_info(address: &str, most: u64, least: u64) -> Vec<u8> {
     out
 }
 
-/// A leader session id for a term: the sidecar's random per-run session id
-/// (128 bits of hex), with the token mixed into the low bits so that every
-/// term gets its own.
-pub fn session_uuid(session_hex: &str, token: u64) -> (u64, u64) {
-    let hex: String = session_hex
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect();
-    let most = u64::from_str_radix(hex.get(..16).unwrap_or("0"), 16).unwrap_or(0);
-    let least = u64::from_str_radix(hex.get(16..32).unwrap_or("0"), 16).unwrap_or(0) ^ token;
-    // Version 4, IETF variant bits, as Flink's UUID.randomUUID() has.
-    (
-        (most & !0xf000) | 0x4000,
-        (least & !(0xc << 60)) | (0x8 << 60),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,14 +96,5 @@ mod tests {
         let addr = "x".repeat(300);
         let bytes = connection_info(&addr, 1, 2);
         assert_eq!(&bytes[4..9], &[0x7a, 0, 0, 1, 46]);
-    }
-
-    #[test]
-    fn session_uuids_are_version_4_and_differ_per_term() {
-        let a = session_uuid("0123456789abcdef0123456789abcdef", 1);
-        let b = session_uuid("0123456789abcdef0123456789abcdef", 2);
-        assert_ne!(a, b);
-        assert_eq!((a.0 >> 12) & 0xf, 4);
-        assert_eq!(a.1 >> 62, 0b10);
     }
 }

@@ -12,12 +12,12 @@ mod latch;
 mod paths;
 mod store;
 
-use std::cell::RefCell;
 use std::time::Duration;
 
 use ha_sidecar_sdk::settings::Settings;
+use ha_sidecar_sdk::stateful::StatefulBackend;
 use ha_sidecar_sdk::zookeeper::{self as zk, CreateMode, ZkError};
-use ha_sidecar_sdk::{Backend, Failure, Result, Setup, Term, Versioned, invalid, keys, log};
+use ha_sidecar_sdk::{Failure, Result, Setup, Term, Versioned, invalid, log};
 
 use latch::Latch;
 use paths::Paths;
@@ -28,18 +28,6 @@ struct Plugin {
     components: Vec<String>,
     /// `connection-info: flink` writes Flink's Java-serialized form.
     flink_encoding: bool,
-    session: String,
-}
-
-thread_local! {
-    static PLUGIN: RefCell<Option<Plugin>> = const { RefCell::new(None) };
-}
-
-fn with<T>(f: impl FnOnce(&mut Plugin) -> Result<T>) -> Result<T> {
-    PLUGIN.with(|p| match p.borrow_mut().as_mut() {
-        Some(plugin) => f(plugin),
-        None => Err(invalid("configure was not called")),
-    })
 }
 
 /// ZooKeeper errors as contract failures: connection trouble is worth a retry.
@@ -56,8 +44,9 @@ impl Plugin {
     /// `connection_info` (ephemeral: it goes with the leader's session).
     fn publish(&self, term: &Term) {
         let data = if self.flink_encoding {
-            let (most, least) = flink::session_uuid(&self.session, term.token);
-            flink::connection_info(&term.holder.address, most, least)
+            // The id the sidecar reports and Flink fences with (see the SDK).
+            let id = ha_sidecar_sdk::flink::leader_session(term.token, &term.holder.id);
+            flink::connection_info(&term.holder.address, id.most, id.least)
         } else {
             serde_json::json!({ "id": term.holder.id, "address": term.holder.address, "term": term.token }).to_string().into_bytes()
         };
@@ -98,10 +87,8 @@ impl Plugin {
     }
 }
 
-struct ZooKeeperBackend;
-
-impl Backend for ZooKeeperBackend {
-    fn configure(setup: Setup) -> Result<()> {
+impl StatefulBackend for Plugin {
+    fn configure(setup: Setup) -> Result<Self> {
         let s = Settings::new(
             "zookeeper",
             setup.settings,
@@ -134,68 +121,56 @@ impl Backend for ZooKeeperBackend {
                 "plugin.settings.components: {bad:?} is not a component name (A-Z a-z 0-9 - _)"
             )));
         }
-        let plugin = Plugin {
+        Ok(Plugin {
             paths,
-            latch: Latch::new(setup.me, setup.session.clone()),
+            latch: Latch::new(setup.me, setup.session),
             components,
             flink_encoding,
-            session: setup.session,
-        };
-        PLUGIN.with(|p| *p.borrow_mut() = Some(plugin));
-        Ok(())
-    }
-
-    fn campaign(wait_ms: u32) -> Result<Option<Term>> {
-        with(|p| {
-            let term = p
-                .latch
-                .campaign(&p.paths, Duration::from_millis(wait_ms.into()))?;
-            if let Some(t) = &term {
-                p.publish(t);
-            }
-            Ok(term)
         })
     }
 
-    fn keep(term: Term) -> Result<()> {
-        with(|p| p.latch.keep(&term))
-    }
-
-    fn resign(term: Term) -> Result<()> {
-        with(|p| {
-            p.unpublish();
-            p.latch.resign(&term)
-        })
-    }
-
-    fn leader(known: Option<u64>, wait_ms: u32) -> Result<Option<Term>> {
-        with(|p| Latch::leader(&p.paths, known, Duration::from_millis(wait_ms.into())))
-    }
-
-    fn get(key: String) -> Result<Option<Versioned>> {
-        keys::validate(&key)?;
-        with(|p| store::get(&p.paths, &key))
-    }
-
-    fn put(key: String, value: Vec<u8>, expected: Option<u64>, fence: Option<u64>) -> Result<u64> {
-        keys::validate(&key)?;
-        with(|p| store::put(&p.paths, &key, &value, expected, fence))
-    }
-
-    fn delete(key: String, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
-        keys::validate(&key)?;
-        if expected == Some(0) {
-            return Err(invalid(
-                "delete with expected version 0 (\"only if absent\") cannot succeed",
-            ));
+    fn campaign(&mut self, wait: Duration) -> Result<Option<Term>> {
+        let term = self.latch.campaign(&self.paths, wait)?;
+        if let Some(t) = &term {
+            self.publish(t);
         }
-        with(|p| store::delete(&p.paths, &key, expected, fence))
+        Ok(term)
     }
 
-    fn list(prefix: String) -> Result<Vec<String>> {
-        keys::validate_prefix(&prefix)?;
-        with(|p| store::list(&p.paths, &prefix))
+    fn keep(&mut self, term: Term) -> Result<()> {
+        self.latch.keep(&term)
+    }
+
+    fn resign(&mut self, term: Term) -> Result<()> {
+        self.unpublish();
+        self.latch.resign(&term)
+    }
+
+    fn leader(&mut self, known: Option<u64>, wait: Duration) -> Result<Option<Term>> {
+        Latch::leader(&self.paths, known, wait)
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<Versioned>> {
+        store::get(&self.paths, key)
+    }
+
+    fn put(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<u64> {
+        store::put(&self.paths, key, &value, expected, fence)
+    }
+
+    fn delete(&mut self, key: &str, expected: Option<u64>, fence: Option<u64>) -> Result<()> {
+        store::delete(&self.paths, key, expected, fence)
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
+        store::list(&self.paths, prefix)
     }
 }
 
-ha_sidecar_sdk::export!(ZooKeeperBackend);
+ha_sidecar_sdk::export_backend!(Plugin);
