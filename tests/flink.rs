@@ -170,6 +170,9 @@ fn real_flink_fails_over_on_the_file_backend() {
     eprintln!("file backend: {}", r["faults"]);
 }
 
+/// One kill -9 (with the machine loss and the SIGTERM): the file case
+/// already walks the crash around all three JobManagers, and the suite's
+/// time is better spent elsewhere.
 #[test]
 fn real_flink_fails_over_on_a_zookeeper_ensemble() {
     let zk = ZooKeeper::ensemble(3);
@@ -177,7 +180,7 @@ fn real_flink_fails_over_on_a_zookeeper_ensemble() {
         &FLINK_2_3,
         &format!("zookeeper={}", zk.quorum()),
         "zookeeper",
-        3,
+        1,
     );
     eprintln!("ZooKeeper backend: {}", r["faults"]);
 }
