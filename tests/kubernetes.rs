@@ -295,18 +295,23 @@ fn the_test_api_server_answers_as_a_real_one_does() {
     assert_eq!(r.status, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubernetes_backend_passes_the_conformance_suite() {
-    let api = server(&["conformance"]);
-    let cluster = Cluster::new();
-    // A shorter lease than the other tests: the suite waits out leases several times.
-    let yaml = std::fs::read_to_string(k8s_config(&cluster, &api, "conformance", free_port(), ""))
+/// The conformance suite's config: the sidecar's own with a shorter lease,
+/// since the suite waits out leases several times.
+fn conformance_config(cluster: &Cluster, api: &KubeApiServer) -> std::path::PathBuf {
+    let yaml = std::fs::read_to_string(k8s_config(cluster, api, "conformance", free_port(), ""))
         .unwrap()
         .replace(
             "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms",
             "timing: {lease: 1s, renew-deadline: 750ms, retry-period: 250ms",
         );
-    assert_conformance(&cluster.write_config("conformance", &yaml)).await;
+    cluster.write_config("conformance", &yaml)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_backend_passes_the_conformance_suite() {
+    let api = server(&["conformance"]);
+    let cluster = Cluster::new();
+    assert_conformance(&conformance_config(&cluster, &api)).await;
 }
 
 /// The same backend built for contract 0.1, served through the host's
@@ -315,13 +320,7 @@ async fn kubernetes_backend_passes_the_conformance_suite() {
 async fn the_kubernetes_backend_built_for_contract_0_1_passes_the_conformance_suite() {
     let api = server(&["conformance"]);
     let cluster = Cluster::new();
-    let yaml = std::fs::read_to_string(k8s_config(&cluster, &api, "conformance", free_port(), ""))
-        .unwrap()
-        .replace(
-            "timing: {lease: 2s, renew-deadline: 1500ms, retry-period: 400ms",
-            "timing: {lease: 1s, renew-deadline: 750ms, retry-period: 250ms",
-        );
-    let cfg = cluster.write_config("conformance", &yaml);
+    let cfg = conformance_config(&cluster, &api);
     assert_conformance(&with_contract_0_1_build(&cfg)).await;
 }
 

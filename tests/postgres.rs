@@ -80,6 +80,14 @@ fn three(cluster: &Cluster, pg: &Postgres) -> Vec<Sidecar> {
         .collect()
 }
 
+/// `ha-sidecar plugin check` of `wasm` with `cfg` passes every check.
+fn assert_plugin_check_passes(wasm: &str, cfg: &std::path::Path) {
+    let wasm = plugin(wasm).display().to_string();
+    let (code, out) = run_cli(&["plugin", "check", &wasm, "--config", &cfg.to_string_lossy()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 failed"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backend_passes_the_conformance_suite() {
     let server = Postgres::start();
@@ -93,32 +101,13 @@ async fn postgres_backend_passes_the_conformance_suite() {
     );
     assert_conformance(&cfg).await;
     // And as a plugin author runs it.
-    let wasm = plugin("ha_plugin_postgres").display().to_string();
-    let (code, out) = run_cli(&["plugin", "check", &wasm, "--config", &cfg.to_string_lossy()]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("0 failed"), "{out}");
-}
-
-/// The same backend built for contract 0.1 (its secret through the old
-/// `ha:sidecar/secrets` interface), checked as a plugin author checks it.
-#[test]
-fn the_postgres_backend_built_for_contract_0_1_passes_plugin_check() {
-    let server = Postgres::start();
-    let cluster = Cluster::new();
-    let cfg = pg_config(
-        &cluster,
-        "conformance",
-        free_port(),
-        server.port(),
-        &Grant::full(&cluster, &server),
+    assert_plugin_check_passes("ha_plugin_postgres", &cfg);
+    // The same backend built for contract 0.1 (its secret through the old
+    // `ha:sidecar/secrets` interface), checked the same way.
+    assert_plugin_check_passes(
+        "fixture_contract_0_1_postgres",
+        &with_contract_0_1_build(&cfg),
     );
-    let cfg = with_contract_0_1_build(&cfg);
-    let wasm = plugin("fixture_contract_0_1_postgres")
-        .display()
-        .to_string();
-    let (code, out) = run_cli(&["plugin", "check", &wasm, "--config", &cfg.to_string_lossy()]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("0 failed"), "{out}");
 }
 
 #[test]
