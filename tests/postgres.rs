@@ -55,8 +55,20 @@ fn password_file(cluster: &Cluster) -> String {
 
 /// A sidecar config on the PostgreSQL plugin, told to connect to `port`.
 fn pg_config(cluster: &Cluster, id: &str, http: u16, port: u16, grant: &Grant) -> PathBuf {
+    pg_config_with(cluster, id, http, port, grant, "")
+}
+
+/// The same with more plugin settings (`, key: value` pairs).
+fn pg_config_with(
+    cluster: &Cluster,
+    id: &str,
+    http: u16,
+    port: u16,
+    grant: &Grant,
+    settings: &str,
+) -> PathBuf {
     let mut yaml = SidecarYaml::new(id, http, "ha_plugin_postgres").settings(&format!(
-        "host: 127.0.0.1, port: '{port}', user: {USER}, database: postgres, cluster-id: test"
+        "host: 127.0.0.1, port: '{port}', user: {USER}, database: postgres, cluster-id: test{settings}"
     ));
     if let Some(t) = &grant.tcp {
         yaml = yaml.capability(&format!("tcp: {{endpoints: ['{t}']}}"));
@@ -398,4 +410,121 @@ fn the_password_comes_only_from_a_configured_secret() {
         !s.log_text().contains("not the password"),
         "the password is in the log"
     );
+}
+
+/// `sslmode: verify-full` against a server that accepts TCP only over TLS:
+/// the sidecar leads and writes over TLS (the server's own view says so),
+/// a plain connection is refused by the server, and a CA that did not sign
+/// the server's certificate fails the handshake with the setting to fix.
+#[test]
+fn tls_with_verify_full_and_refusals_without_it() {
+    let server = Postgres::start_tls();
+    let cluster = Cluster::new();
+    let tls_grant = |ca: &std::path::Path| {
+        let secrets = password_file(&cluster).replace(
+            "secrets: {",
+            &format!("secrets: {{pg-ca: {{file: '{}'}}, ", ca.display()),
+        );
+        Grant::tcp_and(&server, &secrets)
+    };
+    let tls = ", sslmode: verify-full, sslrootcert-secret: pg-ca";
+    let port = free_port();
+    let cfg = pg_config_with(
+        &cluster,
+        "t1",
+        port,
+        server.port(),
+        &tls_grant(&server.ca_pem()),
+        tls,
+    );
+    let s = Sidecar::start("t1", port, &cfg, &cluster.path().join("t1.log"));
+    sole_leader(std::slice::from_ref(&s), Duration::from_secs(20));
+    let term = s.term().to_string();
+    let w = s.put("jobs/j1/graph", b"over tls", &[("x-ha-term", &term)]);
+    assert_eq!(w.status, 200, "{}", w.text());
+    assert_eq!(
+        s.get("/state/jobs/j1/graph").unwrap().body,
+        b"over tls".to_vec()
+    );
+    let over_tls = server
+        .psql("SELECT count(*) FILTER (WHERE ssl), count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'ha-sidecar'")
+        .unwrap();
+    let (ssl, all) = over_tls.split_once('|').unwrap();
+    assert!(
+        all != "0" && ssl == all,
+        "connections over TLS / all: {over_tls}"
+    );
+    drop(s);
+
+    // Plain TCP: the server's pg_hba.conf has no entry for it.
+    let port = free_port();
+    let cfg = pg_config(
+        &cluster,
+        "plain",
+        port,
+        server.port(),
+        &Grant::full(&cluster, &server),
+    );
+    let s = Sidecar::start("plain", port, &cfg, &cluster.path().join("plain.log"));
+    wait_for(
+        "the refused plain connection to be logged",
+        Duration::from_secs(20),
+        || {
+            let log = s.log_text();
+            (log.contains("no pg_hba.conf entry") && log.contains("no encryption")).then_some(())
+        },
+    );
+    assert!(!s.leads(), "led over a refused connection");
+    drop(s);
+
+    // A CA that did not sign the server's certificate.
+    let other = cluster.path().join("other-ca.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            &cluster.path().join("other-ca.key").to_string_lossy(),
+        ])
+        .args([
+            "-out",
+            &other.to_string_lossy(),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=another CA",
+        ])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let cfg = pg_config_with(
+        &cluster,
+        "wrong-ca",
+        port,
+        server.port(),
+        &tls_grant(&other),
+        tls,
+    );
+    let s = Sidecar::start("wrong-ca", port, &cfg, &cluster.path().join("wrong-ca.log"));
+    wait_for(
+        "the failed handshake to be logged",
+        Duration::from_secs(20),
+        || {
+            let log = s.log_text();
+            (log.contains("TLS handshake") && log.contains("sslrootcert-secret")).then_some(())
+        },
+    );
+    assert!(!s.leads(), "led over an unverified connection");
 }

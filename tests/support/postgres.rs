@@ -44,12 +44,26 @@ pub struct Postgres {
     port: u16,
     /// Who the server runs as (`postgres` when the tests run as root).
     owner: Option<(u32, u32)>,
+    /// TLS only (`start_tls`): `ssl = on`, and `hostssl` the only TCP entry.
+    tls: bool,
 }
 
 impl Postgres {
     /// Makes a cluster with `initdb` and starts a server on it, waiting
     /// until it accepts logins.
     pub fn start() -> Postgres {
+        Self::start_with(false)
+    }
+
+    /// The same, accepting TCP connections only over TLS: a certificate
+    /// for 127.0.0.1 signed by a CA the harness makes (`ca_pem`), and a
+    /// `pg_hba.conf` whose only TCP entry is `hostssl`, so a plain
+    /// connection is refused ("no encryption").
+    pub fn start_tls() -> Postgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         let bin = Path::new(BIN);
         assert!(bin.join("initdb").is_file(), "{NOT_INSTALLED}");
         assert!(bin.join("postgres").is_file(), "{NOT_INSTALLED}");
@@ -64,6 +78,7 @@ impl Postgres {
             dir,
             port: free_ports(1)[0],
             owner,
+            tls,
         };
         pg.chown(pg.dir.path());
         let pwfile = pg.dir.path().join("pwfile");
@@ -90,9 +105,107 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            pg.make_certificates();
+            std::fs::write(
+                pg.data().join("pg_hba.conf"),
+                "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .expect("write pg_hba.conf");
+        }
         let mut pg = pg;
         pg.spawn();
         pg
+    }
+
+    /// The CA's certificate (PEM) that signed the server's, for `start_tls`.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A CA and a server certificate for 127.0.0.1 (P-256, two days), with
+    /// the server's key readable by the server's user alone, as PostgreSQL
+    /// requires.
+    fn make_certificates(&self) {
+        let dir = self.dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl (Debian's openssl package)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=ha-sidecar test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write san.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod server.key");
+        self.chown(&key);
+        self.chown(&dir.join("server.pem"));
     }
 
     fn data(&self) -> PathBuf {
@@ -110,7 +223,12 @@ impl Postgres {
         if let Some((uid, gid)) = self.owner {
             cmd.uid(uid).gid(gid);
         }
-        cmd.env_remove("PGDATA").current_dir(self.dir.path());
+        // HOME too: libpq looks for client certificates under
+        // ~/.postgresql, which the server's user may not read when HOME is
+        // root's.
+        cmd.env_remove("PGDATA")
+            .env("HOME", self.dir.path())
+            .current_dir(self.dir.path());
         cmd
     }
 
@@ -128,6 +246,24 @@ impl Postgres {
                 self.dir.path().display()
             ))
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .args(if self.tls {
+                vec![
+                    "-c".to_string(),
+                    "ssl=on".to_string(),
+                    "-c".to_string(),
+                    format!(
+                        "ssl_cert_file={}",
+                        self.dir.path().join("server.pem").display()
+                    ),
+                    "-c".to_string(),
+                    format!(
+                        "ssl_key_file={}",
+                        self.dir.path().join("server.key").display()
+                    ),
+                ]
+            } else {
+                Vec::new()
+            })
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);
@@ -135,7 +271,7 @@ impl Postgres {
             .unwrap_or_else(|e| panic!("cannot start postgres: {e}"));
         self.child = Some(child);
         let started = Instant::now();
-        while self.psql("SELECT 1").is_err() {
+        while let Err(why) = self.psql("SELECT 1") {
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -148,7 +284,7 @@ impl Postgres {
             }
             assert!(
                 started.elapsed() < START_TIMEOUT,
-                "postgres did not accept logins within {START_TIMEOUT:?}:\n{}",
+                "postgres did not accept logins within {START_TIMEOUT:?} (psql: {why}):\n{}",
                 self.log_tail()
             );
             std::thread::sleep(Duration::from_millis(100));

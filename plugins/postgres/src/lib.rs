@@ -21,8 +21,11 @@
 //! (default: the user's name); `password-secret`, the name of the secret in
 //! `capabilities.secrets` (default `pg-password`); `table` (default
 //! `ha_sidecar`); `cluster-id` (default `default`); `request-timeout-ms`
-//! (default 2000).
+//! (default 2000); `sslmode`, `disable` (default) or `verify-full` (TLS,
+//! the server's certificate checked against the CA in the secret that
+//! `sslrootcert-secret` names, and for `host`).
 
+mod tls;
 mod wire;
 
 use std::time::Duration;
@@ -148,6 +151,8 @@ impl CasStore for Postgres {
                 "table",
                 "cluster-id",
                 "request-timeout-ms",
+                "sslmode",
+                "sslrootcert-secret",
             ],
         )?;
         let user = s
@@ -173,6 +178,27 @@ impl CasStore for Postgres {
             return Err(invalid("plugin.settings.cluster-id: must not be empty"));
         }
         let timeout = s.u64_or("request-timeout-ms", 2000, 10..=60_000)?;
+        let tls = match s.string_or("sslmode", "disable").as_str() {
+            "disable" => None,
+            "verify-full" => {
+                let name = s.get("sslrootcert-secret").filter(|n| !n.is_empty()).ok_or_else(|| {
+                    invalid("plugin.settings.sslrootcert-secret: missing; with sslmode: verify-full, name the secret (capabilities.secrets) that holds the PEM certificate of the CA that signed the server's")
+                })?;
+                let pem = secrets::get(name).ok_or_else(|| {
+                    invalid(format!(
+                        "plugin.settings.sslrootcert-secret: the sidecar has no secret named {name:?}; add capabilities.secrets.{name} (a file with the CA's PEM certificate)"
+                    ))
+                })?;
+                Some(tls::client_config(&pem).map_err(|why| {
+                    invalid(format!("capabilities.secrets.{name}: {why}; it must hold the PEM certificate of the CA that signed the server's"))
+                })?)
+            }
+            other => {
+                return Err(invalid(format!(
+                    "plugin.settings.sslmode: {other:?} must be disable or verify-full (TLS with the server's certificate checked)"
+                )));
+            }
+        };
         Ok(Self {
             target: Target {
                 host: s.string_or("host", "127.0.0.1"),
@@ -180,6 +206,7 @@ impl CasStore for Postgres {
                 database: s.string_or("database", &user),
                 user,
                 timeout: Duration::from_millis(timeout),
+                tls,
             },
             password,
             table,

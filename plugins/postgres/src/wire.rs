@@ -6,10 +6,11 @@
 //! `postgres-protocol`, the wire-format crate under the `postgres` and
 //! `tokio-postgres` clients, which does no I/O of its own and so builds for
 //! `wasm32-wasip2`; those clients need tokio's networking, which does not.
-//! No TLS: the stream is plain TCP (see the guide).
+//! With `sslmode: verify-full` the stream is TLS over that socket (see [`crate::tls`]).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -20,6 +21,8 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, Scr
 use postgres_protocol::message::backend::{DataRowBody, ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
 
+use crate::tls::Stream;
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -28,6 +31,8 @@ pub struct Target {
     pub user: String,
     pub database: String,
     pub timeout: Duration,
+    /// TLS, verified against this config's roots (none: plain TCP).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why a statement failed.
@@ -77,7 +82,7 @@ pub fn int(col: &Option<Vec<u8>>) -> Option<i64> {
 }
 
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     inbox: BytesMut,
 }
 
@@ -104,6 +109,11 @@ impl Connection {
         let _ = stream.set_read_timeout(Some(target.timeout));
         let _ = stream.set_write_timeout(Some(target.timeout));
         let _ = stream.set_nodelay(true);
+        let stream = match &target.tls {
+            Some(config) => Stream::upgrade(stream, config.clone(), &target.host)
+                .map_err(|e| io_err("TLS to", target, e))?,
+            None => Stream::Plain(stream),
+        };
         let mut c = Self {
             stream,
             inbox: BytesMut::with_capacity(8192),
@@ -173,7 +183,7 @@ impl Connection {
                         .map_err(enc)?;
                     if !offered.iter().any(|m| m == SCRAM_SHA_256) {
                         return Err(Error::Io(format!(
-                            "PostgreSQL offers SASL mechanisms {offered:?}; this plugin speaks only {SCRAM_SHA_256} (channel binding needs TLS, which it does not have)"
+                            "PostgreSQL offers SASL mechanisms {offered:?}; this plugin speaks only {SCRAM_SHA_256} (without channel binding)"
                         )));
                     }
                     let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
