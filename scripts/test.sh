@@ -5,7 +5,7 @@ source "$(dirname "$0")/setup.sh"
 ensure_zookeeper
 ensure_etcd
 ensure_postgres
-ensure_debian_packages junit4 prometheus
+ensure_debian_packages junit4 prometheus systemd
 ensure_flink
 ensure_flink_1_20
 build_plugins

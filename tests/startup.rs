@@ -292,3 +292,95 @@ fn plugin_inspect_ends_quietly_when_its_reader_goes_away() {
         out.status
     );
 }
+
+/// The example unit, with this build's binary and an example config for
+/// its paths, passes `systemd-analyze verify` without a warning (it exits
+/// 0 on mere warnings, such as an unknown `Type=`, so the output must be
+/// empty too).
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(repo_root().join("examples/systemd/ha-sidecar.service"))
+        .unwrap()
+        .replace(
+            "/usr/local/bin/ha-sidecar",
+            &sidecar_bin().to_string_lossy(),
+        )
+        .replace(
+            "/etc/ha-sidecar/sidecar.yaml",
+            &repo_root()
+                .join("examples/file-backend.yaml")
+                .to_string_lossy(),
+        );
+    let path = dir.path().join("ha-sidecar.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze (Debian's systemd package)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
+
+/// As systemd runs a `Type=notify` unit with `WatchdogSec=`: the sidecar
+/// sends READY=1 once it serves, WATCHDOG=1 every half period while
+/// healthy, and STOPPING=1 on SIGTERM, on the socket NOTIFY_SOCKET names
+/// (here one the test binds, standing in for systemd's).
+#[test]
+fn under_systemd_it_reports_ready_pings_the_watchdog_and_reports_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    let cluster = Cluster::new();
+    let socket_path = cluster.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 1024];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let port = free_port();
+    let cfg = cluster.write_config("n1", &cluster.file_config("n1", port, ""));
+    let mut s = Sidecar::start_env(
+        "n1",
+        port,
+        &cfg,
+        &cluster.path().join("n1.log"),
+        &[
+            ("NOTIFY_SOCKET", &socket_path.to_string_lossy()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\n") && ready.contains("STATUS=serving on 127.0.0.1:"),
+        "{ready:?}"
+    );
+    // Served before it said so: the API answers.
+    assert_eq!(s.get("/healthz").unwrap().status, 200);
+    let since = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(next(), "WATCHDOG=1");
+    }
+    let took = since.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "three pings took {took:?} with a 400 ms watchdog"
+    );
+    s.signal(libc::SIGTERM);
+    let stopping = loop {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            break m;
+        }
+    };
+    assert!(stopping.starts_with("STOPPING=1"), "{stopping:?}");
+    assert!(s.wait_exit(Duration::from_secs(15)).success());
+}

@@ -46,4 +46,5 @@ pub mod shared;
 pub mod sidecar;
 pub mod state;
 pub mod storage;
+pub mod systemd;
 pub mod wiring;

@@ -23,9 +23,31 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the sidecar with the given config file.
-    Run { config: PathBuf },
+    #[command(after_help = "\
+Runs until SIGTERM or SIGINT, then releases leadership at once (a standby takes over within a
+retry period) and exits 0. Under systemd (Type=notify) it reports READY=1 once it serves and
+pings WatchdogSec= while /healthz is healthy: see examples/systemd/.
+
+Examples:
+  ha-sidecar run /etc/ha-sidecar/sidecar.yaml
+  HA_SIDECAR_LOG=info,ha_sidecar=debug ha-sidecar run sidecar.yaml   # more detail in the log")]
+    Run {
+        /// The sidecar config (YAML): member, http, plugin, capabilities, timing; see the
+        /// README's Configuration section and examples/*.yaml.
+        config: PathBuf,
+    },
     /// Check a config file (and load its plugin) without starting.
-    Validate { config: PathBuf },
+    #[command(after_help = "\
+Exits 0 with a one-line summary (member, listen address, plugin, timing) when the config is
+valid and its plugin loads with the capabilities it grants; otherwise exits 1 naming the key,
+the value and what to do.
+
+Example:
+  ha-sidecar validate /etc/ha-sidecar/sidecar.yaml")]
+    Validate {
+        /// The sidecar config (YAML) to check.
+        config: PathBuf,
+    },
     /// Tools for plugin authors.
     Plugin {
         #[command(subcommand)]
@@ -36,11 +58,27 @@ enum Cmd {
 #[derive(Subcommand)]
 enum PluginCmd {
     /// Print the contract version, exports and imports of a plugin.
-    Inspect { plugin: PathBuf },
+    #[command(after_help = "\
+Example:
+  ha-sidecar plugin inspect plugins/target/wasm32-wasip2/release/ha_plugin_etcd.wasm")]
+    Inspect {
+        /// The plugin: a WebAssembly component (.wasm).
+        plugin: PathBuf,
+    },
     /// Run the backend conformance suite against a plugin, with the
     /// capabilities, plugin settings and timing of a sidecar config.
+    #[command(after_help = "\
+Exits 0 when every check passes, 1 otherwise (or when the plugin cannot load). Short timings in
+the config make it quick (lease 1s: about 6 s).
+
+Examples:
+  ha-sidecar plugin check ha_plugin_mystore.wasm --config check.yaml
+  ha-sidecar plugin check ha_plugin_mystore.wasm --config check.yaml --only fencing")]
     Check {
+        /// The plugin: a WebAssembly component (.wasm).
         plugin: PathBuf,
+        /// A sidecar config whose capabilities, plugin settings and timing the checks use
+        /// (its plugin.path is replaced by PLUGIN).
         #[arg(long)]
         config: PathBuf,
         /// Run only the checks whose name contains this.

@@ -106,6 +106,27 @@ impl Shared {
             .max(Duration::from_secs(10))
     }
 
+    /// Why the sidecar is not alive in the sense of `/healthz` (a code and
+    /// a message), if it is not: a refusal by the backend, which does not
+    /// heal by waiting, or an election loop that stopped making progress.
+    /// The systemd watchdog pings only while this is none.
+    pub fn unhealthy_reason(&self) -> Option<(&'static str, String)> {
+        if let Some(refused) = self.metrics.refusals.current() {
+            return Some((
+                "permission_refused",
+                format!("the backend refuses this sidecar's requests: {refused}"),
+            ));
+        }
+        let age = self.progress.age();
+        if age > self.stall_limit() {
+            return Some((
+                "stalled",
+                format!("the election loop has made no progress for {age:.1?}"),
+            ));
+        }
+        None
+    }
+
     pub fn not_ready_reason(&self) -> Option<String> {
         if self.shutting_down.load(Relaxed) {
             return Some("shutting down".into());

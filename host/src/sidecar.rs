@@ -201,8 +201,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
     ))?;
     tracing::info!(listen = %config.listen, member = %config.member_id, took_ms = started.elapsed().as_millis() as u64, "serving");
+    // Under systemd (a Type=notify unit): ready now, and a watchdog that
+    // pings while the sidecar is healthy.
+    let notifier = crate::systemd::Notifier::from_env().map(Arc::new);
+    if let Some(n) = &notifier {
+        n.send(&format!("READY=1\nSTATUS=serving on {}", config.listen));
+        if let Some(every) = crate::systemd::watchdog_interval() {
+            let (n, shared) = (n.clone(), shared.clone());
+            tokio::spawn(async move { crate::systemd::watchdog(&n, &shared, every).await });
+        }
+    }
 
     wait_for_signal().await?;
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1\nSTATUS=releasing leadership and stopping");
+    }
     tracing::info!("shutting down: releasing leadership if held");
     shared.shutting_down.store(true, Relaxed);
     let _ = shutdown_tx.send(true);

@@ -8,25 +8,13 @@ use crate::shared::Shared;
 
 /// Liveness: fails when the election loop has stopped making progress, so a
 /// wedged sidecar gets restarted instead of silently never leading.
+/// A missing permission does not heal by waiting either: it fails, so the
+/// platform restarts the sidecar and its start check stops it with the message.
 pub fn healthz(shared: &Shared) -> Reply {
-    // A missing permission does not heal by waiting: fail, so the platform
-    // restarts the sidecar and its start check stops it with the message.
-    if let Some(refused) = shared.metrics.refusals.current() {
-        return reply::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "permission_refused",
-            format!("the backend refuses this sidecar's requests: {refused}"),
-        );
+    match shared.unhealthy_reason() {
+        Some((code, message)) => reply::error(StatusCode::SERVICE_UNAVAILABLE, code, message),
+        None => reply::json(StatusCode::OK, &json!({ "status": "ok" })),
     }
-    let age = shared.progress.age();
-    if age > shared.stall_limit() {
-        return reply::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stalled",
-            format!("the election loop has made no progress for {age:.1?}"),
-        );
-    }
-    reply::json(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
 /// Readiness: the plugin runs and the backend has told us who leads (or that
