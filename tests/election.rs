@@ -299,3 +299,89 @@ fn plant_released(election: &Path, token: u64) {
         .expect("plant the record (exclusively, as a candidate creates one)");
     let _ = std::fs::remove_file(&tmp);
 }
+
+/// The operator commands against real sidecars: `status` names the leader
+/// (exit 0), `leader --watch` prints the leader and then the change a
+/// `handover` makes, `handover` against a standby names the leader and
+/// changes nothing, and an unreachable sidecar is an error (exit 1).
+#[test]
+fn status_watch_and_handover_from_the_command_line() {
+    let cluster = Cluster::new();
+    let sidecars = cluster.start_three();
+    let leader = agreed_leader(&sidecars);
+    let term = sidecars[leader].term();
+    let addr = |s: &Sidecar| format!("127.0.0.1:{}", s.port);
+    let standby = &sidecars[(leader + 1) % 3];
+
+    let (code, out) = run_cli(&["status", "--address", &addr(standby)]);
+    assert_eq!(code, 0, "{out}");
+    println!("$ ha-sidecar status\n{out}");
+    assert!(
+        out.contains(&format!(
+            "leader    {} at http://{}.example:8081",
+            sidecars[leader].id, sidecars[leader].id
+        )) && out.contains(&format!("term      {term}, since"))
+            && out.contains("standby, ready"),
+        "{out}"
+    );
+    let (code, out) = run_cli(&["status", "--address", &addr(standby), "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(v["leader"]["term"].as_u64(), Some(term));
+    assert_eq!(v["ready"], true);
+
+    let (code, out) = run_cli(&["handover", "--address", &addr(standby)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("does not lead") && out.contains(&sidecars[leader].id),
+        "{out}"
+    );
+    assert_eq!(
+        standby.leader()["term"].as_u64(),
+        Some(term),
+        "a refused handover changed the term"
+    );
+
+    let mut watch = std::process::Command::new(sidecar_bin())
+        .args([
+            "leader",
+            "--watch",
+            "--output",
+            "json",
+            "--address",
+            &addr(standby),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()))
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap());
+    // The watch prints the current leader first.
+    assert_eq!(lines.next().unwrap()["term"].as_u64(), Some(term));
+    let (code, out) = run_cli(&["handover", "--address", &addr(&sidecars[leader])]);
+    assert_eq!(code, 0, "{out}");
+    println!("$ ha-sidecar handover\n{out}");
+    assert!(
+        out.contains(&format!(
+            "{} (term {term}) handed over to",
+            sidecars[leader].id
+        )),
+        "{out}"
+    );
+    // Then every change: perhaps a moment with no leader, then the new one.
+    let next = loop {
+        let v = lines.next().expect("the watch printed the new leader");
+        match v["term"].as_u64() {
+            None => assert!(v["leader"].is_null(), "{v}"),
+            Some(t) => break (t, v),
+        }
+    };
+    assert!(next.0 > term, "{}", next.1);
+    assert_ne!(next.1["leader"]["id"], sidecars[leader].id.as_str());
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    let (code, out) = run_cli(&["status", "--address", &format!("127.0.0.1:{}", free_port())]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cannot reach the sidecar"), "{out}");
+}

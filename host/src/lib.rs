@@ -39,6 +39,7 @@ pub mod http;
 pub mod jobs;
 pub mod leadership;
 pub mod metrics;
+pub mod operator;
 pub mod refusals;
 pub mod runtime;
 pub mod section;

@@ -48,11 +48,68 @@ Example:
         /// The sidecar config (YAML) to check.
         config: PathBuf,
     },
+    /// Who leads, at which term, and this sidecar's own state.
+    #[command(after_help = "\
+Exit codes: 0 a leader is known, 3 nobody leads, 1 the sidecar cannot be asked (the message
+says why).
+
+Examples:
+  ha-sidecar status
+  ha-sidecar status --address jm-2:4040 --output json")]
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The current leader; with --watch, a line on every change.
+    #[command(after_help = "\
+With --watch it long-polls GET /leader and prints a line each time the leader or its term
+changes (no leader included), until interrupted or --count lines were printed; a sidecar that
+stops answering is reported once and watched again when it is back.
+
+Examples:
+  ha-sidecar leader --watch
+  ha-sidecar leader --watch --output json --count 2   # the leader now, and the next change")]
+    Leader {
+        #[command(flatten)]
+        target: Target,
+        /// Keep printing each change of leader.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this many lines.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
+    },
+    /// Hand leadership over: the leader (the sidecar at --address) resigns and
+    /// stays out of the next election for its resign holdoff; a standby takes over.
+    #[command(after_help = "\
+Run it against the leader's sidecar; against a standby it fails and names the leader. Exit
+codes: 0 another member leads, 3 nobody took over within --timeout, 1 an error.
+
+Example:
+  ha-sidecar handover --address jm-1:4040")]
+    Handover {
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for another member to lead.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Tools for plugin authors.
     Plugin {
         #[command(subcommand)]
         command: PluginCmd,
     },
+}
+
+/// Which sidecar an operator command asks, and how it answers.
+#[derive(clap::Args)]
+struct Target {
+    /// The sidecar's API (its http.listen).
+    #[arg(long, default_value = "127.0.0.1:4040")]
+    address: String,
+    /// Human text, or JSON for scripts.
+    #[arg(long, value_enum, default_value = "table")]
+    output: ha_sidecar::operator::Output,
 }
 
 #[derive(Subcommand)]
@@ -100,7 +157,17 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Cmd::Run { .. }) {
         quiet_on_closed_stdout();
     }
+    if let Some(result) = operator_command(&cli.command) {
+        return match result {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {}", describe(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match cli.command {
+        Cmd::Status { .. } | Cmd::Leader { .. } | Cmd::Handover { .. } => unreachable!("run above"),
         Cmd::Run { config } => run(&config),
         Cmd::Validate { config } => validate(&config),
         Cmd::Plugin {
@@ -122,6 +189,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `status`, `leader` and `handover`, which ask a running sidecar: their
+/// exit code (see `operator`), or none for the other commands.
+fn operator_command(cmd: &Cmd) -> Option<anyhow::Result<u8>> {
+    use ha_sidecar::operator;
+    let (Cmd::Status { target } | Cmd::Leader { target, .. } | Cmd::Handover { target, .. }) = cmd
+    else {
+        return None;
+    };
+    let api = operator::Api {
+        address: target.address.clone(),
+    };
+    let out = target.output;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Some(Err(e.into())),
+    };
+    Some(runtime.block_on(async {
+        match cmd {
+            Cmd::Leader { watch, count, .. } => {
+                operator::watch(&api, out, if *watch { *count } else { Some(1) }).await
+            }
+            Cmd::Handover { timeout, .. } => operator::handover(&api, out, *timeout).await,
+            _ => operator::status(&api, out).await,
+        }
+    }))
 }
 
 /// The commands that print a report (`validate`, `plugin inspect`, `plugin
