@@ -63,14 +63,6 @@ pub mod checks {
         Duration::from_millis(wait_ms.into())
     }
 
-    pub fn key(key: &str) -> Result<()> {
-        keys::validate(key)
-    }
-
-    pub fn prefix(prefix: &str) -> Result<()> {
-        keys::validate_prefix(prefix)
-    }
-
     pub fn delete(key: &str, expected: Option<u64>) -> Result<()> {
         keys::validate(key)?;
         if expected == Some(0) {
@@ -137,7 +129,7 @@ macro_rules! export_backend {
                 })
             }
             fn get(key: String) -> $crate::Result<Option<$crate::Versioned>> {
-                $crate::stateful::checks::key(&key)?;
+                $crate::keys::validate(&key)?;
                 __ha_sidecar_with(|p| $crate::stateful::StatefulBackend::get(p, &key))
             }
             fn put(
@@ -146,7 +138,7 @@ macro_rules! export_backend {
                 expected: Option<u64>,
                 fence: Option<u64>,
             ) -> $crate::Result<u64> {
-                $crate::stateful::checks::key(&key)?;
+                $crate::keys::validate(&key)?;
                 __ha_sidecar_with(|p| {
                     $crate::stateful::StatefulBackend::put(p, &key, value, expected, fence)
                 })
@@ -162,7 +154,7 @@ macro_rules! export_backend {
                 })
             }
             fn list(prefix: String) -> $crate::Result<Vec<String>> {
-                $crate::stateful::checks::prefix(&prefix)?;
+                $crate::keys::validate_prefix(&prefix)?;
                 __ha_sidecar_with(|p| $crate::stateful::StatefulBackend::list(p, &prefix))
             }
         }
