@@ -110,3 +110,51 @@ fn sidecars_with_plugins_of_both_versions_share_one_cluster() {
     assert_eq!(r.status, 409, "{}", r.text());
     joined.clear();
 }
+
+/// A plugin built before the roster export existed (here: for contract 0.1)
+/// still loads; `GET /members` then shows the leader only and says why, and
+/// a targeted handover is refused as unsupported, changing nothing.
+#[test]
+fn a_plugin_without_the_roster_shows_the_leader_only_and_refuses_a_targeted_handover() {
+    let cluster = Cluster::new();
+    let start = |id: &str| {
+        cluster.start_with(id, |port| {
+            let yaml = cluster.file_config(id, port, "");
+            let cfg =
+                with_contract_0_1_build(&cluster.write_config(&format!("{id}-current"), &yaml));
+            std::fs::read_to_string(cfg).unwrap()
+        })
+    };
+    let sidecars = vec![start("old1"), start("old2")];
+    let leader = sole_leader(&sidecars, Duration::from_secs(20));
+    let term = sidecars[leader].term();
+    let v = sidecars[1 - leader].get("/members").unwrap().json();
+    assert_eq!(v["recorded"], false, "{v}");
+    assert!(
+        v["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ha:membership/roster"),
+        "{v}"
+    );
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{v}");
+    assert_eq!(members[0]["id"], sidecars[leader].id.as_str());
+    assert_eq!(members[0]["role"], "leader");
+    let r = request(
+        sidecars[leader].port,
+        "POST",
+        &format!("/leader/handover?to={}", sidecars[1 - leader].id),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 501, "{}", r.text());
+    assert_eq!(r.json()["error"], "handover_unsupported");
+    assert!(sidecars[leader].leads());
+    assert_eq!(
+        sidecars[leader].term(),
+        term,
+        "a refused handover changed the term"
+    );
+}

@@ -137,9 +137,11 @@ fn long_poll_wakes_on_a_change_of_leader() {
     let watcher = sidecars[(leader + 1) % 3].port;
     // A standby learns of a new leader through discovery, a moment after the
     // leader itself knows: wait until the watcher's view is the leader's.
-    wait_for("the watcher to see the leader", Duration::from_secs(10), || {
-        (sidecars[(leader + 1) % 3].leader()["term"].as_u64() == Some(term)).then_some(())
-    });
+    wait_for(
+        "the watcher to see the leader",
+        Duration::from_secs(10),
+        || (sidecars[(leader + 1) % 3].leader()["term"].as_u64() == Some(term)).then_some(()),
+    );
     // Without a change the poll returns after its wait, unchanged.
     let started = Instant::now();
     let r = request(
@@ -389,4 +391,11 @@ fn status_watch_and_handover_from_the_command_line() {
     let (code, out) = run_cli(&["status", "--address", &format!("127.0.0.1:{}", free_port())]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("cannot reach the sidecar"), "{out}");
+}
+
+#[test]
+fn members_and_a_handover_to_a_chosen_standby() {
+    let cluster = Cluster::new();
+    let sidecars = cluster.start_three();
+    support::roster::assert_members_and_targeted_handover(&sidecars, Duration::from_secs(2));
 }

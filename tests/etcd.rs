@@ -154,3 +154,11 @@ fn outgoing_http_reaches_only_granted_endpoints() {
         "something reached etcd"
     );
 }
+
+#[test]
+fn members_and_a_handover_to_a_chosen_standby() {
+    let server = Etcd::start();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server);
+    support::roster::assert_members_and_targeted_handover(&sidecars, LEASE);
+}

@@ -943,3 +943,11 @@ fn plugin_check_passes_with_the_shipped_role_and_cleans_up_after_itself() {
     assert!(live.leads());
     assert_eq!(live.term(), term);
 }
+
+#[test]
+fn members_and_a_handover_to_a_chosen_standby() {
+    let api = server(&["k1", "k2", "k3"]);
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &api);
+    support::roster::assert_members_and_targeted_handover(&sidecars, LEASE);
+}

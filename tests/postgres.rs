@@ -528,3 +528,11 @@ fn tls_with_verify_full_and_refusals_without_it() {
     );
     assert!(!s.leads(), "led over an unverified connection");
 }
+
+#[test]
+fn members_and_a_handover_to_a_chosen_standby() {
+    let server = Postgres::start();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server);
+    support::roster::assert_members_and_targeted_handover(&sidecars, LEASE);
+}

@@ -549,3 +549,11 @@ async fn state_written_by_flinks_own_ha_is_read_listed_and_removed() {
     assert_eq!(del.status, 204, "{}", del.text());
     assert!(flink.check_stat(&plan).await.unwrap().is_none());
 }
+
+#[test]
+fn members_are_the_latch_children_and_a_handover_reaches_the_chosen_standby() {
+    let server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server.quorum());
+    support::roster::assert_members_and_targeted_handover(&sidecars, Duration::from_secs(2));
+}

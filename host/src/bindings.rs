@@ -34,3 +34,17 @@ pub mod contract_0_1 {
         },
     });
 }
+
+/// The optional `ha:membership/roster` export (members and a handover to a
+/// chosen one), looked up in a plugin that has it (`runtime::contract`). Its
+/// `types` are the contract's, as in `contract_0_1`.
+pub mod roster {
+    wasmtime::component::bindgen!({
+        path: "../plugins/sdk/wit",
+        world: "ha:sdk/roster",
+        exports: { default: async },
+        with: {
+            "ha:sidecar/types": crate::bindings::ha::sidecar::types,
+        },
+    });
+}

@@ -199,6 +199,11 @@ pub fn checks() -> Vec<(&'static str, &'static str, CheckFn)> {
             "a renewing leader is never replaced; a silent one is, after the lease",
             |c| Box::pin(expiry(c)),
         ),
+        (
+            "handover",
+            "members are listed; a handover lets only the named standby in at once, and one to a stranger changes nothing (roster export)",
+            |c| Box::pin(handover(c)),
+        ),
     ]
 }
 
@@ -500,6 +505,84 @@ async fn single_leader(ck: &Check<'_>) -> Result<(), String> {
             );
         }
     }
+    Ok(())
+}
+
+/// The optional roster export. A plugin without it passes (it is optional,
+/// and the host falls back to showing the leader only); one that has it must
+/// honour its rules.
+async fn handover(ck: &Check<'_>) -> Result<(), String> {
+    let s = ck.s;
+    let mut a = member(ck, "a").await?;
+    if !a.has_roster() {
+        return Ok(());
+    }
+    let (mut b, mut c) = (member(ck, "b").await?, member(ck, "c").await?);
+    let t = win(&mut a, 4 * s.lease).await?;
+    for (name, m) in [("b", &mut b), ("c", &mut c)] {
+        let won = call("campaign", m.campaign(Duration::ZERO).await)?;
+        ensure!(won.is_none(), "{name} won term {:?} while a leads", won);
+    }
+    let members = match a.members().await {
+        Some(Ok(m)) => m,
+        // The SDK's default: the backend records no candidates.
+        Some(Err(CallError::Failure(Failure::Invalid(_)))) => return Ok(()),
+        Some(Err(e)) => return Err(format!("members: {e}")),
+        None => return Ok(()),
+    };
+    for id in ["a", "b", "c"] {
+        ensure!(
+            members.iter().any(|m| m.member.id == id),
+            "members does not list {id}: {:?}",
+            members.iter().map(|m| &m.member.id).collect::<Vec<_>>()
+        );
+    }
+    let leaders: Vec<&str> = members
+        .iter()
+        .filter(|m| m.leads)
+        .map(|m| m.member.id.as_str())
+        .collect();
+    ensure!(leaders == ["a"], "members says {leaders:?} lead, a does");
+    match a.hand_over(&t, "nobody-of-this-cluster").await {
+        Some(Err(CallError::Failure(Failure::Invalid(_)))) => {}
+        other => {
+            return Err(format!(
+                "a handover to a member that is not a candidate should be invalid, got {other:?}"
+            ));
+        }
+    }
+    call("keep after a refused handover", a.keep(&t).await)?;
+    match a.hand_over(&t, "c").await {
+        Some(r) => call("hand-over", r)?,
+        None => return Err("the roster vanished".into()),
+    }
+    let started = Instant::now();
+    let lost = call("campaign b", b.campaign(s.retry).await)?;
+    ensure!(
+        lost.is_none(),
+        "b took term {:?} handed over to c",
+        lost.map(|t| t.token)
+    );
+    let tc = call("campaign c", c.campaign(s.lease).await)?;
+    let Some(tc) = tc else {
+        return Err(format!(
+            "c, the named successor, did not take over within a lease ({:?})",
+            s.lease
+        ));
+    };
+    ensure!(
+        tc.token > t.token && tc.holder.id == "c",
+        "c took term {} (holder {:?}) after a's {}",
+        tc.token,
+        tc.holder.id,
+        t.token
+    );
+    ensure!(
+        started.elapsed() < s.lease + s.retry,
+        "c took over only after {:?}, as if it waited out a lease",
+        started.elapsed()
+    );
+    call("resign", c.resign(&tc).await)?;
     Ok(())
 }
 

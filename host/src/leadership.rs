@@ -83,8 +83,11 @@ impl Local {
 }
 
 pub enum Command {
+    /// Step down and release the term; with `to`, hand it to that member
+    /// only (the roster's `hand-over`).
     Resign {
         holdoff: Duration,
+        to: Option<String>,
         reply: oneshot::Sender<Result<Term, ResignError>>,
     },
 }
@@ -97,6 +100,10 @@ pub enum ResignError {
         "stepped down, but releasing the term in the backend failed ({0}); standbys take over when the lease expires"
     )]
     NotReleased(String),
+    /// The backend refused the handover; nothing was released, and this
+    /// sidecar takes its own term back at its next campaign.
+    #[error("the backend refused the handover ({0}); this sidecar keeps its term")]
+    HandoverRefused(String),
 }
 
 /// When the election loop last made progress, for the liveness probe.
@@ -179,6 +186,7 @@ enum Exit {
     CandidacyClosed,
     Resign {
         holdoff: Duration,
+        to: Option<String>,
         reply: oneshot::Sender<Result<Term, ResignError>>,
     },
     Shutdown,
@@ -282,7 +290,7 @@ impl Election {
                 _ = self.shutdown.wait_for(|s| *s) => break Exit::Shutdown,
                 _ = open.wait_for(|o| *o != candidacy), if candidacy.is_some() => break Exit::CandidacyClosed,
                 why = session_lost(&mut self.session) => break Exit::Lost(why),
-                Some(Command::Resign { holdoff, reply }) = self.commands.recv() => break Exit::Resign { holdoff, reply },
+                Some(Command::Resign { holdoff, to, reply }) = self.commands.recv() => break Exit::Resign { holdoff, to, reply },
                 _ = sleep_until(valid_until.into()) => break Exit::Lost("could not renew within the renew deadline".into()),
                 _ = sleep_until((last_keep + t.retry_period).into()) => {}
             }
@@ -350,7 +358,40 @@ impl Election {
                 );
                 let _ = self.release(&term).await;
             }
-            Exit::Resign { holdoff, reply } => {
+            Exit::Resign {
+                holdoff,
+                to: Some(to),
+                reply,
+            } => {
+                step_down(
+                    &self.local,
+                    &self.metrics,
+                    Phase::HoldingOff,
+                    &term,
+                    &format!("handing over to {to} on request"),
+                );
+                match self.hand_over(&term, &to).await {
+                    Ok(()) => {
+                        let _ = reply.send(Ok(term.clone()));
+                        self.pause(holdoff).await;
+                    }
+                    // Nothing was released: campaign at once, which takes
+                    // this process's own term back (every recipe does).
+                    Err(e) => {
+                        let _ = reply.send(Err(ResignError::HandoverRefused(e)));
+                    }
+                }
+                self.local.send_modify(|l| {
+                    if l.phase == Phase::HoldingOff {
+                        l.phase = Phase::Candidate;
+                    }
+                });
+            }
+            Exit::Resign {
+                holdoff,
+                to: None,
+                reply,
+            } => {
                 step_down(
                     &self.local,
                     &self.metrics,
@@ -386,6 +427,26 @@ impl Election {
                 tracing::warn!(term = term.token, error = %e, "could not release leadership; standbys take over after the lease expires");
                 Err(e.to_string())
             }
+        }
+    }
+
+    /// Releases the term so that only `to` may take it at once.
+    async fn hand_over(&mut self, term: &Term, to: &str) -> Result<(), String> {
+        let instance = self.slot.instance().await.map_err(|e| e.to_string())?;
+        match instance.hand_over(term, to).await {
+            Some(Ok(())) => {
+                tracing::info!(
+                    term = term.token,
+                    to,
+                    "leadership handed over in the backend"
+                );
+                Ok(())
+            }
+            Some(Err(e)) => {
+                tracing::warn!(term = term.token, to, error = %e, "the backend refused the handover; keeping the term");
+                Err(e.to_string())
+            }
+            None => Err("the plugin does not export ha:membership/roster".into()),
         }
     }
 

@@ -11,6 +11,7 @@
 //! - `leadership`: the state machine that decides when this sidecar may call itself leader;
 //! - `discovery`: who leads, as the backend says, kept in memory;
 //! - `state`: fenced, versioned state requests;
+//! - `roster`: who is in the cluster, and whether a member may be handed the leadership;
 //! - `http`: the localhost API, its connections capped within the file-descriptor
 //!   budget of `descriptors`; `metrics`: Prometheus text;
 //! - `candidacy`: a client-owned candidacy (Flink's JobManager opens it);
@@ -41,6 +42,7 @@ pub mod leadership;
 pub mod metrics;
 pub mod operator;
 pub mod refusals;
+pub mod roster;
 pub mod runtime;
 pub mod section;
 pub mod shared;

@@ -80,16 +80,23 @@ Examples:
         count: Option<u64>,
     },
     /// Hand leadership over: the leader (the sidecar at --address) resigns and
-    /// stays out of the next election for its resign holdoff; a standby takes over.
+    /// stays out of the next election for its resign holdoff; a standby (with
+    /// --to, that member only) takes over.
     #[command(after_help = "\
-Run it against the leader's sidecar; against a standby it fails and names the leader. Exit
-codes: 0 another member leads, 3 nobody took over within --timeout, 1 an error.
+Run it against the leader's sidecar; against a standby it fails and names the leader. With
+--to, the leader first checks that the member is a live standby (`ha-sidecar status` lists
+them) and changes nothing if not. Exit codes: 0 another member (the named one) leads, 3
+nobody took over within --timeout, 1 an error.
 
-Example:
-  ha-sidecar handover --address jm-1:4040")]
+Examples:
+  ha-sidecar handover --address jm-1:4040
+  ha-sidecar handover --address jm-1:4040 --to jm-3")]
     Handover {
         #[command(flatten)]
         target: Target,
+        /// The member id of the standby that is to lead next.
+        #[arg(long)]
+        to: Option<String>,
         /// How long to wait for another member to lead.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
@@ -215,7 +222,9 @@ fn operator_command(cmd: &Cmd) -> Option<anyhow::Result<u8>> {
             Cmd::Leader { watch, count, .. } => {
                 operator::watch(&api, out, if *watch { *count } else { Some(1) }).await
             }
-            Cmd::Handover { timeout, .. } => operator::handover(&api, out, *timeout).await,
+            Cmd::Handover { timeout, to, .. } => {
+                operator::handover(&api, out, to.as_deref(), *timeout).await
+            }
             _ => operator::status(&api, out).await,
         }
     }))

@@ -5,8 +5,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Every backend call, in contract order.
-pub const CALLS: [&str; 9] = [
+/// Every backend call, in contract order (the roster's last).
+pub const CALLS: [&str; 11] = [
     "configure",
     "campaign",
     "keep",
@@ -16,6 +16,8 @@ pub const CALLS: [&str; 9] = [
     "put",
     "delete",
     "list",
+    "members",
+    "hand_over",
 ];
 /// How a call ended: returned a value, returned a failure, trapped, overran its deadline.
 pub const OUTCOMES: [&str; 4] = ["ok", "failure", "trap", "timeout"];

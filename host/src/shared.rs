@@ -89,11 +89,13 @@ impl Shared {
         }
     }
 
-    pub async fn resign(&self, holdoff: Duration) -> Result<Term, ResignError> {
+    /// Steps down and releases the term; with `to`, only that member may
+    /// take it at once (check it is a live candidate first: `roster`).
+    pub async fn resign(&self, holdoff: Duration, to: Option<String>) -> Result<Term, ResignError> {
         let (reply, answer) = oneshot::channel();
         // A stopped election loop leads nothing.
         self.commands
-            .send(Command::Resign { holdoff, reply })
+            .send(Command::Resign { holdoff, to, reply })
             .await
             .map_err(|_| ResignError::NotLeader)?;
         answer.await.map_err(|_| ResignError::NotLeader)?

@@ -4,6 +4,7 @@
 
 use tokio::sync::Mutex;
 
+use crate::bindings::roster::exports::ha::membership::roster::Candidate;
 use crate::runtime::{CallError, Slot, Versioned};
 
 pub struct StateService {
@@ -49,6 +50,13 @@ impl StateService {
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, CallError> {
         let mut slot = self.slot.lock().await;
         slot.instance().await?.list(prefix).await
+    }
+
+    /// The candidates the backend records; none if the plugin has no
+    /// roster export.
+    pub async fn members(&self) -> Result<Option<Vec<Candidate>>, CallError> {
+        let mut slot = self.slot.lock().await;
+        slot.instance().await?.members().await.transpose()
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod cuts;
 pub mod overlap;
 pub mod proxy;
+pub mod roster;
 pub mod schedule;
 pub mod workload;
 

@@ -198,7 +198,7 @@ pub async fn resign(shared: &Shared, query: Option<&str>) -> Reply {
             "this sidecar does not lead, so it has nothing to resign",
         );
     }
-    match shared.resign(holdoff).await {
+    match shared.resign(holdoff, None).await {
         Ok(term) => reply::json(
             StatusCode::OK,
             &json!({ "resigned": true, "term": term.token, "holdoff_ms": holdoff.as_millis() as u64 }),
@@ -206,7 +206,7 @@ pub async fn resign(shared: &Shared, query: Option<&str>) -> Reply {
         Err(e @ ResignError::NotLeader) => {
             reply::error(StatusCode::CONFLICT, "not_leader", e.to_string())
         }
-        Err(e @ ResignError::NotReleased(_)) => reply::error(
+        Err(e @ (ResignError::NotReleased(_) | ResignError::HandoverRefused(_))) => reply::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "resign_incomplete",
             e.to_string(),

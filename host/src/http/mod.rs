@@ -9,6 +9,7 @@ mod conns;
 mod framing;
 mod jobs;
 mod leader;
+mod members;
 mod ops;
 mod reply;
 mod state;
@@ -218,6 +219,8 @@ enum Endpoint {
     Leader,
     LeaderSelf,
     Resign,
+    Handover,
+    Members,
     Components,
     Component,
     Candidacies,
@@ -291,6 +294,8 @@ const ROUTES: &[Route] = &[
     exact("/leader", GET, GET, Endpoint::Leader),
     exact("/leader/self", GET, GET, Endpoint::LeaderSelf),
     exact("/leader/resign", &["POST"], NONE, Endpoint::Resign),
+    exact("/leader/handover", &["POST"], NONE, Endpoint::Handover),
+    exact("/members", GET, NONE, Endpoint::Members),
     exact("/leader/components", GET, GET, Endpoint::Components),
     below(
         "/leader/components",
@@ -410,6 +415,8 @@ async fn route(
         Endpoint::Leader => leader::get(shared, query).await,
         Endpoint::LeaderSelf => leader::is_self(shared),
         Endpoint::Resign => leader::resign(shared, query).await,
+        Endpoint::Handover => members::handover(shared, query).await,
+        Endpoint::Members => members::list(shared).await,
         Endpoint::Components => components::list(shared),
         Endpoint::Component => components::handle(shared, req).await,
         Endpoint::Candidacies => candidacy::open(shared),

@@ -1,7 +1,8 @@
 //! What the person on call runs against a sidecar, in the habits of
 //! `patronictl` and `etcdctl`: `status` (who leads, at which term, this
-//! sidecar's own state), `leader --watch` (a line per change of leader) and
-//! `handover` (the leader steps down and a standby takes over). Human text
+//! sidecar's own state, every member the backend records), `leader --watch`
+//! (a line per change of leader) and `handover [--to ID]` (the leader steps
+//! down and a standby, or the named one, takes over). Human text
 //! by default, `--output json` for scripts, and exit codes a script can
 //! test: 0 done, 1 an error (the message says what), 3 no leader.
 
@@ -54,6 +55,7 @@ pub async fn status(api: &Api, output: Output) -> anyhow::Result<u8> {
         leader.body
     );
     let ready = api.call("GET", "/readyz", Duration::from_secs(5)).await?;
+    let members = api.call("GET", "/members", Duration::from_secs(5)).await?;
     let v = &leader.body;
     let code = if leader_of(v).is_some() { 0 } else { NO_LEADER };
     match output {
@@ -63,6 +65,7 @@ pub async fn status(api: &Api, output: Output) -> anyhow::Result<u8> {
                 "leader": v,
                 "ready": ready.status == 200,
                 "not_ready": (ready.status != 200).then(|| ready.body["message"].clone()),
+                "members": members.body,
             });
             println!("{out}");
         }
@@ -99,9 +102,80 @@ pub async fn status(api: &Api, output: Output) -> anyhow::Result<u8> {
                 }
                 None => println!("leader    none: nobody leads now"),
             }
+            print_members(&members.status, &members.body);
         }
     }
     Ok(code)
+}
+
+/// The members table of `status`.
+fn print_members(status: &u16, body: &Value) {
+    if *status != 200 {
+        println!(
+            "members   unknown: GET /members answered {status} {}",
+            body["message"].as_str().unwrap_or("")
+        );
+        return;
+    }
+    if body["recorded"] != true {
+        println!(
+            "members   only the leader is known: {}",
+            body["note"].as_str().unwrap_or("")
+        );
+        return;
+    }
+    let ago_ms = |ms: Option<u64>| {
+        ms.map_or("-".to_string(), |ms| {
+            format!(
+                "{} ago",
+                humantime::format_duration(Duration::from_secs(ms / 1000))
+            )
+        })
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let rows: Vec<[String; 5]> = body["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let role = m["role"].as_str().unwrap_or("?");
+            [
+                m["id"].as_str().unwrap_or("?").to_string(),
+                if m["live"] == false {
+                    format!("{role} (gone?)")
+                } else {
+                    role.to_string()
+                },
+                m["address"].as_str().unwrap_or("").to_string(),
+                ago_ms(m["since_ms"].as_u64().map(|s| now.saturating_sub(s))),
+                match m["seen_ago_ms"].as_u64() {
+                    Some(ms) => ago_ms(Some(ms)),
+                    None => "live session".to_string(),
+                },
+            ]
+        })
+        .collect();
+    let header = ["MEMBER", "ROLE", "ADDRESS", "JOINED", "LAST SEEN"];
+    let widths: Vec<usize> = (0..5)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    println!("members");
+    for row in std::iter::once(header.map(String::from)).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("  {}", cells.join("  ").trim_end());
+    }
 }
 
 /// `ha-sidecar leader --watch`: prints the leader, then a line on every
@@ -157,10 +231,16 @@ pub async fn watch(api: &Api, output: Output, count: Option<u64>) -> anyhow::Res
     }
 }
 
-/// `ha-sidecar handover`: the sidecar at `api` must lead; it resigns
-/// (staying out of the next election for its holdoff) and this waits until
-/// another member leads, at most `timeout`.
-pub async fn handover(api: &Api, output: Output, timeout: Duration) -> anyhow::Result<u8> {
+/// `ha-sidecar handover [--to ID]`: the sidecar at `api` must lead; it
+/// resigns (staying out of the next election for its holdoff), or with `to`
+/// hands its term to that member only, and this waits until another member
+/// leads, at most `timeout`.
+pub async fn handover(
+    api: &Api,
+    output: Output,
+    to: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
     let before = api.call("GET", "/leader", Duration::from_secs(5)).await?;
     let v = &before.body;
     let Some((old, _, old_term)) = leader_of(v) else {
@@ -175,12 +255,14 @@ pub async fn handover(api: &Api, output: Output, timeout: Duration) -> anyhow::R
     }
     let old = old.to_string();
     let started = Instant::now();
-    let resign = api
-        .call("POST", "/leader/resign", Duration::from_secs(10))
-        .await?;
+    let path = match to {
+        Some(id) => format!("/leader/handover?to={}", percent_encode(id)),
+        None => "/leader/resign".to_string(),
+    };
+    let resign = api.call("POST", &path, Duration::from_secs(10)).await?;
     if resign.status != 200 {
         anyhow::bail!(
-            "POST /leader/resign: {} {}",
+            "POST {path}: {} {}",
             resign.status,
             resign.body["message"].as_str().unwrap_or("")
         );
@@ -205,6 +287,13 @@ pub async fn handover(api: &Api, output: Output, timeout: Duration) -> anyhow::R
             && new_term != old_term
         {
             let took = started.elapsed();
+            if let Some(to) = to
+                && new != to
+            {
+                anyhow::bail!(
+                    "{old} handed term {old_term} to {to}, but {new} leads (term {new_term}): {to} did not take over within a lease"
+                );
+            }
             match output {
                 Output::Json => println!(
                     "{}",
@@ -218,4 +307,18 @@ pub async fn handover(api: &Api, output: Output, timeout: Duration) -> anyhow::R
             return Ok(0);
         }
     }
+}
+
+/// A member id as a query value (ids are A-Z a-z 0-9 . _ - :, so only `:`
+/// needs it, but a mistyped id should reach the sidecar as typed).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -95,27 +95,60 @@ pub(super) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// A plugin's instantiation, through the bindings of its contract version.
-pub(super) enum Pre {
-    Current(bindings::CapabilitiesPre<HostState>),
-    V0_1(contract_0_1::CapabilitiesPre<HostState>),
+/// The optional export of members and targeted handovers, by full name.
+pub const ROSTER_EXPORT: &str = "ha:membership/roster@0.1.0";
+
+/// A plugin's instantiation: the component linked once, and where its
+/// exports are, through the bindings of its contract version (and the
+/// optional roster's, if it has one).
+pub(super) struct Pre {
+    instance_pre: InstancePre<HostState>,
+    backend: Indices,
+    roster: Option<bindings::roster::RosterIndices>,
+}
+
+enum Indices {
+    Current(bindings::CapabilitiesIndices),
+    V0_1(contract_0_1::CapabilitiesIndices),
 }
 
 impl Pre {
-    /// `version`: one of [`SUPPORTED`], as `supported` found it.
-    pub fn new(version: Version, pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
-        if version == V0_1 {
-            Ok(Self::V0_1(contract_0_1::CapabilitiesPre::new(pre)?))
+    /// `version`: one of [`SUPPORTED`], as `supported` found it;
+    /// `has_roster`: whether the component exports [`ROSTER_EXPORT`].
+    pub fn new(
+        version: Version,
+        has_roster: bool,
+        instance_pre: InstancePre<HostState>,
+    ) -> wasmtime::Result<Self> {
+        let backend = if version == V0_1 {
+            Indices::V0_1(contract_0_1::CapabilitiesIndices::new(&instance_pre)?)
         } else {
-            Ok(Self::Current(bindings::CapabilitiesPre::new(pre)?))
-        }
+            Indices::Current(bindings::CapabilitiesIndices::new(&instance_pre)?)
+        };
+        let roster = has_roster
+            .then(|| bindings::roster::RosterIndices::new(&instance_pre))
+            .transpose()?;
+        Ok(Self {
+            instance_pre,
+            backend,
+            roster,
+        })
     }
 
-    pub async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
-        Ok(match self {
-            Self::Current(pre) => Exports::Current(pre.instantiate_async(store).await?),
-            Self::V0_1(pre) => Exports::V0_1(pre.instantiate_async(store).await?),
-        })
+    pub async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<(Exports, Option<bindings::roster::Roster>)> {
+        let instance = self.instance_pre.instantiate_async(&mut *store).await?;
+        let exports = match &self.backend {
+            Indices::Current(i) => Exports::Current(i.load(&mut *store, &instance)?),
+            Indices::V0_1(i) => Exports::V0_1(i.load(&mut *store, &instance)?),
+        };
+        let roster = match &self.roster {
+            Some(i) => Some(i.load(&mut *store, &instance)?),
+            None => None,
+        };
+        Ok((exports, roster))
     }
 }
 

@@ -15,6 +15,8 @@ use wasmtime::Store;
 use super::contract::{Exports, call_backend};
 use super::engine::ticks_for;
 use crate::bindings::ha::sidecar::types::{Failure, Setup, Term, Versioned};
+use crate::bindings::roster::Roster;
+use crate::bindings::roster::exports::ha::membership::roster::Candidate;
 use crate::capabilities::HostState;
 use crate::metrics::Metrics;
 
@@ -62,6 +64,8 @@ pub struct Instance {
     store: Store<HostState>,
     /// The backend export, through the bindings of its contract version.
     exports: Exports,
+    /// The optional members-and-handover export, if the plugin has it.
+    roster: Option<Roster>,
     call_timeout: Duration,
     metrics: Arc<Metrics>,
     poisoned: bool,
@@ -72,12 +76,14 @@ impl Instance {
     pub(super) fn new(
         store: Store<HostState>,
         exports: Exports,
+        roster: Option<Roster>,
         call_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
             exports,
+            roster,
             call_timeout,
             metrics,
             poisoned: false,
@@ -175,6 +181,36 @@ impl Instance {
         let budget = self.arm(Duration::ZERO);
         let fut = call_backend!(&self.exports, &mut self.store, call_list(prefix));
         finish(&self.metrics, &mut self.poisoned, "list", budget, fut).await
+    }
+}
+
+/// The calls of the optional roster export. `None` when the plugin does
+/// not export it (built before it existed, or for the 0.1 contract).
+impl Instance {
+    pub fn has_roster(&self) -> bool {
+        self.roster.is_some()
+    }
+
+    pub async fn members(&mut self) -> Option<Result<Vec<Candidate>, CallError>> {
+        self.roster.as_ref()?;
+        let budget = self.arm(Duration::ZERO);
+        let fut = self
+            .roster
+            .as_ref()?
+            .ha_membership_roster()
+            .call_members(&mut self.store);
+        Some(finish(&self.metrics, &mut self.poisoned, "members", budget, fut).await)
+    }
+
+    pub async fn hand_over(&mut self, term: &Term, to: &str) -> Option<Result<(), CallError>> {
+        self.roster.as_ref()?;
+        let budget = self.arm(Duration::ZERO);
+        let fut =
+            self.roster
+                .as_ref()?
+                .ha_membership_roster()
+                .call_hand_over(&mut self.store, term, to);
+        Some(finish(&self.metrics, &mut self.poisoned, "hand_over", budget, fut).await)
     }
 }
 

@@ -150,7 +150,13 @@ impl LoadedPlugin {
         })?;
         let pre = linker
             .instantiate_pre(&component)
-            .and_then(|pre| contract::Pre::new(version, pre))
+            .and_then(|pre| {
+                let has_roster = inspection
+                    .exports
+                    .iter()
+                    .any(|e| e == contract::ROSTER_EXPORT);
+                contract::Pre::new(version, has_roster, pre)
+            })
             .map_err(|e| LoadError::Link {
                 path: path.clone(),
                 source: e.into(),
@@ -217,12 +223,18 @@ impl LoadedPlugin {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(engine::ticks_for(self.call_timeout));
-        let exports = self
+        let (exports, roster) = self
             .pre
             .instantiate(&mut store)
             .await
             .map_err(|e| CallError::NoInstance(format!("instantiation failed: {e:#}")))?;
-        let mut instance = Instance::new(store, exports, self.call_timeout, self.metrics.clone());
+        let mut instance = Instance::new(
+            store,
+            exports,
+            roster,
+            self.call_timeout,
+            self.metrics.clone(),
+        );
         instance.configure(setup).await?;
         Ok(instance)
     }

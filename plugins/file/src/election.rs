@@ -101,6 +101,12 @@ pub struct TermRecord {
     /// Records of older versions have none and count as unconfirmed.
     #[serde(default)]
     pub confirmed: bool,
+    /// Set by a handover, with `released`: only this member may take the
+    /// next term at once; any other judges the record like a live one (free
+    /// once unchanged for a lease). Older versions ignore it and take a
+    /// released record at once, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<String>,
 }
 
 impl TermRecord {
@@ -237,7 +243,14 @@ impl Election {
             // Confirmed: the term before it is over. Released by its holder
             // after stepping down, or held by an earlier instance of this
             // process, which does not lead while it campaigns.
-            Some(r) if r.confirmed && (r.released || r.session == self.session) => true,
+            // A handover's successor is named: only it takes the slot at once.
+            Some(r)
+                if r.confirmed
+                    && ((r.released && r.successor.as_ref().is_none_or(|s| *s == self.me.id))
+                        || r.session == self.session) =>
+            {
+                true
+            }
             _ => self.expired(&latest),
         };
         if over {
@@ -280,6 +293,7 @@ impl Election {
             beat: 0,
             released: false,
             confirmed: false,
+            successor: None,
         };
         let tmp = fsx::tmp_path(&layout.election_tmp(), &self.session);
         write_record(&tmp, &record)?;
@@ -342,17 +356,30 @@ impl Election {
 
     pub fn resign(&mut self, layout: &Layout, token: u64) -> Result<()> {
         match self.own_record(layout, token) {
-            Ok(record) => self.release(layout, &record),
+            Ok(record) => self.release(layout, &record, None),
             // Already gone: resigning is idempotent.
             Err(Failure::NotLeader) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Marks our confirmed record released: the slot is free at once.
-    fn release(&self, layout: &Layout, record: &TermRecord) -> Result<()> {
+    /// Releases our term so that only `to` may take the next one at once.
+    pub fn hand_over(&mut self, layout: &Layout, token: u64, to: &str) -> Result<()> {
+        let record = self.own_record(layout, token)?;
+        self.release(layout, &record, Some(to.to_string()))
+    }
+
+    /// Marks our confirmed record released: the slot is free at once (for
+    /// the successor only, if one is named).
+    fn release(
+        &self,
+        layout: &Layout,
+        record: &TermRecord,
+        successor: Option<String>,
+    ) -> Result<()> {
         let released = TermRecord {
             released: true,
+            successor,
             ..record.clone()
         };
         let tmp = fsx::tmp_path(&layout.election_tmp(), &self.session);

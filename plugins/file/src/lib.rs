@@ -7,6 +7,7 @@
 mod election;
 mod fsx;
 mod layout;
+mod members;
 mod state;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use ha_sidecar_sdk::{Failure, Result, Setup, Term, Versioned, invalid, unavailab
 
 use election::{Election, Vacancy};
 use layout::Layout;
+use members::Members;
 use state::{StateStore, Takeover};
 
 /// Where the host mounts the granted directory.
@@ -26,6 +28,7 @@ const GRANTED_DIR: &str = "/data";
 struct Plugin {
     layout: Layout,
     election: Election,
+    members: Members,
     session: String,
 }
 
@@ -39,6 +42,7 @@ impl Plugin {
 
     fn campaign(&mut self, wait: Duration) -> Result<Option<Term>> {
         let deadline = Instant::now() + wait;
+        self.members.announce(&self.layout)?;
         loop {
             let (token, previous) = match self.election.vacancy(&self.layout)? {
                 Vacancy::Never => (1, None),
@@ -139,6 +143,7 @@ fn configure(setup: Setup) -> Result<Plugin> {
     let lease = Duration::from_millis(setup.timing.lease_ms.into());
     Ok(Plugin {
         layout,
+        members: Members::new(setup.me.clone(), setup.session.clone(), lease),
         election: Election::new(setup.me, setup.session.clone(), lease, poll),
         session: setup.session,
     })
@@ -154,7 +159,17 @@ impl StatefulBackend for Plugin {
     }
 
     fn keep(&mut self, term: Term) -> Result<()> {
-        self.election.keep(&self.layout, term.token)
+        self.election.keep(&self.layout, term.token)?;
+        // Member records are for people: failing to write one must not cost
+        // the leadership the renewal above just proved.
+        match self.members.announce(&self.layout) {
+            Ok(true) => self.members.forget_gone(&self.layout),
+            Ok(false) => {}
+            Err(e) => {
+                ha_sidecar_sdk::log::warn(&format!("could not update the member record: {e:?}"))
+            }
+        }
+        Ok(())
     }
 
     fn resign(&mut self, term: Term) -> Result<()> {
@@ -187,6 +202,16 @@ impl StatefulBackend for Plugin {
 
     fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
         self.store().list(prefix)
+    }
+
+    fn members(&mut self) -> Result<Vec<ha_sidecar_sdk::Candidate>> {
+        let leader = self.election.current(&self.layout)?;
+        Members::list(&self.layout, leader.as_ref().map(|t| t.holder.id.as_str()))
+    }
+
+    fn hand_over(&mut self, term: Term, to: &str) -> Result<()> {
+        self.members.check_successor(&self.layout, to)?;
+        self.election.hand_over(&self.layout, term.token, to)
     }
 }
 

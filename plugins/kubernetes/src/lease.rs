@@ -18,6 +18,10 @@
 //!   leader that cannot renew stops before any candidate can take over.
 //! - **Release**: on resign the holder empties `holderIdentity`, so a
 //!   watching standby takes over at once instead of after a lease.
+//! - **Hand over**: a release that names a `successor` in our annotation.
+//!   The successor takes it at once; every other candidate judges it like a
+//!   held record (free once unchanged for a lease), so the designation only
+//!   narrows who may claim a free term. Discovery reports no leader for it.
 //!
 //! Round trips, since each costs an etcd write or read on a real API server
 //! (and a handover waits for them in turn): the holder keeps the object as
@@ -95,7 +99,12 @@ impl Lease {
         let Some(l) = leadership else {
             return Judgement::Vacant;
         };
-        if l.is_released() {
+        let blocked = campaigning
+            && l.holder
+                .successor
+                .as_ref()
+                .is_some_and(|s| *s != self.me.id);
+        if l.is_released() && !blocked {
             return Judgement::Vacant;
         }
         if campaigning && l.record.holder_identity == self.session {
@@ -193,6 +202,7 @@ impl Lease {
                 address: self.me.address.clone(),
                 since_ms,
                 renewals: 0,
+                successor: None,
             },
             raw: String::new(),
         }
@@ -252,13 +262,43 @@ impl Lease {
     /// Releases `term`: the holder becomes empty and the leader keys go.
     /// Idempotent: a term that is already gone is released.
     pub fn resign(&mut self, object: &Object, term: &Term) -> Result<()> {
+        self.release(object, term, None, |_| Ok(()))
+    }
+
+    /// Releases `term` so that only `to` may take the next one at once;
+    /// `check` refuses a successor that is not a live candidate (on the
+    /// object as read, so nothing changes then). `not-leader` if the term
+    /// is gone.
+    pub fn hand_over(
+        &mut self,
+        object: &Object,
+        term: &Term,
+        to: &str,
+        check: impl Fn(&ConfigMap) -> Result<()>,
+    ) -> Result<()> {
+        // The cached base may predate the successor's last member record.
+        self.written = None;
+        let cm = object.get()?.ok_or(Failure::NotLeader)?;
+        self.ours(&cm, term).ok_or(Failure::NotLeader)?;
+        self.release(object, term, Some(to.to_string()), check)
+    }
+
+    fn release(
+        &mut self,
+        object: &Object,
+        term: &Term,
+        successor: Option<String>,
+        check: impl Fn(&ConfigMap) -> Result<()>,
+    ) -> Result<()> {
         for _ in 0..CAS_ATTEMPTS {
             let Some(cm) = self.base(object, term)? else {
-                return Ok(());
+                return successor.map_or(Ok(()), |_| Err(Failure::NotLeader));
             };
             let Some(mut l) = self.ours(&cm, term) else {
-                return Ok(());
+                return successor.map_or(Ok(()), |_| Err(Failure::NotLeader));
             };
+            check(&cm)?;
+            l.holder.successor = successor.clone();
             l.record.holder_identity.clear();
             l.record.renew_time = micro_time_now();
             let mut next = cm.clone();

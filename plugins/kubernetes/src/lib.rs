@@ -21,6 +21,7 @@
 
 mod access;
 mod lease;
+mod members;
 mod object;
 mod record;
 mod store;
@@ -32,6 +33,7 @@ use ha_sidecar_sdk::stateful::StatefulBackend;
 use ha_sidecar_sdk::{Result, Setup, Term, Versioned, invalid, log};
 
 use lease::Lease;
+use members::Members;
 use object::Object;
 
 /// Flink's limit on `kubernetes.cluster-id` (Constants.MAXIMUM_CHARACTERS_OF_CLUSTER_ID).
@@ -40,6 +42,7 @@ const MAX_CLUSTER_ID: usize = 45;
 struct Plugin {
     object: Object,
     lease: Lease,
+    members: Members,
     /// The permission check could not be done at configure (the API server
     /// did not answer): done before the next campaign or leader call.
     unchecked: bool,
@@ -111,6 +114,7 @@ fn configure(setup: Setup) -> Result<Plugin> {
     }
     Ok(Plugin {
         object,
+        members: Members::new(setup.me.clone(), lease),
         lease: Lease::new(setup.me, setup.session, lease, components),
         unchecked,
     })
@@ -123,11 +127,20 @@ impl StatefulBackend for Plugin {
 
     fn campaign(&mut self, wait: Duration) -> Result<Option<Term>> {
         self.checked()?;
+        if let Err(e) = self.members.announce(&self.object, false) {
+            log::warn(&format!("could not update the member record: {e:?}"));
+        }
         self.lease.campaign(&self.object, wait)
     }
 
     fn keep(&mut self, term: Term) -> Result<()> {
-        self.lease.keep(&self.object, &term)
+        self.lease.keep(&self.object, &term)?;
+        // Member records are for people: failing to write one must not cost
+        // the leadership the renewal above just proved.
+        if let Err(e) = self.members.announce(&self.object, true) {
+            log::warn(&format!("could not update the member records: {e:?}"));
+        }
+        Ok(())
     }
 
     fn resign(&mut self, term: Term) -> Result<()> {
@@ -159,6 +172,23 @@ impl StatefulBackend for Plugin {
 
     fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
         store::list(&self.object, prefix)
+    }
+
+    fn members(&mut self) -> Result<Vec<ha_sidecar_sdk::Candidate>> {
+        let cm = self.object.get()?;
+        let leader = cm
+            .as_ref()
+            .and_then(record::Leadership::read)
+            .filter(|l| !l.is_released())
+            .map(|l| l.holder.id);
+        Ok(Members::list(cm.as_ref(), leader.as_deref()))
+    }
+
+    fn hand_over(&mut self, term: Term, to: &str) -> Result<()> {
+        let members = &self.members;
+        self.lease.hand_over(&self.object, &term, to, |cm| {
+            members.check_successor(cm, to)
+        })
     }
 }
 

@@ -58,6 +58,10 @@ pub struct Holder {
     /// Unix ms when the term began, by the holder's clock.
     pub since_ms: u64,
     pub renewals: u64,
+    /// Set by a handover, with the record released: only this member may
+    /// take the next term at once (see `lease.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<String>,
 }
 
 /// The leader part of a ConfigMap: parsed, and as raw text for change detection.

@@ -50,6 +50,21 @@
 //! Every fenced write carries the guard "`leader` is still at version =
 //! token", checked by the store atomically with the write: a deposed leader's
 //! write fails with `not-leader` whatever the timing.
+//!
+//! # Members and a handover to a chosen one
+//!
+//! Each candidate keeps a record under `election/members/<id>` (its address,
+//! when it joined, when it was last seen), rewritten at most every half
+//! lease while it campaigns or leads; the leader removes records not seen
+//! for [`FORGET_AFTER_LEASES`] leases. They are for people and for refusing a
+//! handover to a member long gone, never for safety: their times are the
+//! writers' clocks.
+//!
+//! A handover writes the resigned record with a `successor`. The successor
+//! takes it at once, as any resigned record; every other candidate judges it
+//! like a live holder's record: free once it stayed unchanged for a full
+//! lease by the candidate's own clock. So the designation only narrows who
+//! may claim a free term, and a successor that died meanwhile costs one lease.
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +76,12 @@ pub const LEADER_KEY: &str = "election/leader";
 pub const RENEWAL_KEY: &str = "election/renewal";
 /// State keys live under this prefix, apart from the election records.
 pub const STATE_PREFIX: &str = "state/";
+/// One record per candidate, named by its member id.
+pub const MEMBERS_PREFIX: &str = "election/members/";
+/// The leader forgets a member record not rewritten for this many leases.
+pub const FORGET_AFTER_LEASES: u32 = 20;
+/// A handover is refused to a member not seen for this many leases.
+pub const LIVE_WITHIN_LEASES: u32 = 3;
 
 /// A second key that must be at a given version for a write to happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +133,22 @@ pub trait CasStore: Sized + 'static {
 /// The leader record as stored (JSON).
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 struct LeaderRecord {
-    /// None: resigned, anyone may take over at once.
+    /// None: resigned, anyone may take over at once (but see `successor`).
     holder: Option<Holder>,
     since_ms: u64,
+    /// Set by a handover: only this member may take the resigned term at
+    /// once; any other waits until the record stayed unchanged for a lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    successor: Option<String>,
+}
+
+/// A candidate's record under [`MEMBERS_PREFIX`] (JSON).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+struct MemberRecord {
+    address: String,
+    session: String,
+    since_ms: u64,
+    seen_ms: u64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
@@ -132,6 +166,9 @@ pub struct Driver<S> {
     lease: Duration,
     /// The (leader, renewal) versions last seen and since when, by our clock.
     observed: Option<((u64, Option<u64>), Instant)>,
+    /// When this instance joined (Unix ms) and last wrote its member record.
+    joined_ms: u64,
+    announced: Option<Instant>,
 }
 
 impl<S: CasStore> Driver<S> {
@@ -146,7 +183,117 @@ impl<S: CasStore> Driver<S> {
             },
             lease: Duration::from_millis(setup.timing.lease_ms.into()),
             observed: None,
+            joined_ms: now_ms(),
+            announced: None,
         })
+    }
+
+    fn member_key(id: &str) -> String {
+        format!("{MEMBERS_PREFIX}{id}")
+    }
+
+    /// Rewrites this candidate's member record if the last write is half a
+    /// lease old (or there was none).
+    fn announce(&mut self) -> Result<()> {
+        if self
+            .announced
+            .is_some_and(|at| at.elapsed() < self.lease / 2)
+        {
+            return Ok(());
+        }
+        let key = Self::member_key(&self.me.id);
+        keys::validate(&key)?;
+        let record = MemberRecord {
+            address: self.me.address.clone(),
+            session: self.me.session.clone(),
+            since_ms: self.joined_ms,
+            seen_ms: now_ms(),
+        };
+        let bytes = serde_json::to_vec(&record).expect("a member record serializes");
+        self.store.write(&key, Some(&bytes), None, None)?;
+        self.announced = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Every member record, parsed (records that do not parse are skipped:
+    /// they are only shown to people).
+    fn member_records(&mut self) -> Result<Vec<(String, MemberRecord)>> {
+        let mut out = Vec::new();
+        for key in self.store.list(MEMBERS_PREFIX)? {
+            let Some(id) = key.strip_prefix(MEMBERS_PREFIX) else {
+                continue;
+            };
+            if let Some(v) = self.store.get(&key)?
+                && let Ok(record) = serde_json::from_slice::<MemberRecord>(&v.value)
+            {
+                out.push((id.to_string(), record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The leader's housekeeping: forget members not seen for a long time.
+    fn forget_gone_members(&mut self) -> Result<()> {
+        let cutoff = now_ms().saturating_sub(
+            (self.lease * FORGET_AFTER_LEASES)
+                .max(Duration::from_secs(60))
+                .as_millis() as u64,
+        );
+        for (id, record) in self.member_records()? {
+            if record.seen_ms < cutoff && id != self.me.id {
+                self.store.write(&Self::member_key(&id), None, None, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn members(&mut self) -> Result<Vec<crate::Candidate>> {
+        let leader = self
+            .read_leader()?
+            .and_then(|(record, _)| record.holder.map(|h| h.id));
+        let mut members: Vec<crate::Candidate> = self
+            .member_records()?
+            .into_iter()
+            .map(|(id, r)| crate::Candidate {
+                leads: leader.as_deref() == Some(id.as_str()),
+                member: Member {
+                    id,
+                    address: r.address,
+                },
+                since_ms: r.since_ms,
+                seen_ms: Some(r.seen_ms),
+            })
+            .collect();
+        members.sort_by(|a, b| a.member.id.cmp(&b.member.id));
+        Ok(members)
+    }
+
+    pub fn hand_over(&mut self, term: Term, to: &str) -> Result<()> {
+        if to == self.me.id {
+            return Err(invalid(format!(
+                "{to:?} is this sidecar, the leader itself: name a standby"
+            )));
+        }
+        let live_since =
+            now_ms().saturating_sub((self.lease * LIVE_WITHIN_LEASES).as_millis() as u64);
+        let members = self.member_records()?;
+        match members.iter().find(|(id, _)| id == to) {
+            None => {
+                let known: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
+                return Err(invalid(format!(
+                    "{to:?} is not a candidate of this cluster (candidates: {})",
+                    known.join(", ")
+                )));
+            }
+            Some((_, r)) if r.seen_ms < live_since => {
+                return Err(invalid(format!(
+                    "{to:?} was last seen {} ms ago (by its own clock), longer than {LIVE_WITHIN_LEASES} leases: it is not a live candidate",
+                    now_ms().saturating_sub(r.seen_ms)
+                )));
+            }
+            Some(_) => {}
+        }
+        self.release(term, Some(to.to_string()))
     }
 
     pub fn store(&mut self) -> &mut S {
@@ -180,6 +327,7 @@ impl<S: CasStore> Driver<S> {
     pub fn campaign(&mut self, wait_ms: u32) -> Result<Option<Term>> {
         let started = Instant::now();
         let wait = Duration::from_millis(wait_ms.into());
+        self.announce()?;
         loop {
             // Before the reads: silence is judged up to this instant (module docs).
             let read_started = Instant::now();
@@ -187,7 +335,24 @@ impl<S: CasStore> Driver<S> {
             let (expected, guard, takeover) = match &current {
                 None => (0, None, true),
                 Some((record, version)) => match &record.holder {
-                    None => (*version, None, true),
+                    None if record.successor.as_ref().is_none_or(|s| *s == self.me.id) => {
+                        (*version, None, true)
+                    }
+                    // Handed over to another member: judged like a live
+                    // holder's record (module docs), so free after a lease.
+                    None => {
+                        let seen = (*version, None);
+                        let read_done = Instant::now();
+                        let since = match self.observed {
+                            Some((s, since)) if s == seen => since,
+                            _ => {
+                                self.observed = Some((seen, read_done));
+                                read_done
+                            }
+                        };
+                        let expired = read_started.saturating_duration_since(since) >= self.lease;
+                        (*version, None, expired)
+                    }
                     // Our own process holds it (a lost reply, or a recreated
                     // instance): nobody took over since, so it is still ours.
                     // Renew before answering: a standby may have been timing
@@ -224,6 +389,7 @@ impl<S: CasStore> Driver<S> {
                 let record = LeaderRecord {
                     holder: Some(self.me.clone()),
                     since_ms: now_ms(),
+                    successor: None,
                 };
                 let bytes = serde_json::to_vec(&record).expect("a leader record serializes");
                 let guarded = guard.is_some();
@@ -269,23 +435,36 @@ impl<S: CasStore> Driver<S> {
     pub fn keep(&mut self, term: Term) -> Result<()> {
         let renewal =
             serde_json::json!({ "id": self.me.id, "token": term.token, "at_ms": now_ms() });
-        self.store
-            .write(
-                RENEWAL_KEY,
-                Some(renewal.to_string().as_bytes()),
-                None,
-                Some(Guard {
-                    key: LEADER_KEY,
-                    version: term.token,
-                }),
-            )
-            .map(drop)
+        self.store.write(
+            RENEWAL_KEY,
+            Some(renewal.to_string().as_bytes()),
+            None,
+            Some(Guard {
+                key: LEADER_KEY,
+                version: term.token,
+            }),
+        )?;
+        // Member records are for people: failing to write one must not cost
+        // the leadership that the renewal above just proved.
+        let due = self
+            .announced
+            .is_none_or(|at| at.elapsed() >= self.lease / 2);
+        if due && let Err(e) = self.announce().and_then(|()| self.forget_gone_members()) {
+            crate::log::warn(&format!("could not update the member records: {e:?}"));
+        }
+        Ok(())
     }
 
     pub fn resign(&mut self, term: Term) -> Result<()> {
+        self.release(term, None)
+    }
+
+    /// Writes the resigned record, naming the successor of a handover.
+    fn release(&mut self, term: Term, successor: Option<String>) -> Result<()> {
         let record = LeaderRecord {
             holder: None,
             since_ms: now_ms(),
+            successor,
         };
         let bytes = serde_json::to_vec(&record).expect("a leader record serializes");
         match self
@@ -409,6 +588,12 @@ impl<S: CasStore> crate::stateful::StatefulBackend for Driver<S> {
     }
     fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
         Driver::list(self, prefix.into())
+    }
+    fn members(&mut self) -> Result<Vec<crate::Candidate>> {
+        Driver::members(self)
+    }
+    fn hand_over(&mut self, term: Term, to: &str) -> Result<()> {
+        Driver::hand_over(self, term, to)
     }
 }
 
@@ -666,6 +851,62 @@ mod tests {
                 break t;
             }
         };
+        assert!(tb.token > ta.token);
+    }
+
+    #[test]
+    fn members_are_listed_and_a_handover_lets_only_the_successor_in_at_once() {
+        let (mut a, mut b, mut c) = (driver("ho-a"), driver("ho-b"), driver("ho-c"));
+        let ta = a.campaign(0).unwrap().expect("a wins");
+        assert!(b.campaign(0).unwrap().is_none());
+        assert!(c.campaign(0).unwrap().is_none());
+        let members = a.members().unwrap();
+        let ids: Vec<(&str, bool)> = members
+            .iter()
+            .filter(|m| m.member.id.starts_with("ho-"))
+            .map(|m| (m.member.id.as_str(), m.leads))
+            .collect();
+        assert_eq!(ids, vec![("ho-a", true), ("ho-b", false), ("ho-c", false)]);
+        // To nobody known, or to itself: refused, and a still leads.
+        assert!(matches!(
+            a.hand_over(ta.clone(), "ho-x"),
+            Err(Failure::Invalid(_))
+        ));
+        assert!(matches!(
+            a.hand_over(ta.clone(), "ho-a"),
+            Err(Failure::Invalid(_))
+        ));
+        a.keep(ta.clone())
+            .expect("a still leads after refused handovers");
+        a.hand_over(ta.clone(), "ho-c").unwrap();
+        assert!(
+            b.campaign(0).unwrap().is_none(),
+            "b took a term handed over to c"
+        );
+        assert!(a.keep(ta.clone()).is_err(), "a's term is gone");
+        let tc = c
+            .campaign(0)
+            .unwrap()
+            .expect("the successor takes over at once");
+        assert!(tc.token > ta.token);
+        assert_eq!(b.leader(None, 0).unwrap().unwrap().holder.id, "ho-c");
+    }
+
+    #[test]
+    fn a_successor_that_never_comes_costs_one_lease() {
+        let (mut a, mut b, mut c) = (driver("gone-a"), driver("gone-b"), driver("gone-c"));
+        let ta = a.campaign(0).unwrap().expect("a wins");
+        assert!(c.campaign(0).unwrap().is_none());
+        assert!(b.campaign(0).unwrap().is_none());
+        a.hand_over(ta.clone(), "gone-c").unwrap();
+        drop(c); // the successor dies before it claims
+        let started = Instant::now();
+        let tb = loop {
+            if let Some(t) = b.campaign(50).unwrap() {
+                break t;
+            }
+        };
+        assert!(started.elapsed() >= Duration::from_millis(200));
         assert!(tb.token > ta.token);
     }
 }

@@ -8,7 +8,8 @@
 //! [`export_backend!`](crate::export_backend). The bindings are generated here once, from the
 //! contract in this crate's `wit/`, so every plugin is built against the same
 //! version of it. With the feature `contract-0-1` the plugin is built for the
-//! previous contract instead (see `wit-0.1.0/`).
+//! previous contract instead (see `wit-0.1.0/`), without the optional
+//! `ha:membership` export, which came later.
 //!
 //! ```ignore
 //! struct MyStore { /* what configure made */ }
@@ -31,7 +32,7 @@ pub mod stateful;
 #[cfg(not(feature = "contract-0-1"))]
 wit_bindgen::generate!({
     path: "wit",
-    world: "ha:sdk/capabilities",
+    world: "ha:sdk/backend",
     pub_export_macro: true,
     default_bindings_module: "ha_sidecar_sdk",
     generate_all,
@@ -69,7 +70,21 @@ pub use capability::kubernetes;
 pub use capability::secrets;
 /// The `zookeeper` capability (granted with `capabilities.zookeeper`).
 pub use capability::zookeeper;
+/// The optional `ha:membership/roster` export (not in the 0.1 contract).
+#[cfg(not(feature = "contract-0-1"))]
+pub use exports::ha::membership::roster::{Candidate, Guest as Roster};
 pub use exports::ha::sidecar::backend::Guest as Backend;
+/// A candidate as [`stateful::StatefulBackend::members`] reports it; in a
+/// build for the 0.1 contract, which has no roster export, only a record
+/// of the same shape, so that a plugin's code is the same for both.
+#[cfg(feature = "contract-0-1")]
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub member: Member,
+    pub leads: bool,
+    pub since_ms: u64,
+    pub seen_ms: Option<u64>,
+}
 pub use ha::sidecar::types::{Failure, Member, Setup, Term, Timing, Versioned};
 
 /// Shorthand for the result type of every backend call.

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::{Result, Setup, Term, Versioned, invalid, keys};
+use crate::{Candidate, Result, Setup, Term, Versioned, invalid, keys};
 
 pub trait StatefulBackend: Sized + 'static {
     /// Called once per instance, before anything else: the state every
@@ -52,6 +52,26 @@ pub trait StatefulBackend: Sized + 'static {
 
     /// Keys starting with `prefix` (a valid one), sorted.
     fn list(&mut self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Every candidate the backend records, leader included (the optional
+    /// `ha:membership/roster` export). By default the backend records none:
+    /// the host then shows the leader only and says why.
+    fn members(&mut self) -> Result<Vec<Candidate>> {
+        Err(invalid(
+            "this backend does not record its candidates (it does not implement members)",
+        ))
+    }
+
+    /// Give `term` up so that only the candidate `to` may take the next one
+    /// at once (the roster's `hand-over`: read its rules before
+    /// implementing). By default a targeted handover is refused and nothing
+    /// changes.
+    fn hand_over(&mut self, term: Term, to: &str) -> Result<()> {
+        let _ = (term, to);
+        Err(invalid(
+            "this backend cannot hand over to a chosen member (it does not implement hand-over); resign instead",
+        ))
+    }
 }
 
 /// What `export_backend!` calls: the contract's checks, once for every plugin.
@@ -159,9 +179,68 @@ macro_rules! export_backend {
             }
         }
 
+        $crate::__export_roster!(__HaSidecarBackend, __ha_sidecar_with, $plugin);
+
         // Through the name the plugin gave this SDK, not `$crate`: a test
         // build that puts a fault-injecting SDK under that name (see
         // `plugins/fixtures/faults`) then wraps this backend too.
         ha_sidecar_sdk::export!(__HaSidecarBackend);
     };
+}
+
+/// The roster export of [`export_backend!`]: defined here, where the SDK's
+/// own feature is known, because a `cfg` in `export_backend!` would be read
+/// in the plugin's crate.
+#[cfg(not(feature = "contract-0-1"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_roster {
+    ($backend:ident, $with:ident, $plugin:ty) => {
+        impl $crate::Roster for $backend {
+            fn members() -> $crate::Result<Vec<$crate::Candidate>> {
+                $with(|p| $crate::stateful::StatefulBackend::members(p))
+            }
+            fn hand_over(term: $crate::Term, to: String) -> $crate::Result<()> {
+                $with(|p| $crate::stateful::StatefulBackend::hand_over(p, term, &to))
+            }
+        }
+    };
+}
+
+/// Built for the 0.1 contract, which has no roster: nothing to export.
+#[cfg(feature = "contract-0-1")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_roster {
+    ($backend:ident, $with:ident, $plugin:ty) => {};
+}
+
+/// For a plugin that implements [`crate::Backend`] by hand and records no
+/// candidates: exports the roster as refusing both calls, which is what the
+/// host expects of such a backend (`GET /members` then shows the leader
+/// only). `ha_sidecar_sdk::no_roster!(MyBackend);` next to `export!`.
+#[cfg(not(feature = "contract-0-1"))]
+#[macro_export]
+macro_rules! no_roster {
+    ($backend:ident) => {
+        impl $crate::Roster for $backend {
+            fn members() -> $crate::Result<Vec<$crate::Candidate>> {
+                Err($crate::invalid(
+                    "this backend does not record its candidates (it does not implement members)",
+                ))
+            }
+            fn hand_over(_: $crate::Term, _: String) -> $crate::Result<()> {
+                Err($crate::invalid(
+                    "this backend cannot hand over to a chosen member (it does not implement hand-over); resign instead",
+                ))
+            }
+        }
+    };
+}
+
+/// Built for the 0.1 contract, which has no roster: nothing to export.
+#[cfg(feature = "contract-0-1")]
+#[macro_export]
+macro_rules! no_roster {
+    ($backend:ident) => {};
 }

@@ -3,11 +3,19 @@
 //! candidate watches only its predecessor, so a change wakes one candidate,
 //! not all. The token is the leader's sequence number: a newer candidate
 //! always gets a higher one, so tokens grow with every new leader.
+//!
+//! The latch nodes are also the members view (they live as long as their
+//! candidates' sessions). A handover to a chosen candidate deletes, in one
+//! `multi` checked against the successor's node, the leader's node and
+//! every node queued before the successor's: the successor is then the
+//! lowest and leads by the usual rule, and the candidates it overtook queue
+//! again at the tail when they next campaign. Nothing new can lead, so the
+//! handover is as safe as a resignation.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ha_sidecar_sdk::zookeeper::{self as zk, CreateMode, SessionState, ZkError};
-use ha_sidecar_sdk::{Failure, Member, Result, Term, log};
+use ha_sidecar_sdk::{Failure, Member, Result, Term, invalid, log};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::{Paths, sequence};
@@ -20,6 +28,9 @@ struct Candidate {
     address: String,
     /// When it began to lead (Unix ms), 0 while it waits.
     since_ms: u64,
+    /// When it joined the queue (Unix ms); 0 in nodes of older versions.
+    #[serde(default)]
+    joined_ms: u64,
 }
 
 pub struct Latch {
@@ -77,6 +88,7 @@ impl Latch {
             id: self.me.id.clone(),
             address: self.me.address.clone(),
             since_ms: 0,
+            joined_ms: now_ms(),
         })
         .expect("serializes");
         // Curator's naming, so tools that know Flink's tree recognise it.
@@ -143,14 +155,17 @@ impl Latch {
                 "the latch node is not owned by this connected session".into(),
             ));
         }
-        let since_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let since_ms = now_ms();
+        let joined_ms = zk::get(node)
+            .ok()
+            .flatten()
+            .and_then(|(data, _)| serde_json::from_slice::<Candidate>(&data).ok())
+            .map_or(since_ms, |c| c.joined_ms);
         let data = serde_json::to_vec(&Candidate {
             id: self.me.id.clone(),
             address: self.me.address.clone(),
             since_ms,
+            joined_ms,
         })
         .expect("serializes");
         zk::set(node, &data, -1).map_err(zk_failure)?;
@@ -202,6 +217,7 @@ impl Latch {
                             id: String::new(),
                             address: String::new(),
                             since_ms: 0,
+                            joined_ms: 0,
                         });
                         Some(Term {
                             holder: Member {
@@ -226,4 +242,94 @@ impl Latch {
             zk::wait_change(&dir, true, left.as_millis() as u32).map_err(zk_failure)?;
         }
     }
+
+    /// The queued candidates, lowest first, one per member id (a member's
+    /// lowest node; a stale one of its is removed at its next campaign).
+    fn candidates(paths: &Paths) -> Result<Vec<(String, Candidate)>> {
+        let mut out: Vec<(String, Candidate)> = Vec::new();
+        for (_, path) in Self::queue(paths)? {
+            let Some((data, _)) = zk::get(&path).map_err(zk_failure)? else {
+                continue; // it just went
+            };
+            let Ok(c) = serde_json::from_slice::<Candidate>(&data) else {
+                continue; // not a node of ours
+            };
+            if !out.iter().any(|(_, o)| o.id == c.id) {
+                out.push((path, c));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every queued candidate; the lowest leads.
+    pub fn members(paths: &Paths) -> Result<Vec<ha_sidecar_sdk::Candidate>> {
+        Ok(Self::candidates(paths)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, c))| ha_sidecar_sdk::Candidate {
+                member: Member {
+                    id: c.id,
+                    address: c.address,
+                },
+                leads: i == 0,
+                since_ms: c.joined_ms,
+                seen_ms: None,
+            })
+            .collect())
+    }
+
+    /// Deletes, in one multi checked against `to`'s node, our node and
+    /// every node queued before `to`'s (module docs).
+    pub fn hand_over(&mut self, paths: &Paths, term: &Term, to: &str) -> Result<()> {
+        if to == self.me.id {
+            return Err(invalid(format!(
+                "{to:?} is this sidecar, the leader itself: name a standby"
+            )));
+        }
+        let queue = Self::queue(paths)?;
+        let candidates = Self::candidates(paths)?;
+        let Some((target, _)) = candidates.iter().find(|(_, c)| c.id == to) else {
+            let known: Vec<&str> = candidates.iter().map(|(_, c)| c.id.as_str()).collect();
+            return Err(invalid(format!(
+                "{to:?} is not a candidate of this cluster (candidates: {})",
+                known.join(", ")
+            )));
+        };
+        let mut ops = vec![zk::Op::Check((target.clone(), -1))];
+        for (_, path) in queue.iter().take_while(|(_, p)| p != target) {
+            ops.push(zk::Op::Delete((path.clone(), -1)));
+        }
+        if !ops
+            .iter()
+            .any(|op| matches!(op, zk::Op::Delete((p, _)) if *p == term.handle))
+        {
+            // Our node is not ahead of the successor's: we do not lead.
+            return Err(Failure::NotLeader);
+        }
+        match zk::multi(&ops) {
+            Ok(_) => {}
+            Err((0, ZkError::NoNode)) => {
+                return Err(invalid(format!(
+                    "{to:?} left the election just now: it is not a live candidate"
+                )));
+            }
+            Err((_, ZkError::NoNode)) => {
+                return Err(Failure::Unavailable(
+                    "the queue changed during the handover; nothing was changed, try again".into(),
+                ));
+            }
+            Err((_, e)) => return Err(zk_failure(e)),
+        }
+        if self.node.as_deref() == Some(term.handle.as_str()) {
+            self.node = None;
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -171,6 +171,16 @@ impl StatefulBackend for Plugin {
     fn list(&mut self, prefix: &str) -> Result<Vec<String>> {
         store::list(&self.paths, prefix)
     }
+
+    fn members(&mut self) -> Result<Vec<ha_sidecar_sdk::Candidate>> {
+        Latch::members(&self.paths)
+    }
+
+    fn hand_over(&mut self, term: Term, to: &str) -> Result<()> {
+        self.latch.hand_over(&self.paths, &term, to)?;
+        self.unpublish();
+        Ok(())
+    }
 }
 
 ha_sidecar_sdk::export_backend!(Plugin);
