@@ -162,3 +162,15 @@ fn members_and_a_handover_to_a_chosen_standby() {
     let sidecars = three(&cluster, &server);
     support::roster::assert_members_and_targeted_handover(&sidecars, LEASE);
 }
+
+#[test]
+fn a_handover_with_a_standby_stopped_at_each_step_never_makes_two_leaders() {
+    let server = Etcd::start();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server);
+    support::roster::assert_handover_faults_keep_one_leader(
+        &sidecars,
+        Duration::from_millis(1500),
+        LEASE,
+    );
+}

@@ -557,3 +557,15 @@ fn members_are_the_latch_children_and_a_handover_reaches_the_chosen_standby() {
     let sidecars = three(&cluster, &server.quorum());
     support::roster::assert_members_and_targeted_handover(&sidecars, Duration::from_secs(2));
 }
+
+#[test]
+fn a_handover_with_a_standby_stopped_at_each_step_never_makes_two_leaders() {
+    let server = ZooKeeper::standalone();
+    let cluster = Cluster::new();
+    let sidecars = three(&cluster, &server.quorum());
+    support::roster::assert_handover_faults_keep_one_leader(
+        &sidecars,
+        Duration::from_millis(1500),
+        SESSION + zk::TICK,
+    );
+}

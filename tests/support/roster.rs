@@ -161,3 +161,131 @@ pub fn assert_members_and_targeted_handover(sidecars: &[Sidecar], lease: Duratio
     // Once the first leader's holdoff is over, it is a standby again.
     wait_for_agreement(sidecars, second);
 }
+
+/// Where a schedule of [`assert_handover_faults_keep_one_leader`] stops a
+/// process, and which.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The named successor, just before the handover is asked for: it was
+    /// live when checked and never comes to claim.
+    SuccessorBefore,
+    /// The named successor, the moment the handover returns: mid-campaign.
+    SuccessorAfter,
+    /// The other standby, across the handover: when it resumes, its
+    /// observations predate the change.
+    OtherStandby,
+}
+
+/// Handovers with a standby stopped (SIGSTOP) at each step, while every
+/// sidecar's claims are recorded: never two leaders, tokens grow, and a
+/// successor that does not come costs about a lease (`takeover`: the
+/// backend's bound for a silent holder), not the cluster's leadership.
+pub fn assert_handover_faults_keep_one_leader(
+    sidecars: &[Sidecar],
+    renew_deadline: Duration,
+    takeover: Duration,
+) {
+    use super::overlap::{self, History};
+    use std::sync::Arc;
+    let ports: Vec<u16> = sidecars.iter().map(|s| s.port).collect();
+    let history = Arc::new(History::default());
+    let watchers = overlap::watch(&history, &ports);
+    let mut attempt = 0;
+    for fault in [
+        Fault::SuccessorBefore,
+        Fault::SuccessorAfter,
+        Fault::OtherStandby,
+    ] {
+        loop {
+            let leader = sole_leader(sidecars, Duration::from_secs(30));
+            wait_for_agreement(sidecars, leader);
+            let term = sidecars[leader].term();
+            let successor = (leader + 2) % 3;
+            let other = (leader + 1) % 3;
+            let stopped = match fault {
+                Fault::SuccessorBefore | Fault::SuccessorAfter => successor,
+                Fault::OtherStandby => other,
+            };
+            if !matches!(fault, Fault::SuccessorAfter) {
+                sidecars[stopped].signal(libc::SIGSTOP);
+            }
+            let started = Instant::now();
+            let r = request(
+                sidecars[leader].port,
+                "POST",
+                &format!("/leader/handover?to={}", sidecars[successor].id),
+                &[],
+                b"",
+            )
+            .unwrap();
+            if matches!(fault, Fault::SuccessorAfter) {
+                sidecars[stopped].signal(libc::SIGSTOP);
+            }
+            // Leadership may have moved on its own since it was read (a renewal
+            // missed on a loaded machine): undo the fault and run the round again.
+            if r.status == 409 && r.json()["error"] == "not_leader" && attempt < 3 {
+                println!("{fault:?}: {} no longer led; again", sidecars[leader].id);
+                sidecars[stopped].signal(libc::SIGCONT);
+                attempt += 1;
+                continue;
+            }
+            assert_eq!(r.status, 200, "{fault:?}: {}", r.text());
+            // Somebody running leads again, with a newer term.
+            let (next, new_term) = wait_for(
+                "a running member to lead after the handover",
+                takeover + Duration::from_secs(10),
+                || {
+                    sidecars.iter().enumerate().find_map(|(i, s)| {
+                        if i == stopped {
+                            return None;
+                        }
+                        let v = s.get("/leader/self").ok()?.json();
+                        let t = v["term"].as_u64()?;
+                        (v["leading"] == true && t > term).then_some((i, t))
+                    })
+                },
+            );
+            let took = started.elapsed();
+            println!(
+                "{fault:?}: {} handed term {term} to {} ({} stopped); {} leads term {new_term} after {} ms",
+                sidecars[leader].id,
+                sidecars[successor].id,
+                sidecars[stopped].id,
+                sidecars[next].id,
+                took.as_millis()
+            );
+            match fault {
+                // The successor never came: the other standby after about a lease.
+                Fault::SuccessorBefore | Fault::SuccessorAfter => {
+                    assert_eq!(next, other, "{fault:?}")
+                }
+                // The successor came at once.
+                Fault::OtherStandby => {
+                    assert_eq!(next, successor, "{fault:?}");
+                    assert!(took < takeover, "{fault:?}: the successor took {took:?}");
+                }
+            }
+            // Stopped for longer than a lease, then back: it must not claim.
+            std::thread::sleep(takeover);
+            sidecars[stopped].signal(libc::SIGCONT);
+            std::thread::sleep(takeover / 2);
+            break;
+        }
+    }
+    watchers.stop();
+    let verdict = overlap::check(
+        &history.snapshot(),
+        overlap::safety_bound(renew_deadline, takeover),
+    );
+    let problems = verdict.problems();
+    assert!(
+        problems.is_empty(),
+        "two leaders at once around a handover:\n  {}",
+        problems.join("\n  ")
+    );
+    assert!(
+        verdict.terms.len() >= 4,
+        "terms claimed: {:?}",
+        verdict.terms
+    );
+}
