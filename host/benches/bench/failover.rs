@@ -1,5 +1,5 @@
 //! Failover among three sidecars: the leader is killed (kill -9), stopped
-//! (SIGTERM) or resigns, and the clock runs from that moment until a standby
+//! (SIGTERM), resigns, or hands over to a named standby, and the clock runs from that moment until a standby
 //! answers the leader-only endpoint (`GET /leader/self`) with 200. Long
 //! polls held on the standbys at the same time measure how soon clients
 //! waiting for a change learn of the new leader.
@@ -29,6 +29,9 @@ enum Stop {
     Kill9,
     Term,
     Resign,
+    /// `POST /leader/handover?to=` the standby started after the other (on
+    /// ZooKeeper the one queued behind: not the natural successor).
+    HandoverTo,
 }
 
 struct Outcome {
@@ -94,6 +97,20 @@ pub fn run(report: &mut Report, backend: &dyn Backend, trials: usize) {
         "takeover after POST /leader/resign, min / median / p99",
         &resigned,
         "(Flink has no resign)",
+    );
+
+    progress(&format!(
+        "{name}: POST /leader/handover?to=, {trials} trials"
+    ));
+    let handed: Vec<Outcome> = (0..trials)
+        .map(|_| trial(&group, &mut sidecars, Stop::HandoverTo, bound.total))
+        .collect();
+    graceful_row(
+        report,
+        name,
+        "takeover by the named standby after POST /leader/handover?to=, min / median / p99",
+        &handed,
+        "(Flink has no handover; Patroni's switchover --candidate)",
     );
 }
 
@@ -172,6 +189,7 @@ fn trial(group: &Group, sidecars: &mut [Sidecar], stop: Stop, bound: Duration) -
         .map(|&port| std::thread::spawn(move || watch(port, old, timeout)))
         .collect();
 
+    let chosen = (leader + 2) % 3;
     let sent = Instant::now();
     match stop {
         Stop::Kill9 => sidecars[leader].kill9(),
@@ -181,8 +199,24 @@ fn trial(group: &Group, sidecars: &mut [Sidecar], stop: Stop, bound: Duration) -
             let r = request(sidecars[leader].port, "POST", &path, &[], b"").expect("POST resign");
             assert_eq!(r.status, 200, "resign failed: {}", r.text());
         }
+        Stop::HandoverTo => {
+            let path = format!(
+                "/leader/handover?to={}&holdoff={}ms",
+                sidecars[chosen].id,
+                RESIGN_HOLDOFF.as_millis()
+            );
+            let r = request(sidecars[leader].port, "POST", &path, &[], b"").expect("POST handover");
+            assert_eq!(r.status, 200, "handover failed: {}", r.text());
+        }
     }
     let (takeover, winner) = until_one_leads(&standbys, sent, timeout);
+    if stop == Stop::HandoverTo {
+        assert_eq!(
+            winner, sidecars[chosen].port,
+            "the handover to {} was taken by another member",
+            sidecars[chosen].id
+        );
+    }
     let wakeups = watchers
         .into_iter()
         .zip(&standbys)
@@ -200,7 +234,9 @@ fn trial(group: &Group, sidecars: &mut [Sidecar], stop: Stop, bound: Duration) -
             assert!(status.success(), "{id} exited with {status} after SIGTERM");
             sidecars[leader] = group.start(&id);
         }
-        Stop::Resign => std::thread::sleep(RESIGN_HOLDOFF.saturating_sub(sent.elapsed())),
+        Stop::Resign | Stop::HandoverTo => {
+            std::thread::sleep(RESIGN_HOLDOFF.saturating_sub(sent.elapsed()))
+        }
     }
     Outcome { takeover, wakeups }
 }
