@@ -190,6 +190,23 @@ fn trial(group: &Group, sidecars: &mut [Sidecar], stop: Stop, bound: Duration) -
         .collect();
 
     let chosen = (leader + 2) % 3;
+    if stop == Stop::HandoverTo {
+        // A member back from its resign holdoff may not have queued again
+        // yet (ZooKeeper: its latch node is made at its next campaign).
+        let listed = Instant::now();
+        while !request(sidecars[leader].port, "GET", "/members", &[], b"").is_ok_and(|r| {
+            r.json()["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["id"] == sidecars[chosen].id.as_str()))
+        }) {
+            assert!(
+                listed.elapsed() < Duration::from_secs(15),
+                "{} never listed among the members",
+                sidecars[chosen].id
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     let sent = Instant::now();
     match stop {
         Stop::Kill9 => sidecars[leader].kill9(),
