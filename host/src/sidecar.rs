@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::candidacy::Candidacies;
+use crate::capabilities::Capability as _;
 use crate::components::Components;
 use crate::config::Config;
 use crate::discovery::{self, Discovered};
@@ -37,6 +38,31 @@ fn setup(config: &Config) -> Setup {
             retry_ms: ms(config.timing.retry_period),
         },
         settings: config.plugin.settings.clone(),
+    }
+}
+
+/// How many state calls may run at once (`plugin.state-instances`).
+///
+/// One for a plugin granted a directory: a file backend's writes in one term
+/// are made by one writer at a time. The file plugin, for one, numbers a new
+/// version from a listing of its term's directory and publishes it with an
+/// exclusive link, so two overlapping writes would both pick the same number
+/// and one would fail as "unavailable" instead of being ordered; nothing in
+/// a directory grant lets instances agree on more than what the directory
+/// shows them.
+///
+/// One for a plugin granted Kubernetes too: its state is one ConfigMap, so
+/// overlapping writes only make each other retry (the benchmark saw them run
+/// out of retries and answer 503 at 4 and 16 connections).
+fn state_instances(config: &Config) -> usize {
+    let serial = [
+        crate::capabilities::filesystem::Filesystem.name(),
+        crate::capabilities::kubernetes::Kubernetes.name(),
+    ];
+    if serial.iter().any(|c| config.grants.is_granted(c)) {
+        1
+    } else {
+        config.plugin.state_instances
     }
 }
 
@@ -121,7 +147,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let values = Arc::new(ValueStore::new(
-        StateService::new(slot("state")),
+        StateService::new(
+            (0..state_instances(&config))
+                .map(|_| slot("state"))
+                .collect(),
+        ),
         blobs,
         config.storage.inline_limit as usize,
     ));

@@ -137,6 +137,11 @@ impl Etcd {
             .collect()
     }
 
+    /// The client port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.client_port
+    }
+
     /// A plain client of the JSON gateway, for what the tests and the
     /// benchmark do to etcd directly.
     pub fn client(&self) -> EtcdClient {
@@ -234,7 +239,7 @@ fn http_post(port: u16, path: &str, body: &str) -> Option<String> {
     )
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
@@ -247,7 +252,7 @@ fn b64(bytes: &[u8]) -> String {
     out
 }
 
-fn unb64(s: &str) -> Vec<u8> {
+pub fn unb64(s: &str) -> Vec<u8> {
     let value = |c: u8| match c {
         b'A'..=b'Z' => c - b'A',
         b'a'..=b'z' => c - b'a' + 26,

@@ -63,6 +63,7 @@ pub fn plugin_config(name: &str, settings: &[(&str, &str)]) -> ha_sidecar::confi
         cache_dir: Some(shared_cache_dir()),
         restart_backoff: Duration::from_millis(100),
         restart_backoff_max: Duration::from_secs(1),
+        state_instances: 8,
     }
 }
 

@@ -24,7 +24,9 @@
 //! Environment: `CHAOS_SEED=<u64>` replays a schedule (the seed is printed;
 //! process timing still varies), `CHAOS_SECS=<n>` (the test's short default
 //! otherwise; a soak sets minutes), `CHAOS_SIDECARS=3|5`, `CHAOS_FAULTS=<n>`,
-//! `CHAOS_KEEP=1` keeps the cluster directory (configs, logs, backend data).
+//! `CHAOS_KEEP=1` keeps the cluster directory (configs, logs, backend data),
+//! `CHAOS_WRITERS=<n>` sets the concurrent register writers beside each app
+//! (default [`DEFAULT_WRITERS`]).
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
@@ -45,12 +47,19 @@ pub const RENEW_DEADLINE: Duration = Duration::from_millis(1500);
 /// (the plugin sees it at `/data/fault-injection`).
 const TRIGGERS: &str = "fault-injection";
 
+/// Concurrent fenced register writers beside each app unless
+/// `CHAOS_WRITERS` says otherwise: every schedule has many writers of one
+/// term in flight at once around each handover.
+pub const DEFAULT_WRITERS: usize = 4;
+
 pub struct Settings {
     pub seed: u64,
     pub duration: Duration,
     pub sidecars: usize,
     pub max_faults: usize,
     pub keep: bool,
+    /// Register writers beside each app (see `workload`).
+    pub writers: usize,
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -83,6 +92,7 @@ impl Settings {
             sidecars,
             max_faults: env_number("CHAOS_FAULTS").map_or(usize::MAX, |n| n as usize),
             keep: std::env::var_os("CHAOS_KEEP").is_some(),
+            writers: env_number("CHAOS_WRITERS").map_or(DEFAULT_WRITERS, |n| n as usize),
         }
     }
 }
@@ -282,9 +292,10 @@ pub fn chaos_yaml(id: &str, port: u16, plugin: &str, data: &Path) -> SidecarYaml
 pub fn run(backend: &mut dyn Backend, settings: &Settings) -> Summary {
     let seed = settings.seed;
     println!(
-        "fault schedule on the {} backend: seed {seed} (replay with CHAOS_SEED={seed}), {} sidecars, faults for {:?}",
+        "fault schedule on the {} backend: seed {seed} (replay with CHAOS_SEED={seed}), {} sidecars, {} register writers beside each app, faults for {:?}",
         backend.name(),
         settings.sidecars,
+        settings.writers,
         settings.duration
     );
     let t0 = Instant::now();
@@ -319,7 +330,7 @@ pub fn run(backend: &mut dyn Backend, settings: &Settings) -> Summary {
 
     let history = Arc::new(History::default());
     let watchers = overlap::watch(&history, &ports);
-    let workload = workload::start(&history, &ports);
+    let workload = workload::start(&history, &ports, settings.writers);
 
     let mut kinds: Vec<&'static str> = SIDECAR_KINDS.to_vec();
     kinds.extend_from_slice(backend.kinds());

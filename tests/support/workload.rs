@@ -21,6 +21,13 @@
 //!   and from the final read, shows the order in which values landed: a term
 //!   that goes back is a deposed write that landed after a newer term wrote.
 //!
+//! Beside each app, `writers` more threads (`CHAOS_WRITERS`, see
+//! `schedule`) write only the register, fenced by their sidecar's term, as
+//! fast as they can and at the same time: a sidecar runs state calls in
+//! parallel, and the register's order must still never let a deposed term's
+//! write land after a newer term's first write. Their values are
+//! `T:app<n>w<k>:<seq>`, their figures count with their app's.
+//!
 //! A write that times out, or is answered 503, is indeterminate: it may have
 //! landed or not, so it is never counted as acknowledged (and may appear).
 
@@ -106,11 +113,29 @@ pub struct AppStats {
     pub unexpected: Vec<String>,
 }
 
+impl AppStats {
+    /// Adds a register writer's figures to its app's.
+    fn absorb(&mut self, w: AppStats) {
+        self.appends.extend(w.appends);
+        self.register_acks.extend(w.register_acks);
+        self.attempted.extend(w.attempted);
+        self.fenced += w.fenced;
+        self.lost_cas += w.lost_cas;
+        self.unavailable += w.unavailable;
+        self.plugin_failed += w.plugin_failed;
+        self.no_answer += w.no_answer;
+        self.held.0 += w.held.0;
+        self.held.1 += w.held.1;
+        self.unexpected.extend(w.unexpected);
+    }
+}
+
 /// The running apps and reader.
 pub struct Workload {
     stop: Arc<AtomicBool>,
     writing: Arc<Vec<AtomicBool>>,
-    apps: Vec<JoinHandle<AppStats>>,
+    /// Per sidecar: its app and its register writers.
+    apps: Vec<(JoinHandle<AppStats>, Vec<JoinHandle<AppStats>>)>,
     reader: JoinHandle<Vec<Sighting>>,
 }
 
@@ -119,8 +144,9 @@ pub struct Outcome {
     pub sightings: Vec<Sighting>,
 }
 
-/// Starts an app beside each sidecar port and a reader of the register.
-pub fn start(history: &Arc<History>, ports: &[u16]) -> Workload {
+/// Starts an app and `writers` register writers beside each sidecar port,
+/// and a reader of the register.
+pub fn start(history: &Arc<History>, ports: &[u16], writers: usize) -> Workload {
     let stop = Arc::new(AtomicBool::new(false));
     let writing: Arc<Vec<AtomicBool>> =
         Arc::new(ports.iter().map(|_| AtomicBool::new(false)).collect());
@@ -128,16 +154,20 @@ pub fn start(history: &Arc<History>, ports: &[u16]) -> Workload {
         .iter()
         .enumerate()
         .map(|(node, &port)| {
-            let app = App {
-                node,
-                port,
-                history: history.clone(),
-                stop: stop.clone(),
-                writing: writing.clone(),
-                stats: AppStats::default(),
-                seq: 0,
+            let spawn = |writer| {
+                let app = App {
+                    node,
+                    writer,
+                    port,
+                    history: history.clone(),
+                    stop: stop.clone(),
+                    writing: writing.clone(),
+                    stats: AppStats::default(),
+                    seq: 0,
+                };
+                std::thread::spawn(move || app.run())
             };
-            std::thread::spawn(move || app.run())
+            (spawn(None), (1..=writers).map(|k| spawn(Some(k))).collect())
         })
         .collect();
     let reader = {
@@ -165,7 +195,13 @@ impl Workload {
             stats: self
                 .apps
                 .into_iter()
-                .map(|h| h.join().expect("an app thread panicked"))
+                .map(|(app, writers)| {
+                    let mut stats = app.join().expect("an app thread panicked");
+                    for w in writers {
+                        stats.absorb(w.join().expect("a register writer thread panicked"));
+                    }
+                    stats
+                })
                 .collect(),
             sightings: self.reader.join().expect("the reader thread panicked"),
         }
@@ -174,6 +210,8 @@ impl Workload {
 
 struct App {
     node: usize,
+    /// Some(k): the app's k-th register writer, which writes nothing else.
+    writer: Option<usize>,
     port: u16,
     history: Arc<History>,
     stop: Arc<AtomicBool>,
@@ -188,7 +226,10 @@ struct AskAgain;
 
 impl App {
     fn name(&self) -> String {
-        format!("app{}", self.node + 1)
+        match self.writer {
+            None => format!("app{}", self.node + 1),
+            Some(k) => format!("app{}w{k}", self.node + 1),
+        }
     }
 
     fn run(mut self) -> AppStats {
@@ -197,7 +238,10 @@ impl App {
                 sleep(Duration::from_millis(20));
                 continue;
             };
-            let _ = self.lead(term);
+            let _ = match self.writer {
+                None => self.lead(term),
+                Some(_) => self.write_register(term),
+            };
             sleep(Duration::from_millis(5));
         }
         self.stats
@@ -253,6 +297,25 @@ impl App {
             self.stats.register_acks.push(Sighting {
                 version,
                 value: register,
+                source: "acknowledged write",
+            });
+            sleep(WRITE_GAP);
+        }
+        Ok(())
+    }
+
+    /// A register writer's loop: fenced register writes for `term`, back to
+    /// back, until one is refused or unanswered.
+    fn write_register(&mut self, term: u64) -> Result<(), AskAgain> {
+        let fence = term.to_string();
+        while !self.stop.load(Relaxed) {
+            self.seq += 1;
+            let value = format!("{term}:{}:{}", self.name(), self.seq);
+            let (r, start, end) = self.write(REGISTER, &[("x-ha-term", &fence)], value.as_bytes());
+            let version = self.acknowledged(r, term, start, end)?;
+            self.stats.register_acks.push(Sighting {
+                version,
+                value,
                 source: "acknowledged write",
             });
             sleep(WRITE_GAP);

@@ -100,6 +100,7 @@ struct RawPlugin {
     cache_dir: Option<PathBuf>,
     restart_backoff: Option<Dur>,
     restart_backoff_max: Option<Dur>,
+    state_instances: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -161,6 +162,9 @@ pub struct PluginConfig {
     pub cache_dir: Option<PathBuf>,
     pub restart_backoff: Duration,
     pub restart_backoff_max: Duration,
+    /// At most this many state calls run at once, each in its own instance
+    /// (see `state::pool`); the filesystem capability forces one.
+    pub state_instances: usize,
 }
 
 /// client-go's defaults for core components: tolerant of API hiccups, quick enough to fail over.
@@ -175,6 +179,11 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 pub const MAX_CONNECTIONS: u64 = 65_536;
 pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Enough to keep a small backend's round trips overlapping; each instance
+/// costs its memory only once it is needed (they are made on demand).
+pub const DEFAULT_STATE_INSTANCES: u64 = 8;
+/// Each instance may take `plugin.memory-limit`: more than this is a typo.
+pub const MAX_STATE_INSTANCES: u64 = 64;
 /// Small enough that many values fit a 1 MiB Kubernetes object.
 pub const DEFAULT_INLINE_LIMIT: u64 = 16 << 10;
 
@@ -567,6 +576,16 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let state_instances = p.state_instances.unwrap_or(DEFAULT_STATE_INSTANCES);
+        if !(1..=MAX_STATE_INSTANCES).contains(&state_instances) {
+            return Err(self.err(
+                "plugin.state-instances",
+                state_instances,
+                format!(
+                    "must be between 1 and {MAX_STATE_INSTANCES}: how many state calls may run at once, each in its own plugin instance of up to plugin.memory-limit"
+                ),
+            ));
+        }
         let cache_dir = match p.cache_dir {
             Some(dir) if dir.as_os_str() == "off" => None,
             Some(dir) => Some(self.resolve(&dir)),
@@ -581,6 +600,7 @@ impl Validator<'_> {
             cache_dir,
             restart_backoff,
             restart_backoff_max,
+            state_instances: state_instances as usize,
         })
     }
 }
@@ -612,6 +632,27 @@ mod tests {
         assert_eq!(c.timing.lease, DEFAULT_LEASE);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert!(c.plugin.path.ends_with("p.wasm"));
+    }
+
+    #[test]
+    fn state_instances_default_and_bounds() {
+        assert_eq!(
+            parse(MIN).unwrap().plugin.state_instances,
+            DEFAULT_STATE_INSTANCES as usize
+        );
+        let four = "member: {id: a}\nplugin: {path: p.wasm, state-instances: 4}\n";
+        assert_eq!(parse(four).unwrap().plugin.state_instances, 4);
+        for bad in ["0", "65"] {
+            let e = parse(&format!(
+                "member: {{id: a}}\nplugin: {{path: p.wasm, state-instances: {bad}}}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("plugin.state-instances") && e.contains("between 1 and 64"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -9,15 +9,20 @@
 //!   pointer that replaced or deleted it is stored, or after a write that
 //!   certainly failed. After an ambiguous failure (the backend did not answer)
 //!   the blob stays, and the leader's sweeper removes it once no pointer names it.
+//! - A write is one plugin call unless the key is known to hold a pointer
+//!   (see `known`): the old blob of a key not known to have one, if there is
+//!   one after all, is unreferenced once the write lands and is the sweeper's.
 
 mod blobs;
 mod envelope;
+mod known;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use blobs::{BlobStore, FileBlobStore};
 pub use envelope::{Pointer, Stored};
+use known::KnownBlobs;
 
 use crate::failpoint;
 use crate::runtime::{CallError, Failure};
@@ -52,6 +57,7 @@ pub struct ValueStore {
     pub state: StateService,
     blobs: Option<Arc<dyn BlobStore>>,
     inline_limit: usize,
+    known: KnownBlobs,
 }
 
 /// What one sweep did.
@@ -72,6 +78,7 @@ impl ValueStore {
             state,
             blobs,
             inline_limit,
+            known: KnownBlobs::default(),
         }
     }
 
@@ -102,6 +109,7 @@ impl ValueStore {
         match stored {
             Stored::Inline(v) => Ok(Some((v, version))),
             Stored::Pointer(p) => {
+                self.known.learn(key);
                 let blobs = self.blobs()?.clone();
                 let name = p.blob.clone();
                 let bytes =
@@ -146,8 +154,10 @@ impl ValueStore {
             Some(p) => Stored::Pointer(p.clone()).encode(),
             None => Stored::Inline(value.to_vec()).encode(),
         };
-        let result = self.replace(key, Some(&encoded), expected, fence).await;
+        let result = self.write(key, Some(&encoded), expected, fence).await;
         match (&result, &new_blob) {
+            (Ok(_), Some(_)) => self.known.learn(key),
+            (Ok(_), None) => self.known.forget(key),
             (Err(e), Some(p)) if certainly_not_written(e) => self.drop_blob(&p.blob).await,
             (Err(e), Some(p)) => {
                 tracing::warn!(key, blob = %p.blob, error = %e, "write outcome unknown; keeping its file for the sweeper")
@@ -163,7 +173,29 @@ impl ValueStore {
         expected: Option<u64>,
         fence: Option<u64>,
     ) -> Result<(), ValueError> {
-        self.replace(key, None, expected, fence).await.map(drop)
+        self.write(key, None, expected, fence).await?;
+        self.known.forget(key);
+        Ok(())
+    }
+
+    /// Stores `new` (none: deletes) in one plugin call, unless the key is
+    /// known to hold a pointer whose blob must be deleted once replaced.
+    async fn write(
+        &self,
+        key: &str,
+        new: Option<&[u8]>,
+        expected: Option<u64>,
+        fence: Option<u64>,
+    ) -> Result<u64, ValueError> {
+        if self.blobs.is_some() && self.known.contains(key) {
+            return self.replace(key, new, expected, fence).await;
+        }
+        let r = match new {
+            Some(bytes) => self.state.put(key, bytes, expected, fence).await,
+            // The contract's delete returns no version; as before, 0.
+            None => self.state.delete(key, expected, fence).await.map(|()| 0),
+        };
+        Ok(r?)
     }
 
     /// Compare-and-set against the version just read, so the old blob (if
@@ -282,6 +314,7 @@ impl ValueStore {
         let mut referenced = std::collections::HashSet::new();
         for key in self.list("").await? {
             if let Some((Some(Stored::Pointer(p)), _)) = self.entry_tolerant(&key).await? {
+                self.known.learn(&key);
                 referenced.insert(p.blob);
             }
         }

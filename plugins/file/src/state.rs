@@ -12,11 +12,20 @@
 //! `state/t-T`, so that it can never create the directory later. Directory
 //! renames onto a non-empty directory fail, which makes both the takeover and
 //! the placeholder exclusive.
+//!
+//! A read is one read of the value's file where it can be: the path where
+//! this instance last found or wrote a key in a live term directory is
+//! remembered, and read first. The file at that path is the key's current
+//! value as long as it exists: the term's holder removes a key's older file
+//! once its newer one is published, and a successor renames the whole
+//! directory away (seals it) before it writes anything of its own. Only
+//! when the file is gone does the read list directories again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use ha_sidecar_sdk::{Failure, Result, Versioned, unavailable};
 
@@ -60,6 +69,30 @@ impl Snapshot {
     fn live(&self, key: &str) -> Option<&KeyFile> {
         self.keys.get(key).filter(|kf| !kf.deleted)
     }
+}
+
+/// Where each key's value was last seen in a live term directory, and its
+/// version (per plugin instance).
+static SEEN: Mutex<Option<HashMap<String, (PathBuf, u64)>>> = Mutex::new(None);
+
+fn seen() -> std::sync::MutexGuard<'static, Option<HashMap<String, (PathBuf, u64)>>> {
+    SEEN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remember(key: &str, path: PathBuf, version: u64) {
+    seen()
+        .get_or_insert_with(HashMap::new)
+        .insert(key.to_string(), (path, version));
+}
+
+fn forget(key: &str) {
+    if let Some(m) = seen().as_mut() {
+        m.remove(key);
+    }
+}
+
+fn remembered(key: &str) -> Option<(PathBuf, u64)> {
+    seen().as_ref()?.get(key).cloned()
 }
 
 pub struct StateStore<'a> {
@@ -237,13 +270,27 @@ impl StateStore<'_> {
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Versioned>> {
+        if let Some((path, version)) = remembered(key) {
+            match fs::read(&path) {
+                Ok(value) => return Ok(Some(Versioned { value, version })),
+                Err(_) => forget(key),
+            }
+        }
+        let live = self.layout.state();
         let found = self.with_newest(|dir| {
             let snap = Snapshot::read(dir)?;
             match snap.live(key) {
-                Some(kf) => Ok(Some(Versioned {
-                    value: fs::read(kf.path_in(dir))?,
-                    version: kf.version,
-                })),
+                Some(kf) => {
+                    let path = kf.path_in(dir);
+                    let value = fs::read(&path)?;
+                    if dir.parent() == Some(live.as_path()) {
+                        remember(key, path, kf.version);
+                    }
+                    Ok(Some(Versioned {
+                        value,
+                        version: kf.version,
+                    }))
+                }
                 None => Ok(None),
             }
         })?;
@@ -315,6 +362,10 @@ impl StateStore<'_> {
         }
         if let Some(old) = snap.keys.get(key) {
             let _ = fs::remove_file(old.path_in(&dir));
+        }
+        match value {
+            Some(_) => remember(key, next.path_in(&dir), next.version),
+            None => forget(key),
         }
         Ok(next.version)
     }

@@ -7,6 +7,9 @@
 //! A fenced write is one `multi`: a check that the leader's latch node still
 //! exists, and the write. Latch nodes are ephemeral and never come back, so
 //! if the check passes the term is current at the moment of the write.
+//! A write without an expected version needs no read first, and the term's
+//! latch node, once found, is remembered: such a fenced write is one round
+//! trip, `multi(check, setData)`.
 
 use ha_sidecar_sdk::zookeeper::{self as zk, CreateMode, Op, OpResult, ZkError};
 use ha_sidecar_sdk::{Failure, Result, Versioned};
@@ -56,6 +59,9 @@ pub fn get(paths: &Paths, key: &str) -> Result<Option<Versioned>> {
 /// the multi prove the term current at the moment of the write. A standby's
 /// node exists too, but is not the lowest: its token never passes.
 fn fence_check(paths: &Paths, token: u64) -> Result<Op> {
+    if let Some(node) = remembered_latch(token) {
+        return Ok(Op::Check((node, -1)));
+    }
     let dir = paths.latch_dir();
     let children = match zk::children(&dir) {
         Ok(c) => c,
@@ -67,9 +73,31 @@ fn fence_check(paths: &Paths, token: u64) -> Result<Op> {
         .filter_map(|n| crate::paths::sequence(&n).map(|s| (s, n)))
         .min();
     match lowest {
-        Some((seq, node)) if seq == token => Ok(Op::Check((format!("{dir}/{node}"), -1))),
+        Some((seq, node)) if seq == token => {
+            let node = format!("{dir}/{node}");
+            remember_latch(token, &node);
+            Ok(Op::Check((node, -1)))
+        }
         _ => Err(Failure::NotLeader),
     }
+}
+
+/// The latch node last found to be term `token`'s, lowest at the time.
+/// Remembering it is safe: a lowest node stays lowest until it is deleted
+/// and is never created again, so the multi's existence check alone proves
+/// the term current. (Per instance: a plugin instance runs one call at a time.)
+static LATCH: std::sync::Mutex<Option<(u64, String)>> = std::sync::Mutex::new(None);
+
+fn remembered_latch(token: u64) -> Option<String> {
+    let latch = LATCH.lock().unwrap_or_else(|e| e.into_inner());
+    latch
+        .as_ref()
+        .filter(|(t, _)| *t == token)
+        .map(|(_, n)| n.clone())
+}
+
+fn remember_latch(token: u64, node: &str) {
+    *LATCH.lock().unwrap_or_else(|e| e.into_inner()) = Some((token, node.to_string()));
 }
 
 /// Runs `write` (one op) after the fence check, if any. Returns the op's result.
@@ -118,6 +146,9 @@ pub fn put(
     fence: Option<u64>,
 ) -> Result<u64> {
     let path = paths.key(key)?;
+    if expected.is_none() {
+        return put_blind(paths, key, &path, value, fence);
+    }
     for _ in 0..5 {
         let current = read(&path)?;
         let matches = match (expected, &current) {
@@ -155,6 +186,48 @@ pub fn put(
             }
             // Another write slipped in; the caller asked for no particular version.
             Err((false, ZkError::BadVersion | ZkError::NodeExists)) if expected.is_none() => {}
+            Err((fenced_out, e)) => return Err(write_failure(paths, key, fenced_out, e)),
+        }
+    }
+    Err(Failure::Unavailable(format!(
+        "{path} kept changing during the write; retry"
+    )))
+}
+
+/// A write at whatever version the node is: `setData` at version -1, or a
+/// create if the node is missing, each in one multi with the fence check.
+fn put_blind(
+    paths: &Paths,
+    key: &str,
+    path: &str,
+    value: &[u8],
+    fence: Option<u64>,
+) -> Result<u64> {
+    let mut exists = true;
+    for _ in 0..5 {
+        let op = if exists {
+            Op::SetData((path.to_string(), tagged(value), -1))
+        } else {
+            Op::Create((path.to_string(), tagged(value), CreateMode::Persistent))
+        };
+        match commit(paths, fence, op) {
+            Ok(OpResult::Set(stat)) => return Ok(version_of(&stat)),
+            Ok(OpResult::Created((_, stat))) if stat.mzxid > 0 => return Ok(version_of(&stat)),
+            // Servers before 3.7 return no stat for a create in a multi
+            // (ZOOKEEPER-4026): as in `put`.
+            Ok(_) => {
+                return match read(path)? {
+                    Some((Some(_), stat)) if stat.czxid == stat.mzxid => Ok(version_of(&stat)),
+                    _ => Err(Failure::Unavailable("written, but the new version cannot be told (the node changed right after); read it again".into())),
+                };
+            }
+            // No node yet: create it (the second time round, its parent first).
+            Err((false, ZkError::NoNode)) if exists => exists = false,
+            Err((false, ZkError::NoNode)) => {
+                zk::ensure_path(parent(path)).map_err(zk_failure)?;
+            }
+            // Created meanwhile by another write: set it after all.
+            Err((false, ZkError::NodeExists)) => exists = true,
             Err((fenced_out, e)) => return Err(write_failure(paths, key, fenced_out, e)),
         }
     }

@@ -61,15 +61,18 @@ impl Backend for ZooKeeperBackend {
     }
 }
 
-/// One zookeeper-client session doing plain setData / getData on znodes of
-/// its own, as the plugin's state calls end up doing (without the fence
-/// check the sidecar adds to every write as a multi-op).
+/// One zookeeper-client session doing what the plugin's state calls do on
+/// znodes of its own: a fenced write as one `multi(check, setData)` (the
+/// check on an ephemeral node standing in for the leader's latch node), a
+/// read as `getData`.
 struct ZkStore {
     rt: tokio::runtime::Runtime,
     client: zkc::Client,
 }
 
 const NATIVE_ROOT: &str = "/bench-native";
+/// Stands in for the leader's latch node that a fenced write checks.
+const NATIVE_LATCH: &str = "/bench-native-latch";
 
 impl ZkStore {
     fn connect(quorum: &str) -> Self {
@@ -89,6 +92,11 @@ impl ZkStore {
                 Ok(_) | Err(zkc::Error::NodeExists) => {}
                 Err(e) => panic!("create {NATIVE_ROOT}: {e}"),
             }
+            let ephemeral = zkc::CreateMode::Ephemeral.with_acls(zkc::Acls::anyone_all());
+            match client.create(NATIVE_LATCH, b"", &ephemeral).await {
+                Ok(_) | Err(zkc::Error::NodeExists) => {}
+                Err(e) => panic!("create {NATIVE_LATCH}: {e}"),
+            }
             client
         });
         ZkStore { rt, client }
@@ -102,7 +110,7 @@ impl ZkStore {
 impl NativeStore for ZkStore {
     fn describe(&self, put: bool) -> &'static str {
         if put {
-            "zookeeper-client setData"
+            "zookeeper-client multi(check, setData)"
         } else {
             "zookeeper-client getData"
         }
@@ -111,9 +119,17 @@ impl NativeStore for ZkStore {
     fn put(&mut self, key: &str, value: &[u8]) {
         let path = format!("{NATIVE_ROOT}/{key}");
         self.rt.block_on(async {
-            match self.client.set_data(&path, value, None).await {
+            let mut multi = self.client.new_multi_writer();
+            multi
+                .add_check_version(NATIVE_LATCH, -1)
+                .and_then(|()| multi.add_set_data(&path, value, None))
+                .unwrap_or_else(|e| panic!("build multi for {path}: {e}"));
+            match multi.commit().await {
                 Ok(_) => {}
-                Err(zkc::Error::NoNode) => {
+                Err(zkc::MultiWriteError::OperationFailed {
+                    index: 1,
+                    source: zkc::Error::NoNode,
+                }) => {
                     self.client
                         .create(&path, value, &Self::persistent())
                         .await

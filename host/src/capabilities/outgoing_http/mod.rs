@@ -6,6 +6,9 @@
 //! probe the network around the sidecar. Every request is also bounded by the
 //! deadline of the plugin call that made it: a store that stops answering makes
 //! the call fail in time, instead of overrunning and costing the instance.
+//! Connections to `http://` endpoints are kept alive between calls (`pool`).
+
+mod pool;
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use wasmtime_wasi_http::{
 use super::{Capability, Connection, HostState, InstanceParts, Prepared, SectionContext, Settings};
 use crate::metrics::Metrics;
 use crate::section::ConfigError;
+use pool::ConnectionPool;
 
 pub struct OutgoingHttp;
 
@@ -62,7 +66,10 @@ impl Capability for OutgoingHttp {
         _metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Box<dyn Prepared>> {
         let endpoints: &Endpoints = super::typed(settings, self)?;
-        Ok(Box::new(endpoints.clone()))
+        Ok(Box::new(Granted {
+            pool: ConnectionPool::new(endpoints.0.len()),
+            endpoints: endpoints.clone(),
+        }))
     }
 
     fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -70,11 +77,20 @@ impl Capability for OutgoingHttp {
     }
 }
 
-impl Prepared for Endpoints {
+/// The grant readied for one loaded plugin: its endpoints and the
+/// connections every instance of it shares.
+struct Granted {
+    endpoints: Endpoints,
+    pool: Arc<ConnectionPool>,
+}
+
+impl Prepared for Granted {
     fn instance(&self, parts: &mut InstanceParts<'_>) -> anyhow::Result<()> {
-        parts
-            .contexts
-            .insert(Hooks::new(self.0.clone(), parts.role));
+        parts.contexts.insert(Hooks::new(
+            self.endpoints.0.clone(),
+            self.pool.clone(),
+            parts.role,
+        ));
         Ok(())
     }
 }
@@ -170,6 +186,7 @@ impl fmt::Display for Endpoint {
 /// The hooks wasmtime-wasi-http calls for each request of one plugin instance.
 pub struct Hooks {
     allowed: Arc<[Endpoint]>,
+    pool: Arc<ConnectionPool>,
     role: &'static str,
     /// When the plugin call in progress must be done (taken from
     /// `HostState::call_deadline` whenever the plugin reaches for HTTP).
@@ -177,9 +194,10 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    pub fn new(allowed: Arc<[Endpoint]>, role: &'static str) -> Self {
+    fn new(allowed: Arc<[Endpoint]>, pool: Arc<ConnectionPool>, role: &'static str) -> Self {
         Self {
             allowed,
+            pool,
             role,
             deadline: None,
         }
@@ -221,7 +239,7 @@ impl WasiHttpHooks for Hooks {
         _response_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> ResponseFuture {
         let uri = request.uri().clone();
-        if !self.allowed.iter().any(|e| e.matches(&uri)) {
+        let Some(index) = self.allowed.iter().position(|e| e.matches(&uri)) else {
             let granted = self
                 .allowed
                 .iter()
@@ -234,8 +252,22 @@ impl WasiHttpHooks for Hooks {
                 "refused an outgoing request to an endpoint the config does not grant (granted: {granted}); add it to capabilities.outgoing-http.endpoints if the plugin should reach it"
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
-        }
+        };
         let options = self.bounded(options);
+        let endpoint = &self.allowed[index];
+        if !endpoint.https {
+            let addr = format!("{}:{}", endpoint.host, endpoint.port);
+            let pool = self.pool.clone();
+            return Box::new(async move {
+                let response = pool.send(index, addr, request, options).await?;
+                // The connection is driven by its own task, not by this future.
+                let done = async { Ok(()) };
+                Ok((
+                    response,
+                    Box::new(done) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ))
+            });
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) =

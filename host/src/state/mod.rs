@@ -1,25 +1,28 @@
-//! State requests go through one plugin instance, one call at a time (a Store
-//! runs one call at a time). Backends are small-metadata stores; the lock is
-//! held only for the duration of one bounded call.
+//! State requests, run by a bounded pool of plugin instances (see `pool`):
+//! a Store runs one call at a time, so parallel calls need several. Backends
+//! are small-metadata stores; a slot is held only for one bounded call.
 
-use tokio::sync::Mutex;
+mod pool;
+
+pub use pool::Pool;
 
 use crate::bindings::roster::exports::ha::membership::roster::Candidate;
 use crate::runtime::{CallError, Slot, Versioned};
 
 pub struct StateService {
-    slot: Mutex<Slot>,
+    pool: Pool,
 }
 
 impl StateService {
-    pub fn new(slot: Slot) -> Self {
+    /// One slot per state call that may run at once.
+    pub fn new(slots: Vec<Slot>) -> Self {
         Self {
-            slot: Mutex::new(slot),
+            pool: Pool::new(slots),
         }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Versioned>, CallError> {
-        let mut slot = self.slot.lock().await;
+        let mut slot = self.pool.lease().await;
         slot.instance().await?.get(key).await
     }
 
@@ -30,7 +33,7 @@ impl StateService {
         expected: Option<u64>,
         fence: Option<u64>,
     ) -> Result<u64, CallError> {
-        let mut slot = self.slot.lock().await;
+        let mut slot = self.pool.lease().await;
         slot.instance()
             .await?
             .put(key, value, expected, fence)
@@ -43,12 +46,12 @@ impl StateService {
         expected: Option<u64>,
         fence: Option<u64>,
     ) -> Result<(), CallError> {
-        let mut slot = self.slot.lock().await;
+        let mut slot = self.pool.lease().await;
         slot.instance().await?.delete(key, expected, fence).await
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, CallError> {
-        let mut slot = self.slot.lock().await;
+        let mut slot = self.pool.lease().await;
         slot.instance().await?.list(prefix).await
     }
 
