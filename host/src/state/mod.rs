@@ -58,7 +58,7 @@ impl StateService {
     /// The candidates the backend records; none if the plugin has no
     /// roster export.
     pub async fn members(&self) -> Result<Option<Vec<Candidate>>, CallError> {
-        let mut slot = self.slot.lock().await;
+        let mut slot = self.pool.lease().await;
         slot.instance().await?.members().await.transpose()
     }
 }
