@@ -117,6 +117,9 @@ struct Target {
     /// Human text, or JSON for scripts.
     #[arg(long, value_enum, default_value = "table")]
     output: ha_sidecar::operator::Output,
+    /// A file with the sidecar's bearer token (its http.token-file): handover writes.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -206,8 +209,14 @@ fn operator_command(cmd: &Cmd) -> Option<anyhow::Result<u8>> {
     else {
         return None;
     };
+    let token = match target.token_file.as_deref().map(operator::Api::read_token) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => return Some(Err(e)),
+    };
     let api = operator::Api {
         address: target.address.clone(),
+        token,
     };
     let out = target.output;
     let runtime = match tokio::runtime::Builder::new_current_thread()

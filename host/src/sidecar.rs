@@ -14,6 +14,7 @@ use crate::capabilities::Capability as _;
 use crate::components::Components;
 use crate::config::Config;
 use crate::discovery::{self, Discovered};
+use crate::http::Face;
 use crate::jobs::{Cleanup, JobStore, LeaderDuties, Lifecycle};
 use crate::leadership::{self, Election, Progress};
 use crate::metrics::Metrics;
@@ -128,6 +129,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.listen))?;
+    let probe_listener = match config.probe_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.probe-listen: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    if !config.listen.ip().is_loopback() && config.token.is_none() {
+        tracing::warn!(
+            listen = %config.listen,
+            "http.listen is not a loopback address and http.token-file is not set: anyone who reaches it can write fenced state and change leadership; keep it on 127.0.0.1 and let probes use http.probe-listen, or set http.token-file"
+        );
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (local_tx, local_rx) = watch::channel(leadership::initial(config.election.candidacy));
     let candidacies = Arc::new(Candidacies::new(config.election.candidacy_ttl));
@@ -219,18 +234,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .run(),
     );
     let drain = config.plugin.call_timeout + Duration::from_secs(1);
-    let listener = listener
-        .into_std()
-        .context("http.listen: hand the listener to the HTTP runtime")?;
+    let mut listeners = vec![(
+        listener
+            .into_std()
+            .context("http.listen: hand the listener to the HTTP runtime")?,
+        Face::Api {
+            token: config.token.clone(),
+        },
+    )];
+    if let Some(probe) = probe_listener {
+        listeners.push((
+            probe
+                .into_std()
+                .context("http.probe-listen: hand the listener to the HTTP runtime")?,
+            Face::Probe,
+        ));
+    }
     let http = spawn_http(crate::http::serve(
-        listener,
+        listeners,
         shared.clone(),
         shutdown_rx.clone(),
         drain,
         max_connections as usize,
         tokio::runtime::Handle::current(),
     ))?;
-    tracing::info!(listen = %config.listen, member = %config.member_id, took_ms = started.elapsed().as_millis() as u64, "serving");
+    tracing::info!(listen = %config.listen, probe_listen = ?config.probe_listen, token = config.token.is_some(), member = %config.member_id, took_ms = started.elapsed().as_millis() as u64, "serving");
     // Under systemd (a Type=notify unit): ready now, and a watchdog that
     // pings while the sidecar is healthy.
     let notifier = crate::systemd::Notifier::from_env().map(Arc::new);

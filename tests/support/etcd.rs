@@ -38,31 +38,128 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` (`--listen-metrics-urls`), also when clients need TLS.
+    metrics_port: u16,
+    tls: Option<ServerTls>,
+    /// The extra flags it was started with, to restart it the same way.
+    flags: Vec<String>,
+}
+
+/// The server side of TLS: its certificate and key, and the CA whose
+/// client certificates it requires (`--client-cert-auth`).
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// A user of etcd's authentication, with a role on one key prefix.
+pub struct AuthUser<'a> {
+    pub name: &'a str,
+    pub password: &'a str,
+    pub prefix: &'a str,
 }
 
 impl Etcd {
     /// Starts a single-member etcd and waits until it reports healthy.
     pub fn start() -> Etcd {
+        Self::start_with(None, &[])
+    }
+
+    /// Starts etcd serving clients over TLS only, requiring a client
+    /// certificate signed by `tls.client_ca`.
+    pub fn start_tls(tls: ServerTls) -> Etcd {
+        Self::start_with(Some(tls), &[])
+    }
+
+    /// Starts etcd with authentication enabled: a root user (password
+    /// `root-password`) and `user` with read-write on its prefix alone. Simple
+    /// tokens live `token_ttl_s` seconds, so tests see them expire.
+    pub fn start_auth(user: &AuthUser<'_>, token_ttl_s: u32) -> Etcd {
+        let ttl = token_ttl_s.to_string();
+        let etcd = Self::start_with(None, &["--auth-token", "simple", "--auth-token-ttl", &ttl]);
+        let prefix = user.prefix.as_bytes();
+        use serde_json::json;
+        let steps = [
+            (
+                "/v3/auth/user/add",
+                json!({"name": "root", "password": "root-password"}),
+            ),
+            ("/v3/auth/role/add", json!({"name": "root"})),
+            (
+                "/v3/auth/user/grant",
+                json!({"user": "root", "role": "root"}),
+            ),
+            ("/v3/auth/role/add", json!({"name": "ha"})),
+            (
+                "/v3/auth/role/grant",
+                json!({"name": "ha", "perm": {
+                    "key": b64(prefix),
+                    "range_end": b64(&prefix_end(prefix)),
+                    "permType": "READWRITE",
+                }}),
+            ),
+            (
+                "/v3/auth/user/add",
+                json!({"name": user.name, "password": user.password}),
+            ),
+            (
+                "/v3/auth/user/grant",
+                json!({"user": user.name, "role": "ha"}),
+            ),
+            ("/v3/auth/enable", json!({})),
+        ];
+        for (path, body) in steps {
+            http_post(etcd.client_port, path, &body.to_string()).unwrap_or_else(|| {
+                panic!(
+                    "etcd {path} failed while enabling auth:\n{}",
+                    etcd.log_tail()
+                )
+            });
+        }
+        etcd
+    }
+
+    fn start_with(tls: Option<ServerTls>, flags: &[&str]) -> Etcd {
         let binary = find_etcd();
         let dir = tempfile::Builder::new()
             .prefix("ha-sidecar-etcd-")
             .tempdir()
             .expect("a temporary directory");
-        let ports = free_ports(2);
+        let ports = free_ports(3);
         let mut etcd = Etcd {
             child: None,
             dir,
             client_port: ports[0],
             peer_port: ports[1],
+            metrics_port: ports[2],
+            tls,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         etcd.spawn(&binary);
         etcd
     }
 
+    /// Kills the member and starts it again on the same data and ports (with
+    /// simple tokens, every token handed out before is void after this).
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn(&find_etcd());
+    }
+
     fn spawn(&mut self, binary: &PathBuf) {
+        let flags = self.flags.clone();
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::File::create(self.log_path()).expect("create etcd.log");
+        let metrics = format!("http://127.0.0.1:{}", self.metrics_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open etcd.log");
         let mut cmd = Command::new(binary);
         cmd.args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
@@ -71,7 +168,18 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("test={peer}")])
-            .stdin(Stdio::null())
+            .args(["--listen-metrics-urls", &metrics])
+            .args(&flags);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.client_ca)
+                .arg("--client-cert-auth");
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);
         let child = spawn_with_parent_death_signal(cmd)
@@ -100,7 +208,8 @@ impl Etcd {
 
     /// The client URL, as sidecar configs list it.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -115,7 +224,7 @@ impl Etcd {
 
     /// `GET /health` answers `{"health":"true"}` once the member serves.
     pub fn healthy(&self) -> bool {
-        http_get(self.client_port, "/health").is_some_and(|body| body.contains("\"true\""))
+        http_get(self.metrics_port, "/health").is_some_and(|body| body.contains("\"true\""))
     }
 
     /// A raw read through the JSON gateway, bypassing any sidecar: the keys

@@ -105,6 +105,7 @@ pub struct SidecarYaml {
     plugin_lines: String,
     settings: String,
     capabilities: Vec<String>,
+    http: String,
 }
 
 impl SidecarYaml {
@@ -117,7 +118,14 @@ impl SidecarYaml {
             plugin_lines: String::new(),
             settings: String::new(),
             capabilities: Vec::new(),
+            http: String::new(),
         }
+    }
+
+    /// More keys of the `http` flow map, e.g. `token-file: '/x'`.
+    pub fn http(mut self, flow: &str) -> Self {
+        self.http = format!(", {flow}");
+        self
     }
 
     /// The inside of the plugin's `settings` flow map, e.g. `cluster-id: test`.
@@ -142,8 +150,9 @@ impl SidecarYaml {
     pub fn build(&self) -> String {
         let id = &self.id;
         let mut y = format!(
-            "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{}'}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n{}",
+            "member: {{id: {id}, address: 'http://{id}.example:8081'}}\nhttp: {{listen: '127.0.0.1:{}'{}}}\nplugin:\n  path: '{}'\n  cache-dir: '{}'\n{}",
             self.port,
+            self.http,
             plugin(&self.plugin).display(),
             shared_cache_dir().display(),
             self.plugin_lines,

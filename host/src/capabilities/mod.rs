@@ -170,6 +170,14 @@ pub trait Capability: Send + Sync + 'static {
     /// of one not granted is refused before linking).
     fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
 
+    /// The settings of a grant that gives nothing, for a capability whose
+    /// import without a grant is harmless (secrets: an empty store), so that
+    /// a plugin may use it only when its settings ask (etcd's user and
+    /// password). None (the default): an import without a grant is refused.
+    fn empty_grant(&self) -> Option<Arc<dyn Settings>> {
+        None
+    }
+
     /// Whether the backend's permissions confine a sidecar to the one
     /// namespace the plugin settings name (then the conformance suite takes
     /// turns there instead of making up one per check).
@@ -266,6 +274,22 @@ impl Grants {
         self.granted
             .iter()
             .any(|g| g.capability.name() == capability)
+    }
+
+    /// These grants, plus the empty grant of each capability in `imported`
+    /// (capability names) that is not granted and has one (see
+    /// `Capability::empty_grant`).
+    pub fn with_empty_grants<'a>(&self, imported: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut grants = self.clone();
+        for name in imported {
+            if let Some(c) = named(name)
+                && !grants.is_granted(name)
+                && let Some(settings) = c.empty_grant()
+            {
+                grants.grant(c, settings);
+            }
+        }
+        grants
     }
 
     /// Grants `capability` with `settings`, replacing an earlier grant of it.

@@ -10,11 +10,13 @@ mod election;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::capabilities::{self, SectionContext};
+use crate::http::ApiToken;
 use crate::section::{Keys as Validator, flink};
 
 pub use crate::capabilities::Grants;
@@ -83,6 +85,8 @@ struct RawMember {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawHttp {
     listen: Option<String>,
+    probe_listen: Option<String>,
+    token_file: Option<PathBuf>,
     max_body: Option<Bytes>,
     max_wait: Option<Dur>,
     max_connections: Option<u64>,
@@ -119,6 +123,10 @@ pub struct Config {
     pub member_id: String,
     pub member_address: String,
     pub listen: SocketAddr,
+    /// A second listener serving only what probes and scrapers read.
+    pub probe_listen: Option<SocketAddr>,
+    /// The bearer token writes on `listen` need (`http.token-file`, read at load).
+    pub token: Option<Arc<ApiToken>>,
     pub max_body: u64,
     pub max_wait: Duration,
     /// None: derived at start from the file-descriptor limit (see `descriptors`).
@@ -287,6 +295,46 @@ impl Validator<'_> {
                 "is not an IP address with a port, such as 127.0.0.1:4040",
             )
         })?;
+        let probe_listen = match raw.http.probe_listen {
+            None => None,
+            Some(p) => {
+                let addr: SocketAddr = p.parse().map_err(|_| {
+                    self.err(
+                        "http.probe-listen",
+                        format!("{p:?}"),
+                        "is not an IP address with a port, such as 0.0.0.0:4041",
+                    )
+                })?;
+                if addr.port() == listen.port()
+                    && (addr.ip() == listen.ip()
+                        || addr.ip().is_unspecified()
+                        || listen.ip().is_unspecified())
+                {
+                    return Err(self.err(
+                        "http.probe-listen",
+                        addr,
+                        format!("overlaps http.listen ({listen}); give the probe listener a port of its own, such as {}:4041", addr.ip()),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let token = match raw.http.token_file {
+            None => None,
+            Some(f) => {
+                let file = self.resolve(&f);
+                let token = ApiToken::load(&file).map_err(|e| {
+                    self.err(
+                        "http.token-file",
+                        file.display(),
+                        format!(
+                            "{e}; the file holds the bearer token writes to http.listen must carry"
+                        ),
+                    )
+                })?;
+                Some(Arc::new(token))
+            }
+        };
         let max_body = raw.http.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0);
         if !(1..=(256 << 20)).contains(&max_body) {
             return Err(self.err(
@@ -338,6 +386,8 @@ impl Validator<'_> {
             member_id: id,
             member_address: raw.member.address,
             listen,
+            probe_listen,
+            token,
             max_body,
             max_wait,
             max_connections,

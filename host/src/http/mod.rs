@@ -2,7 +2,10 @@
 //! A handler never panics on input and every failure is a JSON reply; a
 //! connection that misbehaves ends that connection only. Connections are
 //! capped (`conns`), so no client can take the descriptors the backend needs.
+//! The API and the optional probe listener share the one cap (one
+//! descriptor budget); what each listener lets through is `access`'s.
 
+mod access;
 mod candidacy;
 mod components;
 mod conns;
@@ -29,6 +32,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::shared::Shared;
+pub use access::{ApiToken, Face, MIN_TOKEN_LEN, TokenError};
 use conns::{Gate, IDLE_NEAR_CAP, Slot, Tracked};
 use framing::{Scanned, Scanner};
 use reply::Reply;
@@ -61,25 +65,49 @@ struct Server {
 /// closing at once delayed a renewal past the renew deadline on a loaded
 /// machine, even with descriptors to spare.
 pub async fn serve(
-    listener: std::net::TcpListener,
+    listeners: Vec<(std::net::TcpListener, Face)>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     drain: Duration,
     max_connections: usize,
     backend: Handle,
 ) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serve HTTP");
-            return;
-        }
-    };
     let server = Arc::new(Server {
         gate: Gate::new(max_connections, shared.metrics.clone()),
         shared,
         backend,
     });
+    let mut accepting = Vec::new();
+    for (listener, face) in listeners {
+        match TcpListener::from_std(listener) {
+            Ok(l) => accepting.push(tokio::spawn(accept(
+                l,
+                face,
+                server.clone(),
+                shutdown.clone(),
+            ))),
+            Err(e) => tracing::error!(error = %e, "cannot serve HTTP"),
+        }
+    }
+    for a in accepting {
+        let _ = a.await;
+    }
+    if tokio::time::timeout(drain, server.gate.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?drain, "requests still in flight at exit");
+    }
+}
+
+/// Accepts on one listener until shutdown; each connection carries the
+/// listener's `face`.
+async fn accept(
+    listener: TcpListener,
+    face: Face,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let gate = &server.gate;
     loop {
         let (stream, _) = tokio::select! {
@@ -100,11 +128,13 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        tokio::spawn(connection(stream, slot, server.clone(), shutdown.clone()));
-    }
-    drop(listener);
-    if tokio::time::timeout(drain, gate.drained()).await.is_err() {
-        tracing::warn!(?drain, "requests still in flight at exit");
+        tokio::spawn(connection(
+            stream,
+            slot,
+            face.clone(),
+            server.clone(),
+            shutdown.clone(),
+        ));
     }
 }
 
@@ -113,6 +143,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     slot: Slot,
+    face: Face,
     server: Arc<Server>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -123,12 +154,14 @@ async fn connection(
         let scanner = scanner.clone();
         let activity = activity.clone();
         let server = server.clone();
+        let face = Arc::new(face);
         service_fn(move |req| {
             let server = server.clone();
             let scanner = scanner.clone();
+            let face = face.clone();
             let busy = activity.busy();
             async move {
-                let reply = framed(&server, &scanner, req).await;
+                let reply = framed(&server, &face, &scanner, req).await;
                 Ok::<_, Infallible>(reply.map(|body| Tracked::new(body, busy)))
             }
         })
@@ -173,7 +206,12 @@ async fn connection(
 /// Refuses a request whose length is ambiguous before anything reads its
 /// body, and closes the connection after any chunked request (the framing
 /// scan does not follow chunked bodies).
-async fn framed(server: &Server, scanner: &Mutex<Scanner>, req: Request<Incoming>) -> Reply {
+async fn framed(
+    server: &Server,
+    face: &Face,
+    scanner: &Mutex<Scanner>,
+    req: Request<Incoming>,
+) -> Reply {
     let shared = server.shared.clone();
     let backend = &server.backend;
     let head = framing::lock(scanner).next_head();
@@ -182,7 +220,7 @@ async fn framed(server: &Server, scanner: &Mutex<Scanner>, req: Request<Incoming
         let seen =
             head.filter(|h| h.method == req.method().as_str() && h.target == req.uri().to_string());
         match seen {
-            Some(h) if !h.content_length => dispatch(shared, backend, req).await,
+            Some(h) if !h.content_length => dispatch(shared, backend, face, req).await,
             Some(_) => reply::error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -195,7 +233,7 @@ async fn framed(server: &Server, scanner: &Mutex<Scanner>, req: Request<Incoming
             ),
         }
     } else {
-        dispatch(shared, backend, req).await
+        dispatch(shared, backend, face, req).await
     };
     if chunked {
         reply
@@ -362,7 +400,12 @@ fn lookup(method: &Method, path: &str) -> Routed {
 /// a multi-step job operation half done). Requests served from memory, such
 /// as long polls, run in place and may be dropped freely. The task runs on
 /// the backend's runtime, where the plugin's sessions and connections live.
-async fn dispatch(shared: Arc<Shared>, backend: &Handle, req: Request<Incoming>) -> Reply {
+async fn dispatch(
+    shared: Arc<Shared>,
+    backend: &Handle,
+    face: &Face,
+    req: Request<Incoming>,
+) -> Reply {
     let path = req.uri().path().to_string();
     let (endpoint, rest) = match lookup(req.method(), &path) {
         Routed::NotFound => {
@@ -384,11 +427,19 @@ async fn dispatch(shared: Arc<Shared>, backend: &Handle, req: Request<Incoming>)
             );
         }
         Routed::To {
-            from_memory: true,
             endpoint,
             rest,
-        } => return route(&shared, endpoint, &rest, req).await,
-        Routed::To { endpoint, rest, .. } => (endpoint, rest),
+            from_memory,
+        } => {
+            // Before any handler: a refused request changes nothing.
+            if let Some(refused) = access::refusal(face, req.method(), endpoint, req.headers()) {
+                return refused;
+            }
+            if from_memory {
+                return route(&shared, endpoint, &rest, req).await;
+            }
+            (endpoint, rest)
+        }
     };
     match backend
         .spawn(async move { route(&shared, endpoint, &rest, req).await })

@@ -9,10 +9,37 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-/// A sidecar's API: `host:port`.
-#[derive(Debug, Clone)]
+/// A sidecar's API: `host:port`, and the bearer token its writes need
+/// (`--token-file`, the sidecar's `http.token-file`), if any.
+#[derive(Clone)]
 pub struct Api {
     pub address: String,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Api {
+    /// The token in `path` (`--token-file`), without surrounding whitespace.
+    pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--token-file: cannot read {}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            anyhow::bail!(
+                "--token-file: {} is empty; name the file of the sidecar's http.token-file",
+                path.display()
+            );
+        }
+        Ok(token.to_string())
+    }
 }
 
 /// An answer: status and JSON body (null if the body was empty).
@@ -52,12 +79,16 @@ impl Api {
             .await
             .context("HTTP handshake")?;
         tokio::spawn(conn);
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, &self.address)
+            .header(hyper::header::HOST, &self.address);
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(Empty::<Bytes>::new())
-            .context("build the request")?;
+            .context("build the request (is the --token-file token one line of visible ASCII?)")?;
         let response = sender
             .send_request(request)
             .await

@@ -120,6 +120,7 @@ impl LoadedPlugin {
                 },
             )?;
         let inspection = inspect::inspect(&engine, &component);
+        let grants = &grants.with_empty_grants(inspection.capabilities());
         let version = inspection.check(grants).map_err(|refusal| {
             // A refused plugin leaves nothing behind: not even compiled code.
             if source == cache::Source::Compiled {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use ha_sidecar_sdk::http::{self, Endpoint, Stream};
+use ha_sidecar_sdk::http::{self, Endpoint, Request, Stream};
 use ha_sidecar_sdk::{Failure, Result, log};
 use serde_json::{Value, json};
 
@@ -34,34 +34,134 @@ pub struct Gateway {
     /// The endpoint that answered last; tried first.
     current: usize,
     timeout: Duration,
+    auth: Option<Auth>,
+}
+
+/// etcd's user/password authentication: `/v3/auth/authenticate` trades them
+/// for a token that every request then carries (`Authorization: <token>`).
+/// The token expires (`--auth-token-ttl`, or when the member restarts with
+/// simple tokens): a request refused for it authenticates again, once.
+pub struct Auth {
+    pub user: String,
+    /// From the host's secrets; never logged, never in a message.
+    pub password: String,
+    /// Which secret held it, for messages.
+    pub secret: String,
+    token: Option<String>,
+}
+
+impl Auth {
+    pub fn new(user: String, password: String, secret: String) -> Self {
+        Self {
+            user,
+            password,
+            secret,
+            token: None,
+        }
+    }
+}
+
+/// What one request came back with.
+enum Answer {
+    Ok(Value),
+    /// etcd refused the token (expired, or unknown after a restart).
+    BadToken(String),
+    Failed(Failure),
 }
 
 impl Gateway {
-    pub fn new(endpoints: Vec<Endpoint>, timeout: Duration) -> Self {
+    pub fn new(endpoints: Vec<Endpoint>, timeout: Duration, auth: Option<Auth>) -> Self {
         Self {
             endpoints,
             current: 0,
             timeout,
+            auth,
         }
+    }
+
+    /// Trades the user and password for a token. A refusal is `Invalid`:
+    /// the credentials come from the config, so retrying cannot help.
+    pub fn authenticate(&mut self) -> Result<()> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let body = json!({ "name": auth.user, "password": auth.password });
+        let (user, secret) = (auth.user.clone(), auth.secret.clone());
+        let v = match self.request("/v3/auth/authenticate", &body, true, false) {
+            Answer::Ok(v) => v,
+            Answer::BadToken(m) | Answer::Failed(Failure::Unavailable(m))
+                if m.contains("authentication failed")
+                    || m.contains("HTTP 400")
+                    || m.contains("HTTP 401") =>
+            {
+                return Err(Failure::Invalid(format!(
+                    "etcd refused user {user:?}: {m}. Check plugin.settings.user and the password in capabilities.secrets.{secret}"
+                )));
+            }
+            Answer::BadToken(m) => return Err(Failure::Unavailable(m)),
+            Answer::Failed(f) => return Err(f),
+        };
+        let token = v["token"].as_str().filter(|t| !t.is_empty()).ok_or_else(|| {
+            Failure::Invalid(format!(
+                "etcd answered /v3/auth/authenticate for user {user:?} without a token: is authentication enabled on it (etcdctl auth enable)? Without it, unset plugin.settings.user"
+            ))
+        })?;
+        if let Some(a) = &mut self.auth {
+            a.token = Some(token.to_string());
+        }
+        Ok(())
+    }
+
+    /// `call`, authenticated: with the token (fetched first if there is
+    /// none), and once more with a new one if etcd refuses it.
+    fn call(&mut self, path: &str, body: Value, idempotent: bool) -> Result<Value> {
+        for attempt in 0..2 {
+            if self.auth.as_ref().is_some_and(|a| a.token.is_none()) {
+                self.authenticate()?;
+            }
+            match self.request(path, &body, idempotent, true) {
+                Answer::Ok(v) => return Ok(v),
+                Answer::Failed(f) => return Err(f),
+                Answer::BadToken(m) => {
+                    if let Some(a) = &mut self.auth {
+                        a.token = None;
+                    }
+                    if attempt == 1 || self.auth.is_none() {
+                        let hint = if self.auth.is_none() {
+                            "etcd has authentication enabled: set plugin.settings.user and its password in capabilities.secrets"
+                        } else {
+                            "a new token was refused too"
+                        };
+                        return Err(Failure::Unavailable(format!("{m} ({hint})")));
+                    }
+                    log::info("etcd refused the auth token (expired?); authenticating again");
+                }
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     /// One request. Reads (`idempotent`) move on to the next endpoint when
     /// one fails; a txn does not, because a request that got no answer may
     /// still have been applied, and repeating it elsewhere would report a
     /// conflict with our own write.
-    fn call(&mut self, path: &str, body: Value, idempotent: bool) -> Result<Value> {
-        let body = body.to_string().into_bytes();
+    fn request(&mut self, path: &str, body: &Value, idempotent: bool, with_token: bool) -> Answer {
+        let mut request = Request::post(path, body.to_string().into_bytes()).json();
+        if with_token && let Some(token) = self.auth.as_ref().and_then(|a| a.token.as_deref()) {
+            request = request.header("authorization", token.as_bytes().to_vec());
+        }
         let tries = if idempotent { self.endpoints.len() } else { 1 };
         let mut errors = Vec::new();
         for _ in 0..tries {
             let endpoint = &self.endpoints[self.current];
-            match http::post(endpoint, path, &body, self.timeout) {
+            match http::send(endpoint, &request, self.timeout) {
                 Ok((200, bytes)) => {
-                    return serde_json::from_slice(&bytes).map_err(|e| {
-                        Failure::Unavailable(format!(
+                    return match serde_json::from_slice(&bytes) {
+                        Ok(v) => Answer::Ok(v),
+                        Err(e) => Answer::Failed(Failure::Unavailable(format!(
                             "etcd {endpoint}{path}: unreadable answer: {e}"
-                        ))
-                    });
+                        ))),
+                    };
                 }
                 Ok((status, bytes)) => {
                     let message = serde_json::from_slice::<Value>(&bytes)
@@ -73,9 +173,21 @@ impl Gateway {
                                 .map(str::to_string)
                         })
                         .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-                    return Err(Failure::Unavailable(format!(
-                        "etcd {endpoint}{path}: HTTP {status}: {message}"
-                    )));
+                    let m = format!("etcd {endpoint}{path}: HTTP {status}: {message}");
+                    // A token etcd does not know (any more), or none where one is needed.
+                    if message.contains("invalid auth token")
+                        || message.contains("user name is empty")
+                        || message.contains("token is not provided")
+                    {
+                        return Answer::BadToken(m);
+                    }
+                    if message.contains("permission denied") {
+                        let user = self.auth.as_ref().map_or("(none)", |a| a.user.as_str());
+                        return Answer::Failed(Failure::Unavailable(format!(
+                            "{m}: etcd user {user:?} needs a role with readwrite permission on the key prefix (etcdctl role grant-permission --prefix <role> readwrite <prefix>)"
+                        )));
+                    }
+                    return Answer::Failed(Failure::Unavailable(m));
                 }
                 Err(e) => {
                     log::warn(&format!("etcd {endpoint}: {e}"));
@@ -89,7 +201,7 @@ impl Gateway {
         } else {
             " (the write may or may not have been applied)"
         };
-        Err(Failure::Unavailable(format!(
+        Answer::Failed(Failure::Unavailable(format!(
             "etcd unreachable{unknown}: {}",
             errors.join("; ")
         )))
@@ -165,7 +277,11 @@ impl Gateway {
             .to_string()
             .into_bytes();
         let endpoint = &self.endpoints[self.current];
-        let mut stream = match Stream::open(endpoint, "/v3/watch", &body, self.timeout.min(wait)) {
+        let mut request = Request::post("/v3/watch", body).json();
+        if let Some(token) = self.auth.as_ref().and_then(|a| a.token.as_deref()) {
+            request = request.header("authorization", token.as_bytes().to_vec());
+        }
+        let mut stream = match Stream::request(endpoint, &request, self.timeout.min(wait)) {
             Ok(s) if s.status == 200 => s,
             Ok(_) | Err(_) => {
                 // Do not spin against a failing endpoint: sleep out a little.

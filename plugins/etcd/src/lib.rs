@@ -11,6 +11,12 @@
 //! in `capabilities.outgoing-http.endpoints`), `prefix` (default
 //! `/ha-sidecar/`), `cluster-id` (default `default`), `request-timeout-ms`
 //! (default 2000).
+//!
+//! Authentication (etcd with `auth enable`): `user`, and `password-secret`,
+//! the name of the secret in `capabilities.secrets` that holds its password
+//! (default `etcd-password`); the password never is a plugin setting. TLS
+//! (its CA, a client certificate) is the host's, per endpoint, in
+//! `capabilities.outgoing-http.tls`: list the endpoints as `https://`.
 
 mod gateway;
 
@@ -19,9 +25,9 @@ use std::time::Duration;
 use ha_sidecar_sdk::cas::{CasStore, Guard};
 use ha_sidecar_sdk::http::Endpoint;
 use ha_sidecar_sdk::settings::Settings;
-use ha_sidecar_sdk::{Failure, Result, Setup, Versioned, invalid};
+use ha_sidecar_sdk::{Failure, Result, Setup, Versioned, invalid, secrets};
 
-use gateway::{Compare, Gateway, Op};
+use gateway::{Auth, Compare, Gateway, Op};
 
 pub struct Etcd {
     gateway: Gateway,
@@ -40,7 +46,14 @@ impl CasStore for Etcd {
         let s = Settings::new(
             "etcd",
             setup.settings.clone(),
-            &["endpoints", "prefix", "cluster-id", "request-timeout-ms"],
+            &[
+                "endpoints",
+                "prefix",
+                "cluster-id",
+                "request-timeout-ms",
+                "user",
+                "password-secret",
+            ],
         )?;
         let endpoints = s
             .get("endpoints")
@@ -68,8 +81,26 @@ impl CasStore for Etcd {
             )));
         }
         let timeout = s.u64_or("request-timeout-ms", 2000, 10..=60_000)?;
+        let auth = match s.get("user").filter(|u| !u.is_empty()) {
+            None => None,
+            Some(user) => {
+                let secret = s.string_or("password-secret", "etcd-password");
+                let password = secrets::get(&secret).ok_or_else(|| {
+                    invalid(format!(
+                        "plugin.settings.password-secret: the sidecar has no secret named {secret:?}; add capabilities.secrets.{secret} (a file or an environment variable with the password of etcd user {user:?})"
+                    ))
+                })?;
+                Some(Auth::new(user.to_string(), password, secret))
+            }
+        };
+        let mut gateway = Gateway::new(endpoints, Duration::from_millis(timeout), auth);
+        // Wrong credentials stop the start with what to fix; an etcd that
+        // cannot be reached now is retried on the first request instead.
+        if let Err(f @ Failure::Invalid(_)) = gateway.authenticate() {
+            return Err(f);
+        }
         Ok(Self {
-            gateway: Gateway::new(endpoints, Duration::from_millis(timeout)),
+            gateway,
             root: format!("{prefix}{cluster}/"),
         })
     }

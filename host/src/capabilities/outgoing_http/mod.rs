@@ -7,9 +7,13 @@
 //! deadline of the plugin call that made it: a store that stops answering makes
 //! the call fail in time, instead of overrunning and costing the instance.
 //! Connections to `http://` endpoints are kept alive between calls (`pool`).
+//! An `https://` endpoint may have TLS settings of its own (`tls`: its CA, a
+//! client certificate), which the host keeps: the plugin only sends requests.
 
 mod pool;
+mod tls;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +39,9 @@ pub struct Endpoints(pub Arc<[Endpoint]>);
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawOutgoingHttp {
     endpoints: Vec<String>,
+    /// By endpoint, as `endpoints` lists it.
+    #[serde(default)]
+    tls: BTreeMap<String, tls::RawTls>,
 }
 
 const KEY: &str = "capabilities.outgoing-http";
@@ -54,8 +61,26 @@ impl Capability for OutgoingHttp {
         let Some(h) = cx.section::<RawOutgoingHttp>(self.name())? else {
             return Ok(None);
         };
-        let endpoints =
+        let mut endpoints =
             cx.endpoints(KEY, &h.endpoints, "http://127.0.0.1:2379", Endpoint::parse)?;
+        for (name, raw) in &h.tls {
+            let key = format!("{KEY}.tls.{name}");
+            let parsed =
+                Endpoint::parse(name).map_err(|r| cx.keys.err(&key, format!("{name:?}"), r))?;
+            let Some(e) = endpoints.iter_mut().find(|e| **e == parsed) else {
+                return Err(cx.keys.err(&key, format!("{name:?}"), format!("is not in {KEY}.endpoints; TLS settings are for a granted endpoint, written as it is listed there")));
+            };
+            if !e.https {
+                return Err(cx.keys.err(
+                    &key,
+                    format!("{name:?}"),
+                    "is an http:// endpoint; write it as https:// (in endpoints too) to use TLS",
+                ));
+            }
+            let loaded = tls::Tls::load(raw, |p| cx.keys.resolve(p))
+                .map_err(|t| cx.keys.err(&format!("{key}.{}", t.key), &t.file, t.reason))?;
+            e.tls = Some(loaded);
+        }
         Ok(Some(Arc::new(Endpoints(endpoints.into()))))
     }
 
@@ -127,11 +152,20 @@ impl WasiHttpView for HostState {
 }
 
 /// One granted endpoint, as the config lists it: `http://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     https: bool,
     host: String,
     port: u16,
+    /// Its own TLS settings (`tls.<endpoint>`); none: the public web roots.
+    tls: Option<tls::Tls>,
+}
+
+/// The same server (TLS settings aside).
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Self) -> bool {
+        (self.https, &self.host, self.port) == (other.https, &other.host, other.port)
+    }
 }
 
 impl Endpoint {
@@ -161,6 +195,7 @@ impl Endpoint {
             https,
             host: authority.host().to_ascii_lowercase(),
             port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            tls: None,
         })
     }
 
@@ -255,6 +290,16 @@ impl WasiHttpHooks for Hooks {
         };
         let options = self.bounded(options);
         let endpoint = &self.allowed[index];
+        if let Some(t) = endpoint.tls.clone() {
+            return Box::new(async move {
+                let response = tls::send(t, request, options).await?;
+                Ok((
+                    response,
+                    Box::new(async { Ok(()) })
+                        as Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ))
+            });
+        }
         if !endpoint.https {
             let addr = format!("{}:{}", endpoint.host, endpoint.port);
             let pool = self.pool.clone();

@@ -8,6 +8,11 @@
 //! a later plugin call. A plugin asking for a name not configured gets none
 //! (and the host logs the names it has); no value is ever logged or shown in
 //! the config's debug form, which holds only the sources.
+//!
+//! A plugin that imports the interface while the config grants no secrets
+//! gets an empty store: it gives nothing away, and it lets a plugin take a
+//! credential only when its settings ask for one (etcd with authentication)
+//! without every config of that plugin granting secrets.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -120,6 +125,10 @@ impl Capability for Secrets {
         Ok(Box::new(Values(Arc::new(values))))
     }
 
+    fn empty_grant(&self) -> Option<Arc<dyn Settings>> {
+        Some(Arc::new(Sources(BTreeMap::new())))
+    }
+
     fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         secrets::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
         // Its 0.1.0 name, for plugins built for contract 0.1.
@@ -172,7 +181,7 @@ impl Prepared for Values {
 
     fn describe(&self) -> Option<String> {
         let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
-        Some(format!("secrets {}", names.join(", ")))
+        (!names.is_empty()).then(|| format!("secrets {}", names.join(", ")))
     }
 }
 

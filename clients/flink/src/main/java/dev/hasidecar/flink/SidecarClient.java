@@ -35,10 +35,18 @@ final class SidecarClient {
     private final URI base;
     private final Duration timeout;
     private final HttpClient http;
+    /** {@code Bearer <token>} ({@code high-availability.sidecar.token-file}), or null for none. */
+    private final String authorization;
 
     SidecarClient(URI base, Duration timeout) {
+        this(base, timeout, null);
+    }
+
+    /** With {@code token} (null: none) sent on every request; it is never logged nor shown. */
+    SidecarClient(URI base, Duration timeout, String token) {
         this.base = base;
         this.timeout = timeout;
+        this.authorization = token == null ? null : "Bearer " + token;
         this.http =
                 HttpClient.newBuilder()
                         .version(HttpClient.Version.HTTP_1_1)
@@ -110,9 +118,14 @@ final class SidecarClient {
                 body == null
                         ? HttpRequest.BodyPublishers.noBody()
                         : HttpRequest.BodyPublishers.ofByteArray(body);
-        return HttpRequest.newBuilder(base.resolve(pathAndQuery))
-                .timeout(timeout)
-                .method(method, publisher);
+        HttpRequest.Builder b =
+                HttpRequest.newBuilder(base.resolve(pathAndQuery))
+                        .timeout(timeout)
+                        .method(method, publisher);
+        if (authorization != null) {
+            b.header("Authorization", authorization);
+        }
+        return b;
     }
 
     Response send(String method, String pathAndQuery, Map<String, String> headers, byte[] body)

@@ -82,7 +82,8 @@ public class SidecarHaServicesFactory implements HighAvailabilityServicesFactory
     }
 
     private static SidecarClient client(Configuration conf) {
-        return new SidecarClient(SidecarOptions.url(conf), SidecarOptions.requestTimeout(conf));
+        return new SidecarClient(
+                SidecarOptions.url(conf), SidecarOptions.requestTimeout(conf), SidecarOptions.token(conf));
     }
 
     /**

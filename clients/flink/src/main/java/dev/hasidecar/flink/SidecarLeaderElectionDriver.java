@@ -177,6 +177,16 @@ final class SidecarLeaderElectionDriver implements LeaderElectionDriver {
                             + "). A JobManager needs its own sidecar with election.candidacy: client"
                             + " in the sidecar's config; TaskManagers and the CLI use observers (election.candidacy: never)");
         }
+        if (resp.status == 401) {
+            // Retrying cannot help: the token comes from the config.
+            throw new SidecarConfigException(
+                    client.describe()
+                            + " refused the candidacy for want of its bearer token ("
+                            + resp.message()
+                            + "); set "
+                            + SidecarOptions.TOKEN_FILE.key()
+                            + " to a file with the token of the sidecar's http.token-file");
+        }
         if (resp.status == 404 || resp.status == 405) {
             throw new SidecarConfigException(
                     client.describe()

@@ -158,10 +158,18 @@ final class SidecarProcesses implements AutoCloseable {
 
     /** As {@link #start(String, String)}, with a {@code timing:} line of its own. */
     Sidecar start(String id, String candidacy, String timing) throws Exception {
+        return start(id, candidacy, timing, "");
+    }
+
+    /**
+     * As {@link #start(String, String, String)}, with more keys of the {@code http:} section
+     * (such as {@code , token-file: '/path'}).
+     */
+    Sidecar start(String id, String candidacy, String timing, String moreHttp) throws Exception {
         int port = freePort();
         String yaml =
                 "member: {id: " + id + ", address: 'http://" + id + ".example:8081'}\n"
-                        + "http: {listen: '127.0.0.1:" + port + "'}\n"
+                        + "http: {listen: '127.0.0.1:" + port + "'" + moreHttp + "}\n"
                         + backendYaml()
                         + timing
                         + "election: {candidacy: " + candidacy
