@@ -637,3 +637,34 @@ pub fn sigterm_then_kill9(mut sidecars: Vec<Sidecar>, crash_wait: Duration) -> T
     assert!(third > second, "token {third} after {second}");
     Takeovers { graceful, crash }
 }
+
+/// Secrets never in logs (issue 16, §5): fails if any line of any `*.log`
+/// under `dir` (every sidecar's log of a test, at debug level) holds one of
+/// `secrets` (a token, a password, a line of a private key). Fails too if
+/// there are no log lines at all, so that it cannot pass by reading nothing.
+pub fn assert_no_secret_in_logs(dir: &Path, secrets: &[String]) {
+    assert!(
+        !secrets.is_empty() && secrets.iter().all(|s| s.len() >= 8),
+        "no secret to look for"
+    );
+    let mut lines = 0;
+    for entry in std::fs::read_dir(dir).expect("read the test dir") {
+        let path = entry.expect("a dir entry").path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            lines += 1;
+            for s in secrets {
+                assert!(
+                    !line.contains(s.as_str()),
+                    "{} line {} holds a secret",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    assert!(lines > 0, "no log lines under {} to check", dir.display());
+}
