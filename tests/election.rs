@@ -137,9 +137,11 @@ fn long_poll_wakes_on_a_change_of_leader() {
     let watcher = sidecars[(leader + 1) % 3].port;
     // A standby learns of a new leader through discovery, a moment after the
     // leader itself knows: wait until the watcher's view is the leader's.
-    wait_for("the watcher to see the leader", Duration::from_secs(10), || {
-        (sidecars[(leader + 1) % 3].leader()["term"].as_u64() == Some(term)).then_some(())
-    });
+    wait_for(
+        "the watcher to see the leader",
+        Duration::from_secs(10),
+        || (sidecars[(leader + 1) % 3].leader()["term"].as_u64() == Some(term)).then_some(()),
+    );
     // Without a change the poll returns after its wait, unchanged.
     let started = Instant::now();
     let r = request(
