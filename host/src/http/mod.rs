@@ -225,6 +225,7 @@ enum Endpoint {
     Healthz,
     Readyz,
     Metrics,
+    OpenApi,
     States,
     State,
     Jobs,
@@ -308,6 +309,7 @@ const ROUTES: &[Route] = &[
     exact("/healthz", GET, GET, Endpoint::Healthz),
     exact("/readyz", GET, GET, Endpoint::Readyz),
     exact("/metrics", GET, GET, Endpoint::Metrics),
+    exact("/openapi.yaml", GET, GET, Endpoint::OpenApi),
     exact("/state", GET, NONE, Endpoint::States),
     below("/state", Methods::Handler, NONE, Endpoint::State),
     exact("/jobs", GET, NONE, Endpoint::Jobs),
@@ -418,6 +420,7 @@ async fn route(
         Endpoint::Healthz => ops::healthz(shared),
         Endpoint::Readyz => ops::readyz(shared),
         Endpoint::Metrics => ops::metrics(shared),
+        Endpoint::OpenApi => ops::openapi(),
         Endpoint::States => state::list(shared, query).await,
         Endpoint::State => state::handle(shared, req).await,
         Endpoint::Jobs => jobs::list(shared).await,
@@ -521,6 +524,10 @@ mod tests {
             lookup(&Method::GET, "/leader/resign"),
             Routed::NotAllowed(["POST"])
         ));
+        assert_eq!(
+            to(Method::GET, "/openapi.yaml"),
+            Some((Endpoint::OpenApi, String::new(), true))
+        );
         assert!(matches!(lookup(&Method::GET, "/leaders"), Routed::NotFound));
         assert!(matches!(lookup(&Method::GET, "/statex"), Routed::NotFound));
     }

@@ -65,6 +65,15 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Rep
     r
 }
 
+/// A body that is part of the binary (no copy per request).
+pub fn static_text(status: StatusCode, content_type: &'static str, body: &'static str) -> Reply {
+    let mut r = Response::new(whole(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
 pub fn bytes(status: StatusCode, body: Vec<u8>) -> Reply {
     let mut r = Response::new(whole(body));
     *r.status_mut() = status;
