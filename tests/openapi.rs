@@ -100,6 +100,143 @@ fn the_sidecar_serves_the_document_in_the_repository() {
     );
 }
 
+/// Whether `v` has the `type` (or is null where `nullable`) and is one of
+/// the `enum` of a (flat) schema of the document.
+fn fits_schema(v: &Value, schema: &serde_yaml::Value) -> bool {
+    if v.is_null() {
+        return schema["nullable"].as_bool() == Some(true);
+    }
+    let typed = match schema["type"].as_str() {
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_u64() || v.is_i64(),
+        Some("boolean") => v.is_boolean(),
+        Some("object") => v.is_object(),
+        Some("array") => v.is_array(),
+        _ => true,
+    };
+    let listed = match schema["enum"].as_sequence() {
+        Some(values) => values.iter().any(|e| e.as_str() == v.as_str()),
+        None => true,
+    };
+    typed && listed
+}
+
+/// The lines of a chunked body read so far from `conn` (after the head),
+/// at least `n` of them.
+fn stream_lines(conn: &mut std::net::TcpStream, raw: &mut Vec<u8>, n: usize) -> Vec<Value> {
+    use std::io::Read;
+    loop {
+        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n");
+        if let Some(end) = head_end {
+            // Each chunk is "<hex size>\r\n<data>\r\n".
+            let mut body = Vec::new();
+            let mut rest = &raw[end + 4..];
+            while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
+                        .expect("a chunk size");
+                if rest.len() < eol + 2 + size + 2 {
+                    break;
+                }
+                body.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+                rest = &rest[eol + 2 + size + 2..];
+            }
+            let lines: Vec<Value> = body
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).expect("a stream line is JSON"))
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let got = conn.read(&mut buf).expect("read the candidacy stream");
+        assert!(
+            got > 0,
+            "the stream ended: {}",
+            String::from_utf8_lossy(raw)
+        );
+        raw.extend_from_slice(&buf[..got]);
+    }
+}
+
+/// POST /candidacy answers with a stream that lasts while the candidacy is
+/// open, which schemathesis cannot take: checked here against the
+/// document, with renewing and closing the candidacy.
+#[test]
+fn the_candidacy_stream_is_as_documented() {
+    use std::io::Write;
+    let cluster = Cluster::new();
+    let s = start(&cluster, "c1", "client");
+    let doc = document();
+    let post = &doc["paths"]["/candidacy"]["post"]["responses"]["200"]["content"];
+    let (media, content) = post
+        .as_mapping()
+        .and_then(|m| m.iter().next())
+        .expect("a documented stream");
+    let one_of = content["schema"]["oneOf"].as_sequence().expect("oneOf");
+    let line = &doc["components"]["schemas"]["CandidacyLine"];
+    assert_eq!(
+        one_of[0]["$ref"].as_str(),
+        Some("#/components/schemas/CandidacyLine")
+    );
+    let closed = &one_of[1]["properties"]["closed"];
+
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"POST /candidacy HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let lines = stream_lines(&mut conn, &mut raw, 2);
+    let head = String::from_utf8_lossy(&raw).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("content-type: {}", media.as_str().unwrap())),
+        "{head}"
+    );
+    for (i, l) in lines.iter().enumerate() {
+        for required in line["required"].as_sequence().unwrap() {
+            let name = required.as_str().unwrap();
+            assert!(l.get(name).is_some(), "line {i} has no {name}: {l}");
+        }
+        for (name, schema) in line["properties"].as_mapping().unwrap() {
+            let name = name.as_str().unwrap();
+            if let Some(v) = l.get(name) {
+                assert!(
+                    fits_schema(v, schema),
+                    "line {i}: {name} = {v} is not as documented"
+                );
+            }
+        }
+    }
+    let id = lines[0]["candidacy"]
+        .as_str()
+        .expect("the first line names the candidacy");
+    assert!(lines[0]["ttl_ms"].is_u64(), "{}", lines[0]);
+    let renew = request(s.port, "PUT", &format!("/candidacy/{id}"), &[], b"").unwrap();
+    assert_eq!(renew.status, 204, "{}", renew.text());
+    let close = request(s.port, "DELETE", &format!("/candidacy/{id}"), &[], b"").unwrap();
+    assert_eq!(close.status, 204, "{}", close.text());
+    // Heartbeat lines may come first; the stream's read timeout bounds the wait.
+    let mut seen = lines.len();
+    let last = loop {
+        let lines = stream_lines(&mut conn, &mut raw, seen + 1);
+        seen = lines.len();
+        let last = lines.last().unwrap();
+        if last.get("closed").is_some() {
+            break last.clone();
+        }
+        assert!(seen < 1000, "no closing line after {seen} lines");
+    };
+    assert!(fits_schema(&last["closed"], closed), "{last}");
+    assert_eq!(last["closed"], "closed");
+    let gone = request(s.port, "PUT", &format!("/candidacy/{id}"), &[], b"").unwrap();
+    assert_eq!(gone.status, 404, "{}", gone.text());
+    assert_eq!(gone.json()["error"], "no_candidacy");
+}
+
 /// What one schemathesis run did, from its JSON report and HAR file.
 struct Run {
     operations: u64,
