@@ -839,3 +839,46 @@ fn the_documented_refusals_change_nothing() {
         "the snapshot misses an accepted write"
     );
 }
+
+/// Keys in Flink's job layout written through /state rather than the job
+/// API (`jobs/<x>/...` or `jobgraphs/<x>` with an `<x>` that is no job id)
+/// are not jobs: GET /jobs and GET /recovery list only job ids, as the
+/// document says, so a new leader is never handed one that every
+/// /jobs/{job} route refuses with 400.
+#[test]
+fn the_job_views_list_only_job_ids_whatever_state_holds() {
+    let cluster = Cluster::new();
+    let s = cluster.start("solo");
+    wait_for("leadership", Duration::from_secs(20), || {
+        s.leads().then_some(())
+    });
+    let t = s.term().to_string();
+    let r = request(s.port, "PUT", "/jobs/j1/graph", &[("x-ha-term", &t)], b"g").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    for key in [
+        "jobs/a:b/x",
+        "jobgraphs/c:d",
+        "jobgraphs/e/f",
+        "jobs/.hidden/x",
+    ] {
+        let r = s.put(key, b"v", &[]);
+        assert_eq!(r.status, 200, "{key}: {}", r.text());
+    }
+    let jobs = s.get("/jobs").unwrap();
+    assert_eq!(jobs.status, 200, "{}", jobs.text());
+    assert_eq!(
+        jobs.json()["jobs"],
+        serde_json::json!(["j1"]),
+        "{}",
+        jobs.text()
+    );
+    let recovery = s.get("/recovery").unwrap();
+    assert_eq!(recovery.status, 200, "{}", recovery.text());
+    let ids: Vec<Value> = recovery.json()["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![serde_json::json!("j1")], "{}", recovery.text());
+}
