@@ -639,6 +639,9 @@ enum To {
 }
 
 /// How to provoke `code` on `method template`, or None (see `NOT_PROVOKED`).
+/// A refusal the document gains (a 401 for a write without the bearer
+/// token, a handover to a member that is no live candidate) gets its way
+/// here; until then the test fails, naming it.
 /// `stale` is a deposed leader's term, `current` the leader's.
 fn refusal(method: &str, template: &str, code: &str, stale: u64, current: u64) -> Option<Refusal> {
     let jobs = template.starts_with("/jobs/");
