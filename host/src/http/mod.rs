@@ -370,9 +370,8 @@ async fn dispatch(shared: Arc<Shared>, backend: &Handle, req: Request<Incoming>)
             );
         }
         Routed::NotAllowed(allowed) => {
-            return reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+            return reply::method_not_allowed(
+                allowed,
                 format!(
                     "{} is not supported on {path}; use {}",
                     req.method(),

@@ -108,6 +108,20 @@ pub fn error_with(
     json(status, &body)
 }
 
+/// A 405 with the `Allow` header RFC 9110 requires: the methods the path
+/// takes, so a client (or a probe) can tell what to send instead.
+pub fn method_not_allowed(allowed: &[&str], message: impl Into<String>) -> Reply {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+        r.headers_mut().insert(hyper::header::ALLOW, v);
+    }
+    r
+}
+
 pub fn etag(mut r: Reply, version: u64) -> Reply {
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         r.headers_mut().insert(hyper::header::ETAG, v);
