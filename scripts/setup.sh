@@ -174,6 +174,32 @@ PY
     rm -rf "$tmp"
 }
 
+# schemathesis (PyPI) for tests/openapi.rs, which checks docs/openapi.yaml
+# against real sidecars: installed once into its own virtualenv,
+# .cache/schemathesis, where the test finds its `st`. The version is pinned so
+# that a new release does not change what the test checks.
+ensure_schemathesis() {
+    local version=4.32.5
+    local venv="$ROOT/.cache/schemathesis"
+    if [ -x "$venv/bin/st" ] && [ "$("$venv/bin/st" --version 2>/dev/null | awk '{print $NF}')" = "$version" ]; then
+        return 0
+    fi
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "error: installing schemathesis $version needs python3 (with venv and pip) on PATH" >&2
+        exit 1
+    fi
+    echo "==> installing schemathesis $version from PyPI into $venv"
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv"; then
+        echo "error: python3 -m venv failed; install the venv module (Debian: apt-get install python3-venv)" >&2
+        exit 1
+    fi
+    if ! "$venv/bin/pip" install --quiet "schemathesis==$version"; then
+        echo "error: pip could not install schemathesis==$version from PyPI into $venv" >&2
+        exit 1
+    fi
+}
+
 build_plugins() {
     echo "==> building plugins (wasm32-wasip2)"
     (cd plugins && cargo build --release --locked)

@@ -8,6 +8,7 @@ ensure_postgres
 ensure_debian_packages junit4 prometheus systemd
 ensure_flink
 ensure_flink_1_20
+ensure_schemathesis
 build_plugins
 echo "==> formatting"
 cargo fmt --all --check

@@ -68,14 +68,18 @@ fn one_leader_among_three_and_everyone_agrees() {
     let sidecars = three(&cluster, &server);
     agreed_leader(&sidecars);
     // The leader renews every retry period, so its renewal record appears.
+    // Beside them, one member record per candidate.
     let keys = wait_for("the renewal record", Duration::from_secs(5), || {
         let keys = server.keys("/ha-sidecar/test/election/");
-        (keys.len() == 2).then_some(keys)
+        (keys.len() == 5).then_some(keys)
     });
     assert_eq!(
         keys,
         [
             "/ha-sidecar/test/election/leader",
+            "/ha-sidecar/test/election/members/e1",
+            "/ha-sidecar/test/election/members/e2",
+            "/ha-sidecar/test/election/members/e3",
             "/ha-sidecar/test/election/renewal"
         ],
         "the election records are not where the plugin documents them"

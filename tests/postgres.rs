@@ -130,11 +130,18 @@ fn one_leader_among_three_and_the_records_are_in_the_table() {
     agreed_leader(&sidecars);
     let keys = wait_for("the renewal record", Duration::from_secs(5), || {
         let keys = server.keys("ha_sidecar", "test");
-        (keys.len() == 2).then_some(keys)
+        (keys.len() == 5).then_some(keys)
     });
+    // Beside them, one member record per candidate.
     assert_eq!(
         keys,
-        ["election/leader", "election/renewal"],
+        [
+            "election/leader",
+            "election/members/p1",
+            "election/members/p2",
+            "election/members/p3",
+            "election/renewal"
+        ],
         "the election records are not where the plugin documents them"
     );
     for s in &sidecars {

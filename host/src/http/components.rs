@@ -53,6 +53,10 @@ pub fn list(shared: &Shared) -> Reply {
 }
 
 pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
+    // The method first: one this path never takes is 405 whatever the name.
+    if ![Method::GET, Method::PUT, Method::DELETE].contains(req.method()) {
+        return method_not_allowed();
+    }
     let component = percent_decode(&req.uri().path()[PATH.len() + 1..]);
     if let Err(e) = check_component(&component) {
         return reply::error(StatusCode::BAD_REQUEST, "invalid_component", e);
@@ -61,12 +65,15 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
         Method::GET => get(shared, &component, req.uri().query()).await,
         Method::PUT => publish(shared, &component, req).await,
         Method::DELETE => remove(shared, &component, &req).await,
-        _ => reply::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET, PUT or DELETE on /leader/components/{component}",
-        ),
+        _ => method_not_allowed(),
     }
+}
+
+fn method_not_allowed() -> Reply {
+    reply::method_not_allowed(
+        &["GET", "PUT", "DELETE"],
+        "use GET, PUT or DELETE on /leader/components/{component}",
+    )
 }
 
 /// `GET …/{component}[?wait=30s&known=<version>]`.

@@ -35,6 +35,19 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     if let Err(e) = check_job_id(job) {
         return reply::error(StatusCode::BAD_REQUEST, "invalid_job_id", e);
     }
+    // The method before the headers: one the path never takes is 405.
+    if let Some(allowed) = methods(&parts[1..])
+        && !allowed.contains(&req.method().as_str())
+    {
+        return reply::method_not_allowed(
+            allowed,
+            format!(
+                "{} is not supported on {path}; use {}",
+                req.method(),
+                allowed.join(" or ")
+            ),
+        );
+    }
     let pre = match Preconditions::parse(req.headers()) {
         Ok(p) => p,
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", e),
@@ -116,9 +129,8 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
                         Err(e) => value_error(shared, e),
                     }
                 }
-                _ => reply::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
+                _ => reply::method_not_allowed(
+                    &["GET", "PUT"],
                     "use GET or PUT on /jobs/{job}/checkpoints/{id}",
                 ),
             }
@@ -213,6 +225,16 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             "not_found",
             format!("no such endpoint: {path} (see the README for the job API)"),
         ),
+    }
+}
+
+/// The methods a job path takes (None: no such path, a 404).
+fn methods(rest: &[&str]) -> Option<&'static [&'static str]> {
+    match rest {
+        ["graph"] | ["counter"] | ["result"] => Some(&["GET", "PUT"]),
+        ["checkpoints"] | ["checkpoints", "latest"] => Some(&["GET"]),
+        ["checkpoints", _] => Some(&["GET", "PUT"]),
+        _ => None,
     }
 }
 

@@ -266,6 +266,7 @@ enum Endpoint {
     Healthz,
     Readyz,
     Metrics,
+    OpenApi,
     States,
     State,
     Jobs,
@@ -351,6 +352,7 @@ const ROUTES: &[Route] = &[
     exact("/healthz", GET, GET, Endpoint::Healthz),
     exact("/readyz", GET, GET, Endpoint::Readyz),
     exact("/metrics", GET, GET, Endpoint::Metrics),
+    exact("/openapi.yaml", GET, GET, Endpoint::OpenApi),
     exact("/state", GET, NONE, Endpoint::States),
     below("/state", Methods::Handler, NONE, Endpoint::State),
     exact("/jobs", GET, NONE, Endpoint::Jobs),
@@ -416,9 +418,8 @@ async fn dispatch(
             );
         }
         Routed::NotAllowed(allowed) => {
-            return reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+            return reply::method_not_allowed(
+                allowed,
                 format!(
                     "{} is not supported on {path}; use {}",
                     req.method(),
@@ -476,6 +477,7 @@ async fn route(
         Endpoint::Healthz => ops::healthz(shared),
         Endpoint::Readyz => ops::readyz(shared),
         Endpoint::Metrics => ops::metrics(shared),
+        Endpoint::OpenApi => ops::openapi(),
         Endpoint::States => state::list(shared, query).await,
         Endpoint::State => state::handle(shared, req).await,
         Endpoint::Jobs => jobs::list(shared).await,
@@ -579,6 +581,10 @@ mod tests {
             lookup(&Method::GET, "/leader/resign"),
             Routed::NotAllowed(["POST"])
         ));
+        assert_eq!(
+            to(Method::GET, "/openapi.yaml"),
+            Some((Endpoint::OpenApi, String::new(), true))
+        );
         assert!(matches!(lookup(&Method::GET, "/leaders"), Routed::NotFound));
         assert!(matches!(lookup(&Method::GET, "/statex"), Routed::NotFound));
     }

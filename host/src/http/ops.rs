@@ -26,10 +26,39 @@ pub fn readyz(shared: &Shared) -> Reply {
     }
 }
 
+/// The API's OpenAPI document, built in from `docs/openapi.yaml`: the
+/// served copy cannot drift from the one in the repository.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
+
+/// `GET /openapi.yaml`.
+pub fn openapi() -> Reply {
+    reply::static_text(StatusCode::OK, "application/yaml", OPENAPI)
+}
+
 pub fn metrics(shared: &Shared) -> Reply {
     reply::text(
         StatusCode::OK,
         "text/plain; version=0.0.4",
         shared.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_served_document_is_the_file_in_the_repository() {
+        let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
+            .expect("docs/openapi.yaml is readable");
+        let reply = openapi();
+        assert_eq!(reply.status(), StatusCode::OK);
+        assert_eq!(reply.headers()["content-type"], "application/yaml");
+        let body = reply.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.as_ref(), file.as_slice());
+        let doc: serde_yaml::Value = serde_yaml::from_slice(&file).expect("the document is YAML");
+        assert_eq!(doc["openapi"].as_str(), Some("3.0.3"));
+    }
 }

@@ -65,6 +65,15 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Rep
     r
 }
 
+/// A body that is part of the binary (no copy per request).
+pub fn static_text(status: StatusCode, content_type: &'static str, body: &'static str) -> Reply {
+    let mut r = Response::new(whole(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
 pub fn bytes(status: StatusCode, body: Vec<u8>) -> Reply {
     let mut r = Response::new(whole(body));
     *r.status_mut() = status;
@@ -97,6 +106,20 @@ pub fn error_with(
         obj.extend(more);
     }
     json(status, &body)
+}
+
+/// A 405 with the `Allow` header RFC 9110 requires: the methods the path
+/// takes, so a client (or a probe) can tell what to send instead.
+pub fn method_not_allowed(allowed: &[&str], message: impl Into<String>) -> Reply {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+        r.headers_mut().insert(hyper::header::ALLOW, v);
+    }
+    r
 }
 
 pub fn etag(mut r: Reply, version: u64) -> Reply {

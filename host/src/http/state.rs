@@ -47,6 +47,10 @@ pub async fn list(shared: &Shared, query: Option<&str>) -> Reply {
 }
 
 pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
+    // The method first: a method /state/{key} never takes is 405 whatever the key.
+    if ![Method::GET, Method::PUT, Method::DELETE].contains(req.method()) {
+        return method_not_allowed();
+    }
     let key = percent_decode(&req.uri().path()["/state/".len()..]);
     if let Err(e) = check_key(&key) {
         return reply::error(StatusCode::BAD_REQUEST, "invalid_key", e);
@@ -105,12 +109,15 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
                 Err(e) => value_error(shared, e),
             }
         }
-        _ => reply::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET, PUT or DELETE on /state/{key}",
-        ),
+        _ => method_not_allowed(),
     }
+}
+
+fn method_not_allowed() -> Reply {
+    reply::method_not_allowed(
+        &["GET", "PUT", "DELETE"],
+        "use GET, PUT or DELETE on /state/{key}",
+    )
 }
 
 /// The request body, at most `http.max-body` bytes.

@@ -55,6 +55,17 @@ pub fn check_job_id(job: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The job that key `key` of the job layout is for, if `job` is a job id.
+fn job_of(key: &str, job: &str) -> Option<String> {
+    match check_job_id(job) {
+        Ok(()) => Some(job.to_string()),
+        Err(why) => {
+            tracing::debug!(key, %why, "not a job's HA data (written through /state?); not listed");
+            None
+        }
+    }
+}
+
 /// What is stored in the job result store.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResultEntry {
@@ -244,19 +255,24 @@ impl JobStore {
     }
 
     /// Jobs that have any HA data, and jobs in the result store.
+    ///
+    /// Only job ids count: the same prefixes are open to `/state`, and a key
+    /// there such as `jobs/a:b/x` or `jobgraphs/e/f` names no job that the
+    /// job API (or a new leader) could act on.
     async fn scan(&self) -> Result<(BTreeSet<String>, Vec<(String, ResultEntry)>), ValueError> {
         let mut with_data = BTreeSet::new();
         for k in self.values.list("jobgraphs/").await? {
-            with_data.insert(k["jobgraphs/".len()..].to_string());
+            with_data.extend(job_of(&k, &k["jobgraphs/".len()..]));
         }
         for k in self.values.list("jobs/").await? {
-            if let Some(job) = k["jobs/".len()..].split('/').next() {
-                with_data.insert(job.to_string());
-            }
+            let rest = &k["jobs/".len()..];
+            with_data.extend(job_of(&k, rest.split('/').next().unwrap_or(rest)));
         }
         let mut results = Vec::new();
         for k in self.values.list("job-results/").await? {
-            let job = k["job-results/".len()..].to_string();
+            let Some(job) = job_of(&k, &k["job-results/".len()..]) else {
+                continue;
+            };
             if let Some(entry) = self.result(&job).await? {
                 results.push((job, entry));
             }
