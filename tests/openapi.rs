@@ -472,7 +472,7 @@ fn schemathesis_finds_a_leader_and_a_standby_as_documented() {
     let term = format!("X-HA-Term: {}", leader.term());
     // First the leader with its own term on every request, so that writes
     // are accepted too (generated terms are all refused); without
-    // POST /leader/resign, so that it goes on leading throughout, and
+    // POST /leader/resign and /leader/handover, so that it goes on leading throughout, and
     // without PUT /jobs/{job}/result, which would end the jobs the other
     // writes are for (a job with a result takes no more HA data). Then the
     // whole document against the standby, then against the leader, which
@@ -486,6 +486,8 @@ fn schemathesis_finds_a_leader_and_a_standby_as_documented() {
                 &term,
                 "--exclude-path",
                 "/leader/resign",
+                "--exclude-path",
+                "/leader/handover",
                 "--exclude-operation-id",
                 "putResult",
             ],
@@ -504,7 +506,7 @@ fn schemathesis_finds_a_leader_and_a_standby_as_documented() {
             run.checks,
             run.failures.len()
         );
-        let expected = ops.len() - if args.is_empty() { 0 } else { 2 };
+        let expected = ops.len() - if args.is_empty() { 0 } else { 3 };
         assert_eq!(
             run.operations, expected as u64,
             "every documented operation is tested"
@@ -703,6 +705,15 @@ fn refusal(method: &str, template: &str, code: &str, stale: u64, current: u64) -
         "invalid_component" => component = "bad%20component",
         "invalid_job_id" => job = "bad%20job",
         "bad_request" if template == "/leader/resign" => query = "?holdoff=soon",
+        "bad_request" if template == "/leader/handover" => query = "?to=s2&holdoff=soon",
+        "not_leader" if template == "/leader/handover" => {
+            query = "?to=s2";
+            to = To::NotLeader;
+        }
+        "not_a_live_candidate" => {
+            query = "?to=nobody";
+            to = To::Leader;
+        }
         "bad_request" => term = Some("soon".into()),
         "term_required" => term = None,
         "not_leader" if template == "/leader/resign" => to = To::NotLeader,
@@ -734,9 +745,10 @@ fn refusal(method: &str, template: &str, code: &str, stale: u64, current: u64) -
         )
         + query;
     let mut headers = Vec::new();
-    if let Some(t) =
-        term.filter(|_| template != "/leader/resign" && !template.starts_with("/candidacy"))
-    {
+    if let Some(t) = term.filter(|_| {
+        !["/leader/resign", "/leader/handover"].contains(&template)
+            && !template.starts_with("/candidacy")
+    }) {
         headers.push(("x-ha-term".to_string(), t));
     }
     if let Some(v) = if_match {
