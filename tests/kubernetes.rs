@@ -905,7 +905,7 @@ fn plugin_check_passes_with_the_shipped_role_and_cleans_up_after_itself() {
             &cfg.to_string_lossy(),
         ]);
         assert_eq!(code, 0, "run {run}:\n{out}");
-        assert!(out.contains("10 checks, 10 passed, 0 failed"), "{out}");
+        assert!(out.contains("11 checks, 11 passed, 0 failed"), "{out}");
         // Only the cluster's own ConfigMap was ever touched, and it is left
         // released and without keys.
         let names: std::collections::BTreeSet<String> =

@@ -9,6 +9,7 @@
 
 pub mod cuts;
 pub mod overlap;
+pub mod parallel;
 pub mod proxy;
 pub mod roster;
 pub mod schedule;

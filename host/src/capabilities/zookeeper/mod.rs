@@ -28,7 +28,9 @@ use crate::section::{ConfigError, Dur, FlinkConfig, FlinkDur, parse_flink_durati
 pub struct ZooKeeper;
 
 /// Connection settings, named after Flink's `high-availability.zookeeper.*` keys.
-#[derive(Debug, Clone)]
+/// Its `Debug` leaves the digest credentials out, so no debug print or
+/// error that carries the settings can put a password into a log.
+#[derive(Clone)]
 pub struct ZkSettings {
     pub quorum: String,
     pub session_timeout: Duration,
@@ -43,8 +45,27 @@ pub struct ZkSettings {
     pub digest: Option<String>,
 }
 
+impl std::fmt::Debug for ZkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZkSettings")
+            .field("quorum", &self.quorum)
+            .field("session_timeout", &self.session_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("retry_wait", &self.retry_wait)
+            .field("max_retry_wait", &self.max_retry_wait)
+            .field("max_retry_attempts", &self.max_retry_attempts)
+            .field(
+                "tolerate_suspended_connections",
+                &self.tolerate_suspended_connections,
+            )
+            .field("acl_creator", &self.acl_creator)
+            .field("digest", &self.digest.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 /// Flink's `high-availability.zookeeper.*` keys, without that prefix.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawZookeeper {
     quorum: String,
@@ -347,4 +368,30 @@ fn validate(z: RawZookeeper, cx: &SectionContext<'_>) -> Result<ZkSettings, Conf
         acl_creator,
         digest: z.digest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_debug_print_of_the_settings_holds_no_password() {
+        let s = ZkSettings {
+            quorum: "zk:2181".into(),
+            session_timeout: Duration::from_secs(2),
+            connection_timeout: Duration::from_secs(2),
+            retry_wait: Duration::from_millis(200),
+            max_retry_wait: Duration::from_secs(1),
+            max_retry_attempts: 3,
+            tolerate_suspended_connections: false,
+            acl_creator: true,
+            digest: Some("alice:s3cret-password".into()),
+        };
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("<redacted>") && printed.contains("zk:2181"),
+            "{printed}"
+        );
+    }
 }
