@@ -358,54 +358,32 @@ impl Election {
                 );
                 let _ = self.release(&term).await;
             }
-            Exit::Resign {
-                holdoff,
-                to: Some(to),
-                reply,
-            } => {
+            Exit::Resign { holdoff, to, reply } => {
+                let reason = match &to {
+                    Some(to) => format!("handing over to {to} on request"),
+                    None => "resigned on request".into(),
+                };
                 step_down(
                     &self.local,
                     &self.metrics,
                     Phase::HoldingOff,
                     &term,
-                    &format!("handing over to {to} on request"),
+                    &reason,
                 );
-                match self.hand_over(&term, &to).await {
-                    Ok(()) => {
-                        let _ = reply.send(Ok(term.clone()));
-                        self.pause(holdoff).await;
-                    }
-                    // Nothing was released: campaign at once, which takes
-                    // this process's own term back (every recipe does).
-                    Err(e) => {
-                        let _ = reply.send(Err(ResignError::HandoverRefused(e)));
-                    }
+                let outcome = match &to {
+                    Some(to) => self
+                        .hand_over(&term, to)
+                        .await
+                        .map_err(ResignError::HandoverRefused),
+                    None => self.release(&term).await.map_err(ResignError::NotReleased),
+                };
+                // A refused handover released nothing: campaign at once,
+                // which takes this process's own term back (every recipe does).
+                let hold_off = !matches!(outcome, Err(ResignError::HandoverRefused(_)));
+                let _ = reply.send(outcome.map(|()| term.clone()));
+                if hold_off {
+                    self.pause(holdoff).await;
                 }
-                self.local.send_modify(|l| {
-                    if l.phase == Phase::HoldingOff {
-                        l.phase = Phase::Candidate;
-                    }
-                });
-            }
-            Exit::Resign {
-                holdoff,
-                to: None,
-                reply,
-            } => {
-                step_down(
-                    &self.local,
-                    &self.metrics,
-                    Phase::HoldingOff,
-                    &term,
-                    "resigned on request",
-                );
-                let released = self.release(&term).await;
-                let _ = reply.send(
-                    released
-                        .map(|()| term.clone())
-                        .map_err(ResignError::NotReleased),
-                );
-                self.pause(holdoff).await;
                 self.local.send_modify(|l| {
                     if l.phase == Phase::HoldingOff {
                         l.phase = Phase::Candidate;
