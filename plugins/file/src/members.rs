@@ -9,16 +9,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ha_sidecar_sdk::{Candidate, Member, Result, invalid, unavailable};
+use ha_sidecar_sdk::{Candidate, Member, Result, unavailable};
 use serde::{Deserialize, Serialize};
 
 use crate::fsx;
 use crate::layout::Layout;
-
-/// A handover is refused to a member not seen for this many leases.
-const LIVE_WITHIN_LEASES: u32 = 3;
-/// The leader forgets a record not rewritten for this many leases (and a minute).
-const FORGET_AFTER_LEASES: u32 = 20;
 
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -121,40 +116,19 @@ impl Members {
 
     /// Refuses a handover to anyone but a live standby.
     pub fn check_successor(&self, layout: &Layout, to: &str) -> Result<()> {
-        if to == self.me.id {
-            return Err(invalid(format!(
-                "{to:?} is this sidecar, the leader itself: name a standby"
-            )));
-        }
         let records = Self::records(layout)?;
-        match records.iter().find(|(id, _)| id == to) {
-            None => {
-                let known: Vec<&str> = records.iter().map(|(id, _)| id.as_str()).collect();
-                Err(invalid(format!(
-                    "{to:?} is not a candidate of this cluster (candidates: {})",
-                    known.join(", ")
-                )))
-            }
-            Some((_, r))
-                if now_ms().saturating_sub(r.seen_ms)
-                    > (self.lease * LIVE_WITHIN_LEASES).as_millis() as u64 =>
-            {
-                Err(invalid(format!(
-                    "{to:?} was last seen {} ms ago by its own clock, more than {LIVE_WITHIN_LEASES} leases: it is not a live candidate",
-                    now_ms().saturating_sub(r.seen_ms)
-                )))
-            }
-            Some(_) => Ok(()),
-        }
+        ha_sidecar_sdk::roster::check_successor(
+            &self.me.id,
+            to,
+            records.iter().map(|(id, r)| (id.as_str(), r.seen_ms)),
+            now_ms(),
+            self.lease,
+        )
     }
 
     /// The leader's housekeeping; best effort.
     pub fn forget_gone(&self, layout: &Layout) {
-        let cutoff = now_ms().saturating_sub(
-            (self.lease * FORGET_AFTER_LEASES)
-                .max(Duration::from_secs(60))
-                .as_millis() as u64,
-        );
+        let cutoff = ha_sidecar_sdk::roster::forget_before_ms(now_ms(), self.lease);
         for (id, r) in Self::records(layout).unwrap_or_default() {
             if r.seen_ms < cutoff && id != self.me.id {
                 let _ = std::fs::remove_file(dir(layout).join(id));

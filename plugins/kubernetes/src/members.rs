@@ -12,17 +12,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ha_sidecar_sdk::{Candidate, Member, Result, invalid};
+use ha_sidecar_sdk::{Candidate, Member, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::object::{ConfigMap, Object, Written};
 use crate::record::now_ms;
 
 pub const MEMBERS_ANNOTATION: &str = "ha-sidecar/members";
-/// A handover is refused to a member not seen for this many leases.
-const LIVE_WITHIN_LEASES: u32 = 3;
-/// The leader drops an entry not rewritten for this many leases (and a minute).
-const FORGET_AFTER_LEASES: u32 = 20;
 const CAS_ATTEMPTS: usize = 8;
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -63,11 +59,7 @@ impl Members {
         if self.written.is_some_and(|at| at.elapsed() < self.lease / 2) {
             return Ok(());
         }
-        let cutoff = now_ms().saturating_sub(
-            (self.lease * FORGET_AFTER_LEASES)
-                .max(Duration::from_secs(60))
-                .as_millis() as u64,
-        );
+        let cutoff = ha_sidecar_sdk::roster::forget_before_ms(now_ms(), self.lease);
         for _ in 0..CAS_ATTEMPTS {
             let Some(mut cm) = object.get()? else {
                 return Ok(());
@@ -118,27 +110,13 @@ impl Members {
 
     /// Refuses a handover to anyone but a live standby.
     pub fn check_successor(&self, cm: &ConfigMap, to: &str) -> Result<()> {
-        if to == self.me.id {
-            return Err(invalid(format!(
-                "{to:?} is this sidecar, the leader itself: name a standby"
-            )));
-        }
         let entries = read(cm);
-        match entries.get(to) {
-            None => Err(invalid(format!(
-                "{to:?} is not a candidate of this cluster (candidates: {})",
-                entries.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))),
-            Some(e)
-                if now_ms().saturating_sub(e.seen_ms)
-                    > (self.lease * LIVE_WITHIN_LEASES).as_millis() as u64 =>
-            {
-                Err(invalid(format!(
-                    "{to:?} was last seen {} ms ago by its own clock, more than {LIVE_WITHIN_LEASES} leases: it is not a live candidate",
-                    now_ms().saturating_sub(e.seen_ms)
-                )))
-            }
-            Some(_) => Ok(()),
-        }
+        ha_sidecar_sdk::roster::check_successor(
+            &self.me.id,
+            to,
+            entries.iter().map(|(id, e)| (id.as_str(), e.seen_ms)),
+            now_ms(),
+            self.lease,
+        )
     }
 }

@@ -78,10 +78,6 @@ pub const RENEWAL_KEY: &str = "election/renewal";
 pub const STATE_PREFIX: &str = "state/";
 /// One record per candidate, named by its member id.
 pub const MEMBERS_PREFIX: &str = "election/members/";
-/// The leader forgets a member record not rewritten for this many leases.
-pub const FORGET_AFTER_LEASES: u32 = 20;
-/// A handover is refused to a member not seen for this many leases.
-pub const LIVE_WITHIN_LEASES: u32 = 3;
 
 /// A second key that must be at a given version for a write to happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,11 +230,7 @@ impl<S: CasStore> Driver<S> {
 
     /// The leader's housekeeping: forget members not seen for a long time.
     fn forget_gone_members(&mut self) -> Result<()> {
-        let cutoff = now_ms().saturating_sub(
-            (self.lease * FORGET_AFTER_LEASES)
-                .max(Duration::from_secs(60))
-                .as_millis() as u64,
-        );
+        let cutoff = crate::roster::forget_before_ms(now_ms(), self.lease);
         for (id, record) in self.member_records()? {
             if record.seen_ms < cutoff && id != self.me.id {
                 self.store.write(&Self::member_key(&id), None, None, None)?;
@@ -269,30 +261,14 @@ impl<S: CasStore> Driver<S> {
     }
 
     pub fn hand_over(&mut self, term: Term, to: &str) -> Result<()> {
-        if to == self.me.id {
-            return Err(invalid(format!(
-                "{to:?} is this sidecar, the leader itself: name a standby"
-            )));
-        }
-        let live_since =
-            now_ms().saturating_sub((self.lease * LIVE_WITHIN_LEASES).as_millis() as u64);
         let members = self.member_records()?;
-        match members.iter().find(|(id, _)| id == to) {
-            None => {
-                let known: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
-                return Err(invalid(format!(
-                    "{to:?} is not a candidate of this cluster (candidates: {})",
-                    known.join(", ")
-                )));
-            }
-            Some((_, r)) if r.seen_ms < live_since => {
-                return Err(invalid(format!(
-                    "{to:?} was last seen {} ms ago (by its own clock), longer than {LIVE_WITHIN_LEASES} leases: it is not a live candidate",
-                    now_ms().saturating_sub(r.seen_ms)
-                )));
-            }
-            Some(_) => {}
-        }
+        crate::roster::check_successor(
+            &self.me.id,
+            to,
+            members.iter().map(|(id, r)| (id.as_str(), r.seen_ms)),
+            now_ms(),
+            self.lease,
+        )?;
         self.release(term, Some(to.to_string()))
     }
 
@@ -324,6 +300,18 @@ impl<S: CasStore> Driver<S> {
         })
     }
 
+    /// Since when (the end of the first read that saw it) the pair of
+    /// versions has been seen unchanged; `read_done`: the end of this read.
+    fn observe(&mut self, seen: (u64, Option<u64>), read_done: Instant) -> Instant {
+        match self.observed {
+            Some((s, since)) if s == seen => since,
+            _ => {
+                self.observed = Some((seen, read_done));
+                read_done
+            }
+        }
+    }
+
     pub fn campaign(&mut self, wait_ms: u32) -> Result<Option<Term>> {
         let started = Instant::now();
         let wait = Duration::from_millis(wait_ms.into());
@@ -341,15 +329,7 @@ impl<S: CasStore> Driver<S> {
                     // Handed over to another member: judged like a live
                     // holder's record (module docs), so free after a lease.
                     None => {
-                        let seen = (*version, None);
-                        let read_done = Instant::now();
-                        let since = match self.observed {
-                            Some((s, since)) if s == seen => since,
-                            _ => {
-                                self.observed = Some((seen, read_done));
-                                read_done
-                            }
-                        };
+                        let since = self.observe((*version, None), Instant::now());
                         let expired = read_started.saturating_duration_since(since) >= self.lease;
                         (*version, None, expired)
                     }
@@ -367,15 +347,7 @@ impl<S: CasStore> Driver<S> {
                     }
                     Some(_) => {
                         let renewal = self.store.get(RENEWAL_KEY)?.map(|v| v.version);
-                        let read_done = Instant::now();
-                        let seen = (*version, renewal);
-                        let since = match self.observed {
-                            Some((s, since)) if s == seen => since,
-                            _ => {
-                                self.observed = Some((seen, read_done));
-                                read_done
-                            }
-                        };
+                        let since = self.observe((*version, renewal), Instant::now());
                         let renewed = Guard {
                             key: RENEWAL_KEY,
                             version: renewal.unwrap_or(0),

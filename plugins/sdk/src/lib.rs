@@ -22,6 +22,7 @@ pub mod flink;
 pub mod http;
 pub mod keys;
 pub mod log;
+pub mod roster;
 pub mod settings;
 pub mod stateful;
 
