@@ -155,6 +155,7 @@ Examples:
 }
 
 fn main() -> ExitCode {
+    ha_sidecar::capabilities::ensure_tls_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HA_SIDECAR_LOG")
@@ -252,6 +253,17 @@ fn quiet_on_closed_stdout() {
     }
 }
 
+/// Sets the environment the capabilities' libraries read (see
+/// `Capability::process_env`). Called before the runtime starts: no other
+/// thread exists yet that could read the environment meanwhile.
+fn set_process_env(config: &Config) {
+    for (name, value) in config.grants.process_env() {
+        tracing::debug!(name, value = ?value, "setting for the capabilities' libraries");
+        // SAFETY: single-threaded here (before the tokio runtime is built).
+        unsafe { std::env::set_var(name, value) };
+    }
+}
+
 /// The error and its causes, each once: our errors already quote their
 /// source in their own message, which `{:#}` would print a second time.
 fn describe(e: &anyhow::Error) -> String {
@@ -267,6 +279,7 @@ fn describe(e: &anyhow::Error) -> String {
 
 fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    set_process_env(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -300,6 +313,7 @@ fn check_plugin(plugin: &Path, config: &Path, only: Option<&str>) -> anyhow::Res
     // A plugin that cannot load fails here, once, with the reason; not in
     // every check.
     ha_sidecar::wiring::check(&config, Default::default())?;
+    set_process_env(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -68,26 +68,74 @@ pub enum Mode {
 pub struct ZooKeeper {
     server: Server,
     dir: Option<tempfile::TempDir>,
+    secure_port: Option<u16>,
+}
+
+/// What a secured standalone server adds to a plain one: authentication
+/// providers and their enforcement, TLS, and the JVM settings they need
+/// (a JAAS file, a krb5.conf). The plain client port stays open for the
+/// harness's four-letter health checks.
+#[derive(Default)]
+pub struct Security {
+    /// More zoo.cfg lines.
+    pub config: String,
+    /// More JVM options, such as `-Djava.security.auth.login.config=...`.
+    pub jvm: Vec<String>,
+    /// Also serve clients over TLS on a port of its own (`secureClientPort`,
+    /// Netty); `config` then carries the `ssl.*` keys.
+    pub secure_port: bool,
 }
 
 impl ZooKeeper {
     /// Starts a standalone server and waits until it serves.
     pub fn standalone() -> ZooKeeper {
+        Self::standalone_secured(|_| Security::default())
+    }
+
+    /// Starts a standalone server with the security `make` returns, given
+    /// the server's directory (where it may put its JAAS file, keys and
+    /// certificates), and waits until it serves.
+    pub fn standalone_secured(make: impl FnOnce(&Path) -> Security) -> ZooKeeper {
         let dir = tempdir();
-        let port = free_ports(1)[0];
-        let server = Server::new(
+        let ports = free_ports(2);
+        let server_dir = dir.path().join("zk");
+        fs::create_dir_all(&server_dir).expect("create the ZooKeeper dir");
+        let security = make(&server_dir);
+        let mut config = common_config(ports[0], MAX_SESSION_TIMEOUT);
+        let secure_port = security.secure_port.then_some(ports[1]);
+        if let Some(p) = secure_port {
+            config.push_str(&format!(
+                "secureClientPort={p}\nsecureClientPortAddress=127.0.0.1\n\
+                 serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n"
+            ));
+        }
+        config.push_str(&security.config);
+        let mut server = Server::new(
             "zookeeper",
             "org.apache.zookeeper.server.ZooKeeperServerMain",
-            dir.path().join("zk"),
-            port,
-            &common_config(port, MAX_SESSION_TIMEOUT),
+            server_dir,
+            ports[0],
+            &config,
         );
+        server.jvm = security.jvm;
         let mut zk = ZooKeeper {
             server,
             dir: Some(dir),
+            secure_port,
         };
         zk.start();
         zk
+    }
+
+    /// The TLS connect string, `127.0.0.1:<secureClientPort>`.
+    pub fn secure_quorum(&self) -> String {
+        let port = self.secure_port.expect("a server started with secure_port");
+        format!("127.0.0.1:{port}")
+    }
+
+    /// The server's directory: its zoo.cfg, log and what `Security` put there.
+    pub fn dir(&self) -> &Path {
+        &self.server.dir
     }
 
     /// Starts an ensemble of `n` members and waits until all serve and one
@@ -413,6 +461,8 @@ struct Server {
     main_class: &'static str,
     dir: PathBuf,
     client_port: u16,
+    /// More JVM options (see `Security::jvm`).
+    jvm: Vec<String>,
     child: Option<Child>,
     paused: bool,
 }
@@ -432,6 +482,7 @@ impl Server {
             main_class,
             dir,
             client_port,
+            jvm: Vec::new(),
             child: None,
             paused: false,
         }
@@ -462,11 +513,9 @@ impl Server {
             "-XX:-UsePerfData",
             "-Dorg.slf4j.simpleLogger.showDateTime=true",
             "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
-            "-cp",
-            classpath,
-            self.main_class,
-            "./zoo.cfg",
         ])
+        .args(&self.jvm)
+        .args(["-cp", classpath, self.main_class, "./zoo.cfg"])
         .current_dir(&self.dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone the log handle"))

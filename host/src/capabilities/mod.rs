@@ -112,6 +112,17 @@ impl SectionContext<'_> {
     }
 }
 
+/// Makes ring the process's default rustls provider, once. Two providers
+/// are compiled in (ring, which the sidecar's own TLS uses; aws-lc-rs,
+/// which zookeeper-client's TLS feature brings), and rustls refuses to
+/// guess between them for clients built without naming one (kube's,
+/// zookeeper-client's). Called wherever such a client is made, so that no
+/// entry point (the binary, `plugin check`, a test) can miss it.
+pub fn ensure_tls_provider() {
+    // Err only when a provider is already installed: that one stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// One capability: the contract every unit implements.
 pub trait Capability: Send + Sync + 'static {
     /// Its key under `capabilities:` in the config; refusals name it so.
@@ -142,6 +153,14 @@ pub trait Capability: Send + Sync + 'static {
     /// Plugin settings a Flink config implies once this capability is
     /// granted (the sidecar config's own values win).
     fn flink_plugin_settings(&self, _flink: &FlinkConfig) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Environment variables the libraries behind this capability read
+    /// (MIT Kerberos for ZooKeeper's GSSAPI: keytab, cache, krb5.conf).
+    /// `main` sets them once, before any thread starts, since a process's
+    /// environment cannot be changed safely while threads may read it.
+    fn process_env(&self, _settings: &dyn Settings) -> Vec<(&'static str, std::ffi::OsString)> {
         Vec::new()
     }
 
@@ -268,6 +287,14 @@ impl fmt::Debug for Grants {
 impl Grants {
     pub fn iter(&self) -> impl Iterator<Item = &Grant> {
         self.granted.iter()
+    }
+
+    /// Every granted capability's `process_env`.
+    pub fn process_env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        self.granted
+            .iter()
+            .flat_map(|g| g.capability.process_env(g.settings.as_ref()))
+            .collect()
     }
 
     pub fn is_granted(&self, capability: &str) -> bool {

@@ -111,6 +111,7 @@ impl KubeApi {
         if let Some(c) = self.client.get() {
             return Ok(c.clone());
         }
+        crate::capabilities::ensure_tls_provider();
         let client = kube::Client::try_from(self.config.clone()).map_err(|e| {
             KubeError::Unavailable(format!("cannot build a Kubernetes client: {e}"))
         })?;

@@ -6,8 +6,11 @@
 //! `ops` answers the plugin's calls.
 
 mod contract_0_1;
+mod keytab;
 mod ops;
+mod sasl;
 mod session;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +46,10 @@ pub struct ZkSettings {
     pub acl_creator: bool,
     /// Digest authentication: `user:password`.
     pub digest: Option<String>,
+    /// TLS to every member (`tls`); none: plain TCP.
+    pub tls: Option<tls::ZkTls>,
+    /// SASL authentication (`sasl`): DIGEST-MD5 or Kerberos.
+    pub sasl: Option<sasl::ZkSasl>,
 }
 
 impl std::fmt::Debug for ZkSettings {
@@ -60,6 +67,8 @@ impl std::fmt::Debug for ZkSettings {
             )
             .field("acl_creator", &self.acl_creator)
             .field("digest", &self.digest.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("sasl", &self.sasl)
             .finish()
     }
 }
@@ -73,6 +82,8 @@ struct RawZookeeper {
     client: RawZkClient,
     /// `user:password` for digest authentication.
     digest: Option<String>,
+    tls: Option<tls::RawZkTls>,
+    sasl: Option<sasl::RawZkSasl>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -130,10 +141,18 @@ impl Capability for ZooKeeper {
                     quorum: q.to_string(),
                     client: RawZkClient::default(),
                     digest: None,
+                    tls: None,
+                    sasl: None,
                 });
             }
             if let Some(z) = raw.as_mut() {
                 fill_from_flink(&mut z.client, f, cx)?;
+                if z.sasl.is_none() {
+                    z.sasl = sasl::from_flink(f).map_err(|(key, value, reason)| {
+                        cx.keys
+                            .err(&format!("flink-config {}: {key}", f.path), value, reason)
+                    })?;
+                }
             }
         }
         match raw {
@@ -144,6 +163,13 @@ impl Capability for ZooKeeper {
 
     fn flink_ha_type(&self) -> Option<&'static str> {
         Some("ZooKeeper")
+    }
+
+    fn process_env(&self, settings: &dyn Settings) -> Vec<(&'static str, std::ffi::OsString)> {
+        super::typed::<ZkSettings>(settings, self)
+            .ok()
+            .and_then(|s| s.sasl.as_ref())
+            .map_or_else(Vec::new, sasl::ZkSasl::process_env)
     }
 
     fn flink_plugin_settings(&self, flink: &FlinkConfig) -> Vec<(String, String)> {
@@ -330,14 +356,28 @@ fn validate(z: RawZookeeper, cx: &SectionContext<'_>) -> Result<ZkSettings, Conf
             format!("must be shorter than {KEY}.client.session-timeout ({}), so that a leader that cannot renew steps down before its session can expire; lower timing.renew-deadline or raise the session timeout", Dur(session_timeout)),
         ));
     }
+    let tls = match &z.tls {
+        None => None,
+        Some(raw) => Some(
+            tls::ZkTls::load(raw, |p| keys.resolve(p))
+                .map_err(|t| keys.err(&format!("{KEY}.tls.{}", t.key), &t.file, t.reason))?,
+        ),
+    };
+    let sasl = match &z.sasl {
+        None => None,
+        Some(raw) => Some(
+            sasl::ZkSasl::load(raw, |p| keys.resolve(p))
+                .map_err(|e| keys.err(&format!("{KEY}.sasl.{}", e.key), &e.value, e.reason))?,
+        ),
+    };
     let acl_creator = match c.acl.as_deref().unwrap_or("open") {
         "open" => false,
-        "creator" if z.digest.is_some() => true,
+        "creator" if z.digest.is_some() || sasl.is_some() => true,
         "creator" => {
             return Err(keys.err(
                 &format!("{KEY}.client.acl"),
                 "creator",
-                format!("needs an authenticated identity: set {KEY}.digest (user:password); SASL is not supported by this version"),
+                format!("needs an authenticated identity: set {KEY}.sasl (DIGEST-MD5 or GSSAPI) or {KEY}.digest (user:password)"),
             ));
         }
         other => {
@@ -358,6 +398,8 @@ fn validate(z: RawZookeeper, cx: &SectionContext<'_>) -> Result<ZkSettings, Conf
         ));
     }
     Ok(ZkSettings {
+        tls,
+        sasl,
         quorum,
         session_timeout,
         connection_timeout,
@@ -386,9 +428,15 @@ mod tests {
             tolerate_suspended_connections: false,
             acl_creator: true,
             digest: Some("alice:s3cret-password".into()),
+            tls: None,
+            sasl: Some(sasl::ZkSasl::DigestMd5 {
+                username: "bob".into(),
+                password: "an0ther-s3cret".into(),
+            }),
         };
         let printed = format!("{s:?}");
         assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("bob"), "{printed}");
         assert!(
             printed.contains("<redacted>") && printed.contains("zk:2181"),
             "{printed}"

@@ -37,6 +37,16 @@ pub enum ConnectError {
         attempts: u32,
         last: String,
     },
+    /// The ensemble refused the sidecar's identity: no retry can change that.
+    #[error(
+        "capabilities.zookeeper: {quorum:?} refused the sidecar's login ({identity}): {error}; {hint}"
+    )]
+    Refused {
+        quorum: String,
+        identity: String,
+        error: String,
+        hint: &'static str,
+    },
 }
 
 pub struct ZkSession {
@@ -301,7 +311,27 @@ fn connector(s: &ZkSettings) -> zk::Connector {
     if let Some(d) = &s.digest {
         connector = connector.with_auth("digest", d.as_bytes());
     }
+    if let Some(sasl) = &s.sasl {
+        connector = connector.with_sasl(sasl.options());
+    }
+    if let Some(t) = &s.tls {
+        // Checked when the config was loaded; cannot fail here.
+        match t.options() {
+            Ok(options) => connector = connector.with_tls(options),
+            Err(e) => tracing::error!(error = %e, files = t.describe(), "ZooKeeper TLS settings"),
+        }
+    }
     connector
+}
+
+/// Connects with `connector`: over TLS to every member when `tls` is set.
+async fn open(s: &ZkSettings, connector: zk::Connector) -> Result<zk::Client, zk::Error> {
+    match &s.tls {
+        Some(t) => connector.secure_connect(&s.quorum).await.inspect_err(|e| {
+            tracing::warn!(quorum = %s.quorum, error = %e, files = t.describe(), "TLS connection to ZooKeeper failed: check that the quorum lists the members' secureClientPort, that ca-file signs their certificates, and, if they require one (ssl.clientAuth=need), set cert-file and key-file")
+        }),
+        None => connector.connect(&s.quorum).await,
+    }
 }
 
 /// What became of an attempt to reattach a session the client gave up on.
@@ -328,7 +358,7 @@ enum Reattach {
 async fn reattach(s: &ZkSettings, old: zk::SessionInfo) -> Reattach {
     let id = old.id();
     let attempt = async {
-        let c = connector(s).with_session(old).connect(&s.quorum).await?;
+        let c = open(s, connector(s).with_session(old)).await?;
         if c.session_id() != id {
             return Err(zk::Error::SessionExpired);
         }
@@ -355,8 +385,22 @@ async fn connect_with_retries(s: &ZkSettings) -> Result<zk::Client, ConnectError
     let mut delay = s.retry_wait;
     let mut last = String::new();
     for attempt in 1..=s.max_retry_attempts.max(1) {
-        match tokio::time::timeout(s.connection_timeout, connector(s).connect(&s.quorum)).await {
+        match tokio::time::timeout(s.connection_timeout, open(s, connector(s))).await {
             Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) if refused(&e) => {
+                return Err(ConnectError::Refused {
+                    quorum: s.quorum.clone(),
+                    identity: s.sasl.as_ref().map_or_else(
+                        || "no SASL login: set capabilities.zookeeper.sasl".into(),
+                        |a| a.identity(),
+                    ),
+                    error: e.to_string(),
+                    hint: s.sasl.as_ref().map_or(
+                        "the servers require authentication (enforce.auth.enabled)",
+                        |a| a.hint(),
+                    ),
+                });
+            }
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = format!("no session within {:?}", s.connection_timeout),
         }
@@ -371,6 +415,13 @@ async fn connect_with_retries(s: &ZkSettings) -> Result<zk::Client, ConnectError
         attempts: s.max_retry_attempts.max(1),
         last,
     })
+}
+
+/// Whether `e` is the ensemble refusing who we are (a failed SASL login,
+/// or a server that requires one we did not make), not a transient fault.
+fn refused(e: &zk::Error) -> bool {
+    matches!(e, zk::Error::AuthFailed | zk::Error::NoAuth)
+        || e.to_string().to_ascii_lowercase().contains("sasl")
 }
 
 pub fn to_wit(e: zk::Error) -> wit::ZkError {
