@@ -88,7 +88,14 @@ impl Kdc {
         };
         kdc.tool(
             "kdb5_util",
-            &["create", "-s", "-r", REALM, "-P", "kdc-master-key-for-tests"],
+            &[
+                "create",
+                "-s",
+                "-r",
+                REALM,
+                "-P",
+                "kdc-master-key-for-tests",
+            ],
         );
         let mut cmd = Command::new(sbin("krb5kdc"));
         cmd.args(["-n", "-r", REALM])
@@ -120,10 +127,7 @@ impl Kdc {
     /// The environment of the Kerberos tools for this realm.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            (
-                "KRB5_CONFIG".into(),
-                self.krb5_conf().display().to_string(),
-            ),
+            ("KRB5_CONFIG".into(), self.krb5_conf().display().to_string()),
             (
                 "KRB5_KDC_PROFILE".into(),
                 self.dir.path().join("kdc.conf").display().to_string(),

@@ -675,6 +675,17 @@ fn classpath() -> &'static str {
         if let Some(log) = find("slf4j-simple") {
             cp = format!("{cp}:{}", log.display());
         }
+        // The Netty server (secure client ports) needs Netty's codec and
+        // resolver, which the package's manifest does not list.
+        for netty in [
+            "netty-codec",
+            "netty-resolver",
+            "netty-transport-native-unix-common",
+        ] {
+            if let Some(jar) = find(netty) {
+                cp = format!("{cp}:{}", jar.display());
+            }
+        }
         cp
     })
 }

@@ -64,7 +64,12 @@ impl<'a> Reader<'a> {
             .at
             .checked_add(n)
             .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| format!("truncated keytab (an entry runs past byte {})", self.bytes.len()))?;
+            .ok_or_else(|| {
+                format!(
+                    "truncated keytab (an entry runs past byte {})",
+                    self.bytes.len()
+                )
+            })?;
         let out = &self.bytes[self.at..end];
         self.at = end;
         Ok(out)

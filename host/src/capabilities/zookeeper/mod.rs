@@ -6,6 +6,7 @@
 //! `ops` answers the plugin's calls.
 
 mod contract_0_1;
+mod kerberos;
 mod keytab;
 mod ops;
 mod sasl;
@@ -195,7 +196,7 @@ impl Capability for ZooKeeper {
         &self,
         _settings: &dyn Settings,
         connection: Option<Arc<dyn Connection>>,
-        _metrics: &Arc<Metrics>,
+        metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Box<dyn Prepared>> {
         // No connection when only checking the plugin (`validate`): no
         // instance is made then.
@@ -207,6 +208,9 @@ impl Capability for ZooKeeper {
             ),
             None => None,
         };
+        if let Some(s) = &session {
+            s.record_refusals_in(metrics.clone());
+        }
         Ok(Box::new(Granted(session)))
     }
 

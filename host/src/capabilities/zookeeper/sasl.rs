@@ -45,10 +45,7 @@ pub struct RawZkSasl {
 /// Checked SASL settings; the `Debug` form shows no password.
 #[derive(Clone)]
 pub enum ZkSasl {
-    DigestMd5 {
-        username: String,
-        password: String,
-    },
+    DigestMd5 { username: String, password: String },
     Gssapi(Kerberos),
 }
 
@@ -97,7 +94,9 @@ impl ZkSasl {
                 Err(bad(
                     key,
                     "(set)",
-                    format!("is not used by {mechanism}: remove it, or choose the mechanism it belongs to"),
+                    format!(
+                        "is not used by {mechanism}: remove it, or choose the mechanism it belongs to"
+                    ),
                 ))
             } else {
                 Ok(())
@@ -169,7 +168,10 @@ impl ZkSasl {
                         return Err(bad(
                             "principal",
                             "(unset)",
-                            format!("keytab {} needs the principal to log in as", resolve(k).display()),
+                            format!(
+                                "keytab {} needs the principal to log in as",
+                                resolve(k).display()
+                            ),
                         ));
                     }
                 };
@@ -306,7 +308,11 @@ pub fn from_flink(f: &FlinkConfig) -> Result<Option<RawZkSasl>, (String, String,
             Some((_, v)) => match v.trim() {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                _ => Err((key.to_string(), v.to_string(), "must be true or false".into())),
+                _ => Err((
+                    key.to_string(),
+                    v.to_string(),
+                    "must be true or false".into(),
+                )),
             },
         }
     };
@@ -329,7 +335,9 @@ pub fn from_flink(f: &FlinkConfig) -> Result<Option<RawZkSasl>, (String, String,
         return Err((
             "security.kerberos.login.keytab".into(),
             "(unset)".into(),
-            format!("the login context {context} is in security.kerberos.login.contexts, but there is no keytab and use-ticket-cache is false: set security.kerberos.login.keytab and .principal"),
+            format!(
+                "the login context {context} is in security.kerberos.login.contexts, but there is no keytab and use-ticket-cache is false: set security.kerberos.login.keytab and .principal"
+            ),
         ));
     }
     Ok(Some(RawZkSasl {

@@ -20,9 +20,10 @@ use std::time::Instant;
 use tokio::sync::{RwLock, watch};
 use zookeeper_client as zk;
 
-use super::ZkSettings;
+use super::{ZkSettings, kerberos, sasl};
 use crate::bindings::ha::zookeeper::client as wit;
 use crate::capabilities::Health;
+use crate::metrics::Metrics;
 
 /// Between attempts to reattach a session while ZooKeeper does not answer.
 const REATTACH_PAUSE: Duration = Duration::from_millis(200);
@@ -56,6 +57,7 @@ pub struct ZkSession {
     health: watch::Sender<Health>,
     /// Set by `close`: a Closed state is then expected, not a failure.
     closing: AtomicBool,
+    refusals: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 impl ZkSession {
@@ -71,6 +73,7 @@ impl ZkSession {
             state,
             health,
             closing: AtomicBool::new(false),
+            refusals: std::sync::OnceLock::new(),
         });
         tokio::spawn(session.clone().watch_session());
         Ok(session)
@@ -265,11 +268,54 @@ impl ZkSession {
         let bound = left.map_or(self.settings.connection_timeout, |l| {
             l.min(self.settings.connection_timeout)
         });
-        match tokio::time::timeout(bound, op(client)).await {
+        let result = match tokio::time::timeout(bound, op(client)).await {
             Ok(r) => r,
             Err(_) => Err(wit::ZkError::ConnectionLoss(format!(
                 "no answer from ZooKeeper within {bound:?}"
             ))),
+        };
+        self.note_refusal(&result);
+        result
+    }
+
+    /// Where ACL refusals are recorded (the sidecar's metrics): set when
+    /// the capability is prepared for a plugin.
+    pub fn record_refusals_in(&self, metrics: Arc<Metrics>) {
+        let _ = self.refusals.set(metrics);
+    }
+
+    /// A NoAuth is a missing permission, not an outage: recorded, so that
+    /// the sidecar stops at start, or backs off and turns unhealthy,
+    /// instead of retrying in silence. Any answer that is not a NoAuth
+    /// means the identity got through.
+    fn note_refusal<T>(&self, result: &Result<T, wit::ZkError>) {
+        let Some(metrics) = self.refusals.get() else {
+            return;
+        };
+        match result {
+            Err(wit::ZkError::Other(m)) if m.starts_with(NO_AUTH) => {
+                let who = self.settings.sasl.as_ref().map_or_else(
+                    || {
+                        if self.settings.digest.is_some() {
+                            "the digest user of capabilities.zookeeper.digest".to_string()
+                        } else {
+                            "no login".to_string()
+                        }
+                    },
+                    |s| s.identity(),
+                );
+                metrics.refusals.record("zookeeper", Some(&format!(
+                    "{m}: the nodes' ACL does not admit this sidecar's identity ({who}); nodes made with client.acl: creator admit only the identity that made them, so every sidecar of a cluster must log in as the same user or principal"
+                )));
+            }
+            Ok(_)
+            | Err(
+                wit::ZkError::NoNode
+                | wit::ZkError::NodeExists
+                | wit::ZkError::BadVersion
+                | wit::ZkError::NotEmpty,
+            ) => metrics.refusals.record("zookeeper", None),
+            Err(_) => {}
         }
     }
 
@@ -385,22 +431,31 @@ async fn connect_with_retries(s: &ZkSettings) -> Result<zk::Client, ConnectError
     let mut delay = s.retry_wait;
     let mut last = String::new();
     for attempt in 1..=s.max_retry_attempts.max(1) {
+        if let Some(sasl::ZkSasl::Gssapi(k)) = &s.sasl {
+            let (service, quorum) = (k.service_name.clone(), s.quorum.clone());
+            let trial =
+                tokio::task::spawn_blocking(move || kerberos::try_login(&service, &quorum)).await;
+            match trial {
+                Ok(kerberos::Trial::Ok) => {}
+                Ok(kerberos::Trial::Refused(error)) => {
+                    return Err(refused_login(s, error));
+                }
+                Ok(kerberos::Trial::Unreachable(e)) => {
+                    last = e;
+                    if attempt < s.max_retry_attempts {
+                        tracing::warn!(attempt, error = %last, retry_in = ?delay, "cannot reach the Kerberos KDC");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(s.max_retry_wait);
+                    }
+                    continue;
+                }
+                // The trial itself panicked: let the connect say what it can.
+                Err(e) => tracing::warn!(error = %e, "the trial Kerberos login did not finish"),
+            }
+        }
         match tokio::time::timeout(s.connection_timeout, open(s, connector(s))).await {
             Ok(Ok(c)) => return Ok(c),
-            Ok(Err(e)) if refused(&e) => {
-                return Err(ConnectError::Refused {
-                    quorum: s.quorum.clone(),
-                    identity: s.sasl.as_ref().map_or_else(
-                        || "no SASL login: set capabilities.zookeeper.sasl".into(),
-                        |a| a.identity(),
-                    ),
-                    error: e.to_string(),
-                    hint: s.sasl.as_ref().map_or(
-                        "the servers require authentication (enforce.auth.enabled)",
-                        |a| a.hint(),
-                    ),
-                });
-            }
+            Ok(Err(e)) if refused(&e) => return Err(refused_login(s, e.to_string())),
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = format!("no session within {:?}", s.connection_timeout),
         }
@@ -415,6 +470,21 @@ async fn connect_with_retries(s: &ZkSettings) -> Result<zk::Client, ConnectError
         attempts: s.max_retry_attempts.max(1),
         last,
     })
+}
+
+fn refused_login(s: &ZkSettings, error: String) -> ConnectError {
+    ConnectError::Refused {
+        quorum: s.quorum.clone(),
+        identity: s.sasl.as_ref().map_or_else(
+            || "no SASL login: set capabilities.zookeeper.sasl".into(),
+            |a| a.identity(),
+        ),
+        error,
+        hint: s.sasl.as_ref().map_or(
+            "the servers require authentication (enforce.auth.enabled)",
+            |a| a.hint(),
+        ),
+    }
 }
 
 /// Whether `e` is the ensemble refusing who we are (a failed SASL login,
@@ -434,9 +504,13 @@ pub fn to_wit(e: zk::Error) -> wit::ZkError {
         zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::ClientClosed => {
             wit::ZkError::ConnectionLoss(e.to_string())
         }
+        zk::Error::NoAuth => wit::ZkError::Other(format!("{NO_AUTH}: {e}")),
         other => wit::ZkError::Other(other.to_string()),
     }
 }
+
+/// How a NoAuth answer starts, as the plugin sees it.
+const NO_AUTH: &str = "ZooKeeper NoAuth";
 
 pub fn stat(s: &zk::Stat) -> wit::Stat {
     wit::Stat {

@@ -72,13 +72,21 @@ impl ZkTls {
             }
             (Some(c), None) | (None, Some(c)) => {
                 return Err(ZkTlsError {
-                    key: if raw.cert_file.is_some() { "key-file" } else { "cert-file" },
+                    key: if raw.cert_file.is_some() {
+                        "key-file"
+                    } else {
+                        "cert-file"
+                    },
                     file: resolve(c).display().to_string(),
                     reason: "cert-file and key-file go together: set both, or neither".into(),
                 });
             }
         };
-        let tls = Self { ca, identity, files };
+        let tls = Self {
+            ca,
+            identity,
+            files,
+        };
         // Checked now, so that a bad PEM is a config error, not a failed connect.
         tls.options().map_err(|e| ZkTlsError {
             key: "ca-file",
