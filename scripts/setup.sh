@@ -207,3 +207,8 @@ build_plugins() {
     # see its Cargo.toml), into the same target directory.
     (cd plugins/fixtures/contract-0-1 && cargo build --release --locked --target-dir ../../target)
 }
+
+# The host links MIT Kerberos' GSSAPI library (ZooKeeper's SASL/Kerberos
+# login); its Rust binding reads the library's headers with bindgen, which
+# needs libclang. Both are needed to build, by every script.
+ensure_debian_packages libkrb5-dev libclang-dev

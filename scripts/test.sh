@@ -5,7 +5,7 @@ source "$(dirname "$0")/setup.sh"
 ensure_zookeeper
 ensure_etcd
 ensure_postgres
-ensure_debian_packages junit4 prometheus systemd
+ensure_debian_packages junit4 prometheus systemd openssl krb5-kdc krb5-admin-server krb5-user
 ensure_flink
 ensure_flink_1_20
 ensure_schemathesis

@@ -80,6 +80,8 @@ fn settings(quorum: &str, tolerate: bool) -> ZkSettings {
         tolerate_suspended_connections: tolerate,
         acl_creator: false,
         digest: None,
+        tls: None,
+        sasl: None,
     }
 }
 

@@ -385,7 +385,7 @@ fn with_digest_md5_zookeeper_passes_the_conformance_suite_and_a_standby_takes_ov
         Duration::from_secs(20),
         || {
             let r = intruder.get("/healthz").ok()?;
-            (r.status == 503).then(|| r.text())
+            (r.status == 503).then(|| r.json()["message"].as_str().unwrap_or_default().to_string())
         },
     );
     assert!(
