@@ -349,3 +349,63 @@ pub fn from_flink(f: &FlinkConfig) -> Result<Option<RawZkSasl>, (String, String,
         ..RawZkSasl::default()
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flink(text: &str) -> FlinkConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, text).unwrap();
+        FlinkConfig::load(&path).unwrap()
+    }
+
+    #[test]
+    fn flinks_keys_choose_kerberos_as_flinks_own_client_would() {
+        // The login context is among Flink's Kerberos contexts: a keytab login.
+        let raw = from_flink(&flink(
+            "security.kerberos.login.contexts: Client,KafkaClient\nsecurity.kerberos.login.keytab: /k.keytab\nsecurity.kerberos.login.principal: flink/jm@R\nzookeeper.sasl.service-name: zk\n",
+        ))
+        .unwrap()
+        .expect("Kerberos");
+        assert_eq!(raw.mechanism, "GSSAPI");
+        assert_eq!(raw.keytab.as_deref(), Some(Path::new("/k.keytab")));
+        assert_eq!(raw.principal.as_deref(), Some("flink/jm@R"));
+        assert_eq!(raw.service_name.as_deref(), Some("zk"));
+        // No keytab: the ticket cache, and the principal is not used.
+        let raw = from_flink(&flink(
+            "security.kerberos.login.contexts: Client\nsecurity.kerberos.login.principal: p@R\n",
+        ))
+        .unwrap()
+        .expect("Kerberos");
+        assert_eq!((raw.keytab, raw.principal), (None, None));
+        // A context name that is not among the contexts, or SASL disabled: none.
+        let other = "security.kerberos.login.contexts: Client\nzookeeper.sasl.login-context-name: ZkClient\n";
+        assert!(from_flink(&flink(other)).unwrap().is_none());
+        let off = "security.kerberos.login.contexts: Client\nzookeeper.sasl.disable: true\n";
+        assert!(from_flink(&flink(off)).unwrap().is_none());
+        assert!(from_flink(&flink("a: b\n")).unwrap().is_none());
+        // No keytab and no ticket cache: refused, naming Flink's key.
+        let (key, _, reason) = from_flink(&flink(
+            "security.kerberos.login.contexts: Client\nsecurity.kerberos.login.use-ticket-cache: false\n",
+        ))
+        .unwrap_err();
+        assert_eq!(key, "security.kerberos.login.keytab");
+        assert!(reason.contains("use-ticket-cache is false"), "{reason}");
+        let (key, value, _) = from_flink(&flink("zookeeper.sasl.disable: maybe\n")).unwrap_err();
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("zookeeper.sasl.disable", "maybe")
+        );
+    }
+
+    #[test]
+    fn the_debug_form_holds_no_password() {
+        let s = ZkSasl::DigestMd5 {
+            username: "u".into(),
+            password: "p4ssw0rd-secret".into(),
+        };
+        assert!(!format!("{s:?}").contains("p4ssw0rd"));
+    }
+}
