@@ -30,6 +30,6 @@ cargo test --release --locked --workspace --no-fail-fast
 echo "==> Flink HA services plugin unit tests (clients/flink) against the release sidecar"
 clients/flink/test.sh
 SIDECAR_BACKEND=zookeeper clients/flink/test.sh
-# The same tests on the 1.20 jar and Flink 1.20 (about 45 s on the file backend, 65 s on ZooKeeper).
+# The same tests on the 1.20 jar and Flink 1.20, on the file backend (about 45 s): the plugin
+# sees the same HTTP API whatever the backend, and the ZooKeeper run above covers that side.
 FLINK_VERSION=1.20 clients/flink/test.sh
-FLINK_VERSION=1.20 SIDECAR_BACKEND=zookeeper clients/flink/test.sh
