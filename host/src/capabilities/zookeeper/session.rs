@@ -431,33 +431,10 @@ async fn connect_with_retries(s: &ZkSettings) -> Result<zk::Client, ConnectError
     let mut delay = s.retry_wait;
     let mut last = String::new();
     for attempt in 1..=s.max_retry_attempts.max(1) {
-        if let Some(sasl::ZkSasl::Gssapi(k)) = &s.sasl {
-            let (service, quorum) = (k.service_name.clone(), s.quorum.clone());
-            let trial =
-                tokio::task::spawn_blocking(move || kerberos::try_login(&service, &quorum)).await;
-            match trial {
-                Ok(kerberos::Trial::Ok) => {}
-                Ok(kerberos::Trial::Refused(error)) => {
-                    return Err(refused_login(s, error));
-                }
-                Ok(kerberos::Trial::Unreachable(e)) => {
-                    last = e;
-                    if attempt < s.max_retry_attempts {
-                        tracing::warn!(attempt, error = %last, retry_in = ?delay, "cannot reach the Kerberos KDC");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(s.max_retry_wait);
-                    }
-                    continue;
-                }
-                // The trial itself panicked: let the connect say what it can.
-                Err(e) => tracing::warn!(error = %e, "the trial Kerberos login did not finish"),
-            }
-        }
-        match tokio::time::timeout(s.connection_timeout, open(s, connector(s))).await {
-            Ok(Ok(c)) => return Ok(c),
-            Ok(Err(e)) if refused(&e) => return Err(refused_login(s, e.to_string())),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = format!("no session within {:?}", s.connection_timeout),
+        match connect_once(s).await {
+            Ok(c) => return Ok(c),
+            Err(Failed::Refused(e)) => return Err(e),
+            Err(Failed::Transient(e)) => last = e,
         }
         if attempt < s.max_retry_attempts {
             tracing::warn!(attempt, quorum = %s.quorum, error = %last, retry_in = ?delay, "cannot connect to ZooKeeper");
@@ -470,6 +447,38 @@ async fn connect_with_retries(s: &ZkSettings) -> Result<zk::Client, ConnectError
         attempts: s.max_retry_attempts.max(1),
         last,
     })
+}
+
+/// Why one attempt to connect failed.
+enum Failed {
+    /// The ensemble or the KDC refused who we are: retrying cannot help.
+    Refused(ConnectError),
+    /// Unreachable, or no answer in time: worth another attempt.
+    Transient(String),
+}
+
+/// One attempt: with Kerberos, the trial login first (see `kerberos`),
+/// then the session.
+async fn connect_once(s: &ZkSettings) -> Result<zk::Client, Failed> {
+    if let Some(sasl::ZkSasl::Gssapi(k)) = &s.sasl {
+        let (service, quorum) = (k.service_name.clone(), s.quorum.clone());
+        match tokio::task::spawn_blocking(move || kerberos::try_login(&service, &quorum)).await {
+            Ok(kerberos::Trial::Ok) => {}
+            Ok(kerberos::Trial::Refused(e)) => return Err(Failed::Refused(refused_login(s, e))),
+            Ok(kerberos::Trial::Unreachable(e)) => return Err(Failed::Transient(e)),
+            // The trial itself panicked: let the connect say what it can.
+            Err(e) => tracing::warn!(error = %e, "the trial Kerberos login did not finish"),
+        }
+    }
+    match tokio::time::timeout(s.connection_timeout, open(s, connector(s))).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) if refused(&e) => Err(Failed::Refused(refused_login(s, e.to_string()))),
+        Ok(Err(e)) => Err(Failed::Transient(e.to_string())),
+        Err(_) => Err(Failed::Transient(format!(
+            "no session within {:?}",
+            s.connection_timeout
+        ))),
+    }
 }
 
 fn refused_login(s: &ZkSettings, error: String) -> ConnectError {
