@@ -229,9 +229,18 @@ fn tls_and_sasl_settings_that_cannot_work_are_refused_with_the_key() {
                 certs.ca().display(),
                 certs.client_cert().display()
             ),
+            vec!["capabilities.zookeeper.tls.key-file", "needs its key-file"],
+        ),
+        (
+            format!(
+                ", tls: {{ca-file: '{}', cert-file: '{}', key-file: '{}'}}",
+                certs.ca().display(),
+                certs.client_key().display(),
+                certs.client_key().display()
+            ),
             vec![
-                "capabilities.zookeeper.tls.key-file",
-                "set both, or neither",
+                "capabilities.zookeeper.tls.cert-file",
+                "holds no PEM certificate",
             ],
         ),
         (

@@ -11,7 +11,7 @@
 //! client certificate), which the host keeps: the plugin only sends requests.
 
 mod pool;
-mod tls;
+pub(crate) mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -26,9 +26,9 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawTls {
-    ca_file: PathBuf,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
+    pub(crate) ca_file: PathBuf,
+    pub(crate) cert_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
 }
 
 /// A ready client configuration; its debug form names only the files.

@@ -27,6 +27,7 @@ pub fn try_login(service: &str, quorum: &str) -> Trial {
         .split(',')
         .filter_map(|hp| hp.rsplit_once(':').map(|(h, _)| h))
         .collect();
+    hosts.sort_unstable();
     hosts.dedup();
     for host in hosts {
         let cred = match credential() {

@@ -361,11 +361,7 @@ fn connector(s: &ZkSettings) -> zk::Connector {
         connector = connector.with_sasl(sasl.options());
     }
     if let Some(t) = &s.tls {
-        // Checked when the config was loaded; cannot fail here.
-        match t.options() {
-            Ok(options) => connector = connector.with_tls(options),
-            Err(e) => tracing::error!(error = %e, files = t.describe(), "ZooKeeper TLS settings"),
-        }
+        connector = connector.with_tls(t.options());
     }
     connector
 }
